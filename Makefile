@@ -1,0 +1,62 @@
+# mmucosim — `make demo` runs the main job, `make test` the tests. Both set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BACKEND ?= verilator
+
+.PHONY: demo test test-full bench verilog lint synth iverilog clean help
+
+help:
+	@echo "make demo      run the seed's kernel on the $(BACKEND) backend, with TLB trace, plots and waves"
+	@echo "make test      the test suite on every backend (Icarus tests skip with a reason if it is missing)"
+	@echo "make test-full also the full-size seed tests (many_boxes with 102,400 boxes) on every backend"
+	@echo "make bench     throughput of every backend (build/bench/results.json)"
+	@echo "make verilog   export the Verilog of a configuration to build/verilog/"
+	@echo "make lint      ruff, and verilator --lint-only -Wall on the exported Verilog"
+	@echo "make synth     Yosys + nextpnr for iCE40 and ECP5, resource and Fmax report"
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Icarus Verilog for the cocotb-icarus backend: installed from Debian when missing and we are root.
+iverilog:
+	@if ! command -v iverilog >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing iverilog (Debian package)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null) \
+	      || echo "could not install iverilog: cocotb-icarus tests will be skipped"; \
+	  else \
+	    echo "iverilog missing and not root: cocotb-icarus tests will be skipped"; \
+	  fi; \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/mmucosim demo --backend $(BACKEND)
+
+test: $(STAMP) iverilog
+	$(PY) -m pytest -n 2 -q
+
+test-full: $(STAMP) iverilog
+	$(PY) -m pytest -n 2 -q --run-slow
+
+bench: $(STAMP) iverilog
+	$(VENV)/bin/mmucosim bench
+
+verilog: $(STAMP)
+	$(VENV)/bin/mmucosim verilog
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mmucosim verilog --lint
+
+synth: $(STAMP)
+	$(PY) -m pip install -q -e '.[synth]'
+	$(VENV)/bin/mmucosim synth
+
+clean:
+	rm -rf build

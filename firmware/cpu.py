@@ -1,0 +1,222 @@
+"""The CPU as the kernel sees it: loads, stores, `invlpg`, control registers, and the faults they raise.
+
+Firmware code reads like kernel code (`cpu.load_u64(addr)`, `cpu.write_cr3(frame)`) and never knows which backend
+runs underneath. A fault is raised as a `CpuFault`, the way an x86 exception enters the kernel's handler; the
+kernel decides whether it is fatal. Every access is naturally aligned: `read_bytes`/`write_bytes` split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from hdl.protocol import CR0_PG, Counter, Csr, ErrorCode, Fault, Op
+
+
+class Transactor(Protocol):
+    """What the CPU needs of a backend (see cosim.backend.Backend)."""
+
+    def transact(
+        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
+    ) -> tuple[int, int, int]: ...
+
+
+class ContextListener(Protocol):
+    """Receives the firmware's nesting of named operations (a tracer), keyed by operation number."""
+
+    def enter(self, label: str, seq: int) -> None: ...
+
+    def exit(self, seq: int) -> None: ...
+
+
+class CpuFault(Exception):
+    """An exception the MMU raised for one access. It is a result to report, not a simulator crash."""
+
+    kind: Fault
+
+    def __init__(self, addr: int, detail: str) -> None:
+        super().__init__(f"{self.__class__.__name__} at {addr:#x}: {detail}")
+        self.addr = addr
+
+
+class PageFault(CpuFault):
+    """#PF: CR2 holds `addr`; `error_code` has the x86 bits P, W/R, U/S, RSVD, I/D."""
+
+    kind = Fault.PAGE
+
+    def __init__(self, addr: int, error_code: int) -> None:
+        self.error_code = error_code
+        names = [n for n, bit in (("P", ErrorCode.P), ("W", ErrorCode.W), ("U", ErrorCode.U),
+                                  ("RSVD", ErrorCode.RSVD), ("I", ErrorCode.I)) if error_code & bit]
+        cause = "protection violation" if error_code & ErrorCode.P else "page not present"
+        super().__init__(addr, f"{cause}, error code {error_code:#x} ({'|'.join(names) or '0'})")
+
+
+class GeneralProtection(CpuFault):
+    """#GP: a non-canonical address, or a bad control-register access."""
+
+    kind = Fault.GP
+
+    def __init__(self, addr: int) -> None:
+        super().__init__(addr, "general protection (non-canonical address or bad CSR access)")
+
+
+class AlignmentCheck(CpuFault):
+    """An access whose address is not a multiple of its size."""
+
+    kind = Fault.ALIGN
+
+    def __init__(self, addr: int) -> None:
+        super().__init__(addr, "misaligned access")
+
+
+class BusError(CpuFault):
+    """A physical address (of data or of a page-table entry) outside installed RAM."""
+
+    kind = Fault.BUS
+
+    def __init__(self, addr: int) -> None:
+        super().__init__(addr, "physical address outside RAM")
+
+
+def fault_exception(fault: int, addr: int, errcode: int) -> CpuFault:
+    """The exception for a non-zero `resp_fault`."""
+    if fault == Fault.PAGE:
+        return PageFault(addr, errcode)
+    if fault == Fault.GP:
+        return GeneralProtection(addr)
+    if fault == Fault.ALIGN:
+        return AlignmentCheck(addr)
+    return BusError(addr)
+
+
+_LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
+
+
+class Cpu:
+    """A single supervisor-mode core. `user=True` on an access models CPL 3 for permission tests."""
+
+    def __init__(self, backend: Transactor, listener: ContextListener | None = None) -> None:
+        self._transact = backend.transact
+        self.listener = listener
+        self.ops = 0  # operations issued; the sequence number of the next one
+
+    # -- memory ---------------------------------------------------------------------------------------------
+    def load(self, addr: int, size_log2: int, *, user: bool = False, fetch: bool = False) -> int:
+        self.ops += 1
+        rdata, fault, errcode = self._transact(_LOAD, addr, size_log2, 0, user, fetch)
+        if fault:
+            raise fault_exception(fault, addr, errcode)
+        return rdata
+
+    def store(self, addr: int, size_log2: int, value: int, *, user: bool = False) -> None:
+        self.ops += 1
+        _, fault, errcode = self._transact(_STORE, addr, size_log2, value & ((1 << (8 << size_log2)) - 1), user)
+        if fault:
+            raise fault_exception(fault, addr, errcode)
+
+    def load_u8(self, addr: int) -> int:
+        return self.load(addr, 0)
+
+    def load_u16(self, addr: int) -> int:
+        return self.load(addr, 1)
+
+    def load_u32(self, addr: int) -> int:
+        return self.load(addr, 2)
+
+    def load_u64(self, addr: int) -> int:
+        return self.load(addr, 3)
+
+    def store_u8(self, addr: int, value: int) -> None:
+        self.store(addr, 0, value)
+
+    def store_u16(self, addr: int, value: int) -> None:
+        self.store(addr, 1, value)
+
+    def store_u32(self, addr: int, value: int) -> None:
+        self.store(addr, 2, value)
+
+    def store_u64(self, addr: int, value: int) -> None:
+        self.store(addr, 3, value)
+
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        """`length` bytes from `addr`, read with the widest aligned accesses that fit."""
+        out = bytearray()
+        end = addr + length
+        while addr < end:
+            size_log2 = _widest(addr, end - addr)
+            out += self.load(addr, size_log2).to_bytes(1 << size_log2, "little")
+            addr += 1 << size_log2
+        return bytes(out)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        """Store `data` at `addr` with the widest aligned accesses that fit."""
+        pos = 0
+        while pos < len(data):
+            size_log2 = _widest(addr + pos, len(data) - pos)
+            n = 1 << size_log2
+            self.store(addr + pos, size_log2, int.from_bytes(data[pos:pos + n], "little"))
+            pos += n
+
+    def fill(self, addr: int, length: int, byte: int = 0) -> None:
+        """memset: `length` copies of `byte` from `addr`."""
+        self.write_bytes(addr, bytes([byte]) * length)
+
+    # -- TLB and control registers ---------------------------------------------------------------------------
+    def _control(self, op: Op, addr: int = 0, value: int = 0) -> int:
+        self.ops += 1
+        rdata, fault, errcode = self._transact(int(op), addr, 3, value)
+        if fault:
+            raise fault_exception(fault, addr, errcode)
+        return rdata
+
+    def invlpg(self, addr: int) -> None:
+        self._control(Op.INVLPG, addr)
+
+    def flush_tlb(self) -> None:
+        self._control(Op.FLUSH)
+
+    def read_csr(self, csr: int) -> int:
+        return self._control(Op.CSR_READ, csr)
+
+    def write_csr(self, csr: int, value: int) -> None:
+        self._control(Op.CSR_WRITE, csr, value)
+
+    def read_cr3(self) -> int:
+        return self.read_csr(Csr.CR3)
+
+    def write_cr3(self, pml4_frame_addr: int) -> None:
+        self.write_csr(Csr.CR3, pml4_frame_addr)
+
+    def read_cr2(self) -> int:
+        return self.read_csr(Csr.CR2)
+
+    def enable_paging(self) -> None:
+        self.write_csr(Csr.CR0, self.read_csr(Csr.CR0) | CR0_PG)
+
+    def read_counter(self, counter: Counter) -> int:
+        return self.read_csr(Csr.COUNTER_BASE + counter)
+
+    # -- tracing ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def context(self, label: str) -> Iterator[None]:
+        """Tag the operations issued inside with `label` (nested), for traces; free when nobody listens."""
+        listener = self.listener
+        if listener is None:
+            yield
+            return
+        listener.enter(label, self.ops)
+        try:
+            yield
+        finally:
+            listener.exit(self.ops)
+
+
+def _widest(addr: int, remaining: int) -> int:
+    """log2 of the widest naturally aligned access at `addr` that does not pass `remaining` bytes."""
+    for size_log2 in (3, 2, 1):
+        n = 1 << size_log2
+        if addr % n == 0 and remaining >= n:
+            return size_log2
+    return 0
