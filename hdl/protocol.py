@@ -272,6 +272,7 @@ class AccessEvent(NamedTuple):
     vaddr: int  # req_addr
     paddr: int
     size: int  # bytes (1, 2, 4, 8); 0 for non-memory operations
+    data: int  # STORE/CSR_WRITE: the data written; LOAD/CSR_READ: resp_rdata; else 0 (from the request/response)
     tlb_hit: bool
     tlb_miss: bool
     evicted_vpn: int  # -1 when no valid entry was replaced
