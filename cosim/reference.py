@@ -1,0 +1,707 @@
+"""The golden reference: a transaction-level model of the whole MMU and its RAM, implementing exactly the
+behaviour contract of docs/architecture.md.
+
+It is cycle-free. Its clock ticks once per operation: operation `seq` responds at cycle `seq` (the
+`AccessEvent.cycle`), a CSR read of Counter.CYCLES by operation `seq` returns `seq`, and a walk is estimated
+at `mem_latency` cycles per entry read (`walk_cycles`, Counter.WALK_CYCLES). Those are the TIMING_FIELDS
+lockstep checks skip; every other field of every event is what the hardware must report too.
+
+Two layers share one walker (`_walk_from`), so entry decoding, reserved bits and permissions exist once:
+- `walk`: pure and side-effect free, over any `read_u64` (tools run it on a shadow copy of RAM);
+- `ReferenceBackend`: adds the TLB, the paging-structure cache and the A/D write-backs.
+
+Speed: the firmware runs on this backend, so a TLB hit is a few dict and list operations (no object is built
+unless tracing). Entries are small lists indexed by the `_E_*` positions below, the TLB index is three
+int-keyed dicts (4 KiB, 2 MiB, 1 GiB pages), and RAM is a bytearray read through memoryviews cast to each
+access width.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+from cosim.backend import Backend, BackendError
+from hdl.protocol import (
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    HUGE_1G_RESERVED,
+    HUGE_2M_RESERVED,
+    LEVEL_BITS,
+    PAGE_SHIFT,
+    VPN_WIDTH,
+    AccessEvent,
+    Counter,
+    Csr,
+    ErrorCode,
+    Fault,
+    MmuConfig,
+    Op,
+    Pte,
+    TlbPolicy,
+    is_canonical,
+    pte_addr_mask,
+    pte_reserved_mask,
+)
+
+if sys.byteorder != "little":  # the RAM views use native order; x86 memory is little-endian
+    raise BackendError("the reference backend needs a little-endian host")
+
+# The permission bits of an entry and of the error code line up (x86 designed it so): a clear W or U in an
+# entry denies exactly the access whose error-code bit has the same position. `deny` masks below rely on it.
+assert Pte.WRITABLE == ErrorCode.W and Pte.USER_ACCESSIBLE == ErrorCode.U
+
+_MASK64 = (1 << 64) - 1
+_VPN_MASK = (1 << VPN_WIDTH) - 1
+_CANONICAL_HIGH = (1 << 17) - 1  # addr >> 47 of a canonical upper-half address
+_SIZE_MASK = tuple((1 << (8 << s)) - 1 for s in range(4))  # value mask of each access size
+_PERM_BITS = Pte.WRITABLE | Pte.USER_ACCESSIBLE
+_NX_TO_I = 63 - 4  # shift taking NX (bit 63) to ErrorCode.I (bit 4)
+assert Pte.NO_EXECUTE >> _NX_TO_I == ErrorCode.I
+# Not an error-code bit: marks a cached entry whose D is clear, so that one test `deny & access` on a hit
+# catches both a permission violation and a STORE that must re-walk to set D.
+_CLEAN = 1 << 5
+_STORE_ACCESS = ErrorCode.W | _CLEAN
+_EC_BITS = ErrorCode.P | ErrorCode.W | ErrorCode.U | ErrorCode.RSVD | ErrorCode.I
+
+_LOAD, _STORE, _INVLPG, _FLUSH, _CSR_READ, _CSR_WRITE = (int(op) for op in Op)
+_PAGE, _GP, _ALIGN, _BUS = int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS)
+_FAULT_COUNTER = {
+    _PAGE: int(Counter.FAULTS_PAGE),
+    _GP: int(Counter.FAULTS_GP),
+    _ALIGN: int(Counter.FAULTS_ALIGN),
+    _BUS: int(Counter.FAULTS_BUS),
+}
+_C_LOADS, _C_STORES = int(Counter.LOADS), int(Counter.STORES)
+_C_HITS, _C_MISSES, _C_EVICTIONS = int(Counter.TLB_HITS), int(Counter.TLB_MISSES), int(Counter.TLB_EVICTIONS)
+_CFG_CSRS = tuple(csr for csr in Csr if csr.name.startswith("CFG_"))
+_COUNTER_BASE = int(Csr.COUNTER_BASE)
+
+_LFSR_SEED, _LFSR_TAPS = 0xACE1, 0xB400
+
+# TLB entry: a list indexed by these positions (a list, not an object, because the hit path reads it)
+_E_WAY = 0  # flat index set * ways + way
+_E_SET = 1
+_E_BASE = 2  # VPN (4 KiB granule) of the page's first byte
+_E_VSHIFT = 3  # page size as a VPN shift: 0 (4 KiB), 9 (2 MiB), 18 (1 GiB)
+_E_FRAME = 4  # physical address of the page
+_E_OFFSET = 5  # mask of the page offset
+_E_DENY = 6  # error-code bits of the accesses the combined permissions deny, plus _CLEAN when D is clear
+_E_GLOBAL = 7
+_E_KEY = 8  # key of the entry in its index dict
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The walk, shared by `walk` and the backend
+
+
+class _EntryRules(NamedTuple):
+    """What decoding an entry needs from MAXPHYADDR."""
+
+    addr_mask: int  # bits 12..M-1
+    reserved: tuple[int, ...]  # reserved bits, indexed by level * 2 + PS
+
+
+@cache
+def _entry_rules(maxphyaddr: int) -> _EntryRules:
+    above_m = pte_reserved_mask(maxphyaddr)
+    reserved = [above_m] * 10
+    reserved[4 * 2 + 1] = above_m | Pte.HUGE_PAGE  # PS is reserved in a PML4E
+    reserved[3 * 2 + 1] = above_m | HUGE_1G_RESERVED
+    reserved[2 * 2 + 1] = above_m | HUGE_2M_RESERVED
+    return _EntryRules(pte_addr_mask(maxphyaddr), tuple(reserved))
+
+
+def _level_shift(level: int) -> int:
+    """log2 of the bytes one entry of `level` maps (1 = PT: 4 KiB ... 4 = PML4: 512 GiB)."""
+    return PAGE_SHIFT + LEVEL_BITS * (level - 1)
+
+
+# (fault, errcode, pte_reads, level, entry_addr, entry, deny): a tuple, not a record: the miss path is hot too
+WalkEnd = tuple[int, int, int, int, int, int, int]
+# called for each non-leaf entry the walk descends through: (level, entry_addr, entry, deny, vaddr)
+NonLeafVisitor = Callable[[int, int, int, int, int], None]
+
+
+def _walk_from(
+    read_u64: Callable[[int], int],
+    mem_bytes: int,
+    rules: _EntryRules,
+    vaddr: int,
+    access: int,
+    table: int,
+    level: int,
+    deny: int,
+    visit: NonLeafVisitor | None,
+) -> WalkEnd:
+    """Walk from the table of `level` at `table`, with the permissions above it already combined in `deny`.
+
+    `access` holds the error-code bits of the access (W, U, I). Returns the end of the walk: on success
+    (Fault.NONE) the leaf's level, address and value as read and the combined `deny`; on a fault its kind and
+    error code. Reads count only the entries actually read (not one whose address is outside RAM).
+    """
+    reads = 0
+    addr_mask = rules.addr_mask
+    reserved = rules.reserved
+    while True:
+        entry_addr = table | (((vaddr >> _level_shift(level)) & 0x1FF) << 3)
+        if entry_addr >= mem_bytes:
+            return (_BUS, 0, reads, level, entry_addr, 0, deny)
+        entry = read_u64(entry_addr)
+        reads += 1
+        if not entry & Pte.PRESENT:
+            return (_PAGE, access, reads, level, entry_addr, entry, deny)
+        huge = entry & Pte.HUGE_PAGE
+        if entry & reserved[level * 2 + (1 if huge else 0)]:
+            return (_PAGE, access | ErrorCode.P | ErrorCode.RSVD, reads, level, entry_addr, entry, deny)
+        deny |= (~entry & _PERM_BITS) | ((entry >> _NX_TO_I) & ErrorCode.I)
+        if level == 1 or huge:  # PS is reserved at level 4, so a huge entry here is a PDPTE or a PDE
+            if deny & access:
+                return (_PAGE, access | ErrorCode.P, reads, level, entry_addr, entry, deny)
+            return (0, 0, reads, level, entry_addr, entry, deny)
+        if visit is not None:
+            visit(level, entry_addr, entry, deny, vaddr)
+        table = entry & addr_mask
+        level -= 1
+
+
+class Translation(NamedTuple):
+    """The outcome of `walk`: a translation with its permissions, or the fault the access takes."""
+
+    fault: int  # Fault.NONE, PAGE, BUS (a table entry outside RAM) or GP (a non-canonical address)
+    errcode: int  # ErrorCode bits of a page fault, else 0
+    paddr: int  # 0 on a fault
+    page_size: int  # 4096, 2 MiB or 1 GiB; 0 on a fault
+    writable: bool  # the combined permissions of the whole path (all False on a fault)
+    user: bool
+    no_execute: bool
+    global_page: bool  # G of the leaf
+    dirty: bool  # D of the leaf as read (the pure walk writes nothing back)
+    pte_reads: int  # entries the walk read
+
+
+_FAULTED = dict(
+    paddr=0, page_size=0, writable=False, user=False, no_execute=False, global_page=False, dirty=False
+)
+
+
+def walk(
+    read_u64: Callable[[int], int],
+    cr3: int,
+    vaddr: int,
+    *,
+    write: bool,
+    user: bool,
+    fetch: bool,
+    maxphyaddr: int,
+    mem_bytes: int,
+) -> Translation:
+    """Translate `vaddr` through the tables `read_u64` reads, as the MMU's walker would, writing nothing.
+
+    Same rules as the backend's walk (presence, reserved bits per level, permissions combined down the path,
+    a STORE needing W even in supervisor mode, a fetch needing NX clear) but no TLB, no PWC and no A/D
+    write-back, so calling it changes nothing. `read_u64(paddr)` returns the 8 bytes at an 8-aligned physical
+    address below `mem_bytes`. The canonical check comes first, as on the MMU; alignment is the caller's.
+    """
+    access = (ErrorCode.W if write else 0) | (ErrorCode.U if user else 0) | (ErrorCode.I if fetch else 0)
+    if not is_canonical(vaddr):
+        return Translation(fault=_GP, errcode=0, pte_reads=0, **_FAULTED)
+    rules = _entry_rules(maxphyaddr)
+    fault, errcode, reads, level, _, entry, deny = _walk_from(
+        read_u64, mem_bytes, rules, vaddr, access, cr3 & rules.addr_mask, 4, 0, None
+    )
+    if fault:
+        return Translation(fault=fault, errcode=errcode, pte_reads=reads, **_FAULTED)
+    shift = _level_shift(level)
+    offset = (1 << shift) - 1
+    return Translation(
+        fault=0,
+        errcode=0,
+        paddr=(entry & rules.addr_mask & ~offset) | (vaddr & offset),
+        page_size=1 << shift,
+        writable=not deny & ErrorCode.W,
+        user=not deny & ErrorCode.U,
+        no_execute=bool(deny & ErrorCode.I),
+        global_page=bool(entry & Pte.GLOBAL),
+        dirty=bool(entry & Pte.DIRTY),
+        pte_reads=reads,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The backend
+
+
+def _plru_masks(ways: int, way: int) -> tuple[int, int]:
+    """(keep, point) so that `state & keep | point` points every node on `way`'s path away from it.
+
+    Node n (1 = root, children 2n and 2n+1) is bit n of the state; bit 0 sends the victim left (lower ways).
+    """
+    keep, point = _MASK64, 0
+    node = ways + way
+    while node > 1:
+        parent = node >> 1
+        keep &= ~(1 << parent)
+        if not node & 1:  # `way` is in the left half: send the victim right
+            point |= 1 << parent
+        node = parent
+    return keep, point
+
+
+# one walk's event fields: (tlb_hit, tlb_miss, evicted_vpn, walk_levels, pwc_hits, ad_writes)
+_Info = tuple[bool, bool, int, int, int, int]
+_NO_LOOKUP: _Info = (False, False, -1, 0, 0, 0)
+
+
+class ReferenceBackend(Backend):
+    """The MMU as a Python model: same operations, faults, counters and events as the RTL, no clock."""
+
+    name = "reference"
+
+    def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
+        super().__init__(config, trace=trace, waves=waves)
+        if config.tlb_policy not in set(TlbPolicy):
+            choices = [p.name for p in TlbPolicy]
+            raise ValueError(f"tlb_policy must be one of {choices}, got {config.tlb_policy}")
+        self.ram = bytearray(config.mem_bytes)
+        """The physical RAM. Tools may read it (or copy it for `walk`); writing it bypasses the MMU."""
+        view = memoryview(self.ram)
+        self._views = (view, view.cast("H"), view.cast("I"), view.cast("Q"))
+        self._ram_u64 = self._views[3]
+        self._mem_bytes = config.mem_bytes
+        self._rules = _entry_rules(config.maxphyaddr)
+        self._latency = config.mem_latency
+        self._cfg = {int(csr): config.csr_value(csr) for csr in _CFG_CSRS}
+
+        self._seq = 0
+        self._events: list[AccessEvent] = []
+        self._counters = [0] * len(Counter)
+        self._paging = False
+        self._cr2 = 0
+        self._cr3 = 0
+        self._pfec = 0
+
+        ways, sets = config.ways, config.sets
+        self._ways = ways
+        self._set_bits = sets.bit_length() - 1
+        self._set_mask = sets - 1
+        self._policy = TlbPolicy(config.tlb_policy)
+        self._plru = self._policy == TlbPolicy.PLRU
+        self._plru_state = [0] * sets
+        self._plru_keep, self._plru_point = zip(*(_plru_masks(ways, w) for w in range(ways)), strict=True)
+        self._fifo = [0] * sets
+        self._lfsr = _LFSR_SEED
+        self._tlb: list[list[int] | None] = [None] * config.tlb_entries
+        self._index: tuple[dict[int, list[int]], ...] = ({}, {}, {})  # by page size: 4 KiB, 2 MiB, 1 GiB
+        # Entries of one set may overlap after the tables change under a cached translation (a 2 MiB fill next
+        # to a stale 4 KiB entry). Then the lowest matching way wins, found by scanning, not by the index.
+        self._overlap = False
+
+        self._pwc_size = config.pwc_entries
+        self._pwc_key = [-1] * self._pwc_size
+        self._pwc_table = [0] * self._pwc_size
+        self._pwc_deny = [0] * self._pwc_size
+        self._pwc_index: dict[int, int] = {}
+        self._pwc_fifo = 0
+        self._ad_writes = 0  # of the walk in progress
+
+    # -- the hot path ----------------------------------------------------------------------------------------
+    def transact(
+        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
+    ) -> tuple[int, int, int]:
+        seq = self._seq
+        self._seq = seq + 1
+        if op > _STORE or op < 0:
+            return self._control(seq, op, addr, wdata)
+        if size & ~3 or not 0 <= addr <= _MASK64:
+            raise ValueError(f"bad access: size log2 {size} (0..3), address {addr:#x} (64 bits)")
+        if not self._paging:
+            if addr & ((1 << size) - 1):
+                return self._fail(seq, op, addr, size, wdata, _ALIGN, 0, _NO_LOOKUP)
+            return self._complete(seq, op, addr, size, wdata, addr, _NO_LOOKUP)
+        top = addr >> 47
+        if top and top != _CANONICAL_HIGH:
+            return self._fail(seq, op, addr, size, wdata, _GP, 0, _NO_LOOKUP)
+        if addr & ((1 << size) - 1):
+            return self._fail(seq, op, addr, size, wdata, _ALIGN, 0, _NO_LOOKUP)
+        access = _STORE_ACCESS if op else 0
+        if user:
+            access |= ErrorCode.U
+        if fetch and not op:
+            access |= ErrorCode.I
+        vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
+        if self._overlap:
+            entry = self._scan(vpn)
+        else:
+            index = self._index
+            entry = index[0].get(vpn)
+            if entry is None:
+                low = vpn & self._set_mask
+                entry = index[1].get(((vpn >> 9) << self._set_bits) | low) or index[2].get(
+                    ((vpn >> 18) << self._set_bits) | low
+                )
+        if entry is None:
+            return self._miss(seq, op, addr, size, wdata, access, vpn)
+        counters = self._counters
+        counters[_C_HITS] += 1
+        if self._plru:
+            way = entry[_E_WAY] & (self._ways - 1)
+            state = self._plru_state
+            s = entry[_E_SET]
+            state[s] = (state[s] & self._plru_keep[way]) | self._plru_point[way]
+        if entry[_E_DENY] & access:
+            return self._hit_slow(seq, op, addr, size, wdata, access, entry)
+        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        if paddr >= self._mem_bytes:
+            return self._fail(seq, op, addr, size, wdata, _BUS, 0, (True, False, -1, 0, 0, 0))
+        # the data access of `_complete`, inlined for the common case
+        if op:
+            self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
+            counters[_C_STORES] += 1
+            rdata = 0
+        else:
+            rdata = self._views[size][paddr >> size]
+            counters[_C_LOADS] += 1
+        if self.trace:
+            self._record(seq, op, addr, paddr, size, wdata if op else rdata, (True, False, -1, 0, 0, 0), 0, 0)
+        return (rdata, 0, 0)
+
+    # -- memory accesses off the hot path --------------------------------------------------------------------
+    def _complete(
+        self, seq: int, op: int, addr: int, size: int, wdata: int, paddr: int, info: _Info
+    ) -> tuple[int, int, int]:
+        """Steps 5 and 6: the BUS check of the physical address, then the data access."""
+        if paddr >= self._mem_bytes:
+            return self._fail(seq, op, addr, size, wdata, _BUS, 0, info)
+        if op:
+            self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
+            self._counters[_C_STORES] += 1
+            rdata = 0
+        else:
+            rdata = self._views[size][paddr >> size]
+            self._counters[_C_LOADS] += 1
+        if self.trace:
+            self._record(seq, op, addr, paddr, size, wdata if op else rdata, info, 0, 0)
+        return (rdata, 0, 0)
+
+    def _fail(
+        self, seq: int, op: int, addr: int, size: int, wdata: int, fault: int, errcode: int, info: _Info
+    ) -> tuple[int, int, int]:
+        """End a LOAD/STORE with `fault`: count it and, for a page fault, latch CR2 and PFEC."""
+        self._counters[_FAULT_COUNTER[fault]] += 1
+        if fault == _PAGE:
+            self._cr2 = addr
+            self._pfec = errcode
+        if self.trace:
+            self._record(seq, op, addr, 0, size, wdata if op else 0, info, fault, errcode)
+        return (0, fault, errcode)
+
+    def _hit_slow(
+        self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, entry: list[int]
+    ) -> tuple[int, int, int]:
+        """A hit the cached permissions deny (a page fault dropping the entry), or a STORE to a clean page."""
+        errcode = access & _EC_BITS
+        deny = entry[_E_DENY]
+        if deny & errcode:
+            self._remove(entry)
+            info = (True, False, -1, 0, 0, 0)
+            return self._fail(seq, op, addr, size, wdata, _PAGE, errcode | ErrorCode.P, info)
+        # D is clear: re-walk as a write, which sets D in memory, and refresh the entry in place
+        fault, errcode, reads, level, _, leaf, deny, pwc_hit, ad = self._walk(addr, errcode)
+        info = (True, False, -1, reads, pwc_hit, ad)
+        if fault:
+            self._remove(entry)
+            return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
+        self._set_translation(entry, (addr >> PAGE_SHIFT) & _VPN_MASK, level, leaf, deny)
+        return self._complete(seq, op, addr, size, wdata, entry[_E_FRAME] | (addr & entry[_E_OFFSET]), info)
+
+    def _miss(
+        self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, vpn: int
+    ) -> tuple[int, int, int]:
+        """A TLB miss: walk, fill on success, then finish the access."""
+        self._counters[_C_MISSES] += 1
+        fault, errcode, reads, level, _, leaf, deny, pwc_hit, ad = self._walk(addr, access & _EC_BITS)
+        if fault:
+            info = (False, True, -1, reads, pwc_hit, ad)
+            return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
+        entry, evicted = self._fill(vpn, level, leaf, deny)
+        info = (False, True, evicted, reads, pwc_hit, ad)
+        return self._complete(seq, op, addr, size, wdata, entry[_E_FRAME] | (addr & entry[_E_OFFSET]), info)
+
+    # -- walk with PWC and A/D write-back --------------------------------------------------------------------
+    def _walk(self, vaddr: int, access: int) -> tuple[int, int, int, int, int, int, int, int, int]:
+        """One walk: `_walk_from` started below the longest PWC hit, plus A/D write-backs and PWC fills.
+
+        Returns the `WalkEnd` fields, then pwc_hit and the number of A/D writes, after counting them.
+        """
+        table, level, deny, pwc_hit = self._cr3, 4, 0, 0
+        if self._pwc_size:
+            index = self._pwc_index
+            for start in (2, 3, 4):  # PDE, PDPTE, PML4E: the longest prefix first
+                slot = index.get(self._pwc_tag(vaddr, start))
+                if slot is not None:
+                    table, level, deny, pwc_hit = self._pwc_table[slot], start - 1, self._pwc_deny[slot], 1
+                    break
+        self._ad_writes = 0
+        q = self._ram_u64
+        fault, errcode, reads, level, entry_addr, leaf, deny = _walk_from(
+            lambda paddr: q[paddr >> 3], self._mem_bytes, self._rules, vaddr, access, table, level, deny,
+            self._visit_non_leaf,
+        )
+        if not fault:
+            updated = leaf | Pte.ACCESSED | (Pte.DIRTY if access & ErrorCode.W else 0)
+            if updated != leaf:
+                q[entry_addr >> 3] = updated
+                self._ad_writes += 1
+                leaf = updated
+        counters = self._counters
+        counters[Counter.WALKS] += 1
+        counters[Counter.PTE_READS] += reads
+        counters[Counter.WALK_CYCLES] += reads * self._latency
+        counters[Counter.PWC_HITS] += pwc_hit
+        counters[Counter.AD_WRITES] += self._ad_writes
+        return fault, errcode, reads, level, entry_addr, leaf, deny, pwc_hit, self._ad_writes
+
+    def _visit_non_leaf(self, level: int, entry_addr: int, entry: int, deny: int, vaddr: int) -> None:
+        """Set A in a non-leaf entry the walk passes (never D), and cache it in the PWC."""
+        if not entry & Pte.ACCESSED:
+            self._ram_u64[entry_addr >> 3] = entry | Pte.ACCESSED
+            self._ad_writes += 1
+        if self._pwc_size:
+            slot = next((i for i, key in enumerate(self._pwc_key) if key < 0), None)
+            if slot is None:
+                slot = self._pwc_fifo
+                self._pwc_fifo = (slot + 1) % self._pwc_size
+                del self._pwc_index[self._pwc_key[slot]]
+            key = self._pwc_tag(vaddr, level)
+            self._pwc_key[slot] = key
+            self._pwc_table[slot] = entry & self._rules.addr_mask
+            self._pwc_deny[slot] = deny
+            self._pwc_index[key] = slot
+
+    @staticmethod
+    def _pwc_tag(vaddr: int, level: int) -> int:
+        """PWC key of the entry of `level` (2, 3, 4) mapping `vaddr`: the level and addr[47:shift]."""
+        return ((vaddr & ((1 << 48) - 1)) >> _level_shift(level)) << 2 | level
+
+    def _pwc_clear(self) -> None:
+        self._pwc_key = [-1] * self._pwc_size
+        self._pwc_index.clear()
+
+    # -- TLB -------------------------------------------------------------------------------------------------
+    def _scan(self, vpn: int) -> list[int] | None:
+        """The lowest-numbered way of `vpn`'s set whose page holds `vpn` (the lookup when entries overlap)."""
+        first = (vpn & self._set_mask) * self._ways
+        for entry in self._tlb[first:first + self._ways]:
+            if entry is not None and (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0:
+                return entry
+        return None
+
+    def _fill(self, vpn: int, level: int, leaf: int, deny: int) -> tuple[list[int], int]:
+        """Cache a translation in `vpn`'s set; return the entry and the evicted base VPN (-1 if none)."""
+        ways = self._ways
+        s = vpn & self._set_mask
+        first = s * ways
+        tlb = self._tlb
+        evicted = -1
+        way = next((w for w in range(ways) if tlb[first + w] is None), None)
+        if way is None:
+            way = self._victim(s)
+            victim = tlb[first + way]
+            assert victim is not None
+            evicted = victim[_E_BASE]
+            self._remove(victim)
+            self._counters[_C_EVICTIONS] += 1
+        if self._plru:
+            self._plru_state[s] = (self._plru_state[s] & self._plru_keep[way]) | self._plru_point[way]
+        entry = [first + way, s, 0, 0, 0, 0, 0, -1, 0]
+        tlb[first + way] = entry
+        self._set_translation(entry, vpn, level, leaf, deny)
+        return entry, evicted
+
+    def _victim(self, s: int) -> int:
+        """The way of full set `s` the policy replaces; advances the policy state as an evicting fill does."""
+        ways = self._ways
+        if self._policy == TlbPolicy.FIFO:
+            way = self._fifo[s]
+            self._fifo[s] = (way + 1) % ways
+            return way
+        if self._policy == TlbPolicy.RANDOM:
+            lfsr = self._lfsr
+            self._lfsr = (lfsr >> 1) ^ (_LFSR_TAPS if lfsr & 1 else 0)
+            return lfsr & (ways - 1)
+        node, state = 1, self._plru_state[s]
+        while node < ways:
+            node = 2 * node + ((state >> node) & 1)
+        return node - ways
+
+    def _set_translation(self, entry: list[int], vpn: int, level: int, leaf: int, deny: int) -> None:
+        """Make `entry` cache the leaf `leaf` of `level` for `vpn` (a fill, or a refresh in place)."""
+        self._unindex(entry)
+        vshift = LEVEL_BITS * (level - 1)
+        offset = (1 << (vshift + PAGE_SHIFT)) - 1
+        entry[_E_BASE] = vpn & ~((1 << vshift) - 1)
+        entry[_E_VSHIFT] = vshift
+        entry[_E_FRAME] = leaf & self._rules.addr_mask & ~offset
+        entry[_E_OFFSET] = offset
+        entry[_E_DENY] = deny | (0 if leaf & Pte.DIRTY else _CLEAN)
+        entry[_E_GLOBAL] = leaf & Pte.GLOBAL
+        key = ((vpn >> vshift) << self._set_bits) | entry[_E_SET] if vshift else vpn
+        entry[_E_KEY] = key
+        self._index[vshift // LEVEL_BITS][key] = entry
+        if not self._overlap:
+            self._overlap = self._overlaps(entry)
+
+    def _overlaps(self, entry: list[int]) -> bool:
+        """Whether another entry of `entry`'s set maps part of the same pages."""
+        first = entry[_E_SET] * self._ways
+        for other in self._tlb[first:first + self._ways]:
+            if other is not None and other is not entry:
+                shift = max(other[_E_VSHIFT], entry[_E_VSHIFT])
+                if (other[_E_BASE] ^ entry[_E_BASE]) >> shift == 0:
+                    return True
+        return False
+
+    def _unindex(self, entry: list[int]) -> None:
+        index = self._index[entry[_E_VSHIFT] // LEVEL_BITS]
+        if index.get(entry[_E_KEY]) is entry:
+            del index[entry[_E_KEY]]
+
+    def _remove(self, entry: list[int]) -> None:
+        self._unindex(entry)
+        self._tlb[entry[_E_WAY]] = None
+        if self._overlap:
+            self._reindex()
+
+    def _remove_where(self, doomed: Callable[[list[int]], bool]) -> None:
+        for entry in self._tlb:
+            if entry is not None and doomed(entry):
+                self._unindex(entry)
+                self._tlb[entry[_E_WAY]] = None
+        if self._overlap:
+            self._reindex()
+
+    def _reindex(self) -> None:
+        """Rebuild the index and the overlap flag after removals (the index is stale during overlaps)."""
+        for index in self._index:
+            index.clear()
+        entries = [entry for entry in self._tlb if entry is not None]
+        for entry in entries:
+            self._index[entry[_E_VSHIFT] // LEVEL_BITS][entry[_E_KEY]] = entry
+        self._overlap = any(self._overlaps(entry) for entry in entries)
+
+    # -- INVLPG, FLUSH and CSRs ------------------------------------------------------------------------------
+    def _control(self, seq: int, op: int, addr: int, wdata: int) -> tuple[int, int, int]:
+        if not 0 <= addr <= _MASK64 or not 0 <= wdata <= _MASK64:
+            raise ValueError(f"address {addr:#x} and data {wdata:#x} must fit in 64 bits")
+        rdata = fault = 0
+        counters = self._counters
+        if op == _INVLPG:
+            counters[Counter.INVLPGS] += 1
+            if is_canonical(addr):
+                vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
+                self._remove_where(lambda entry: (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0)
+                self._pwc_clear()
+        elif op == _FLUSH:
+            counters[Counter.FLUSHES] += 1
+            self._flush_all()
+        elif op == _CSR_READ:
+            value = self._csr_read(seq, addr)
+            if value is None:
+                fault = _GP
+            else:
+                rdata = value
+        elif op == _CSR_WRITE:
+            if not self._csr_write(addr, wdata):
+                fault = _GP
+        else:
+            raise ValueError(f"unknown operation {op} (an hdl.protocol.Op)")
+        if fault:
+            counters[Counter.FAULTS_GP] += 1
+        if self.trace:
+            data = wdata if op == _CSR_WRITE else rdata
+            self._record(seq, op, addr, 0, -1, data, _NO_LOOKUP, fault, 0)
+        return (rdata, fault, 0)
+
+    def _flush_all(self) -> None:
+        self._remove_where(lambda entry: True)
+        self._pwc_clear()
+
+    def _csr_read(self, seq: int, addr: int) -> int | None:
+        """The value of CSR `addr`, None if there is no such CSR."""
+        if addr == Csr.CR0:
+            return CR0_PE | CR0_WP | (CR0_PG if self._paging else 0)
+        if addr == Csr.CR2:
+            return self._cr2
+        if addr == Csr.CR3:
+            return self._cr3
+        if addr == Csr.PFEC:
+            return self._pfec
+        if addr in self._cfg:
+            return self._cfg[addr]
+        counter = addr - _COUNTER_BASE
+        if 0 <= counter < len(self._counters):
+            return seq if counter == Counter.CYCLES else self._counters[counter]
+        return None
+
+    def _csr_write(self, addr: int, value: int) -> bool:
+        """Write CSR `addr`; False if it does not exist or is read-only."""
+        if addr == Csr.CR0:
+            paging = bool(value & CR0_PG)
+            if paging != self._paging:
+                self._paging = paging
+                self._flush_all()
+        elif addr == Csr.CR2:
+            self._cr2 = value
+        elif addr == Csr.CR3:
+            self._cr3 = value & self._rules.addr_mask
+            self._counters[Counter.FLUSHES] += 1
+            self._remove_where(lambda entry: not entry[_E_GLOBAL])
+            self._pwc_clear()
+        else:
+            return False
+        return True
+
+    # -- tracing ---------------------------------------------------------------------------------------------
+    def _record(
+        self,
+        seq: int,
+        op: int,
+        addr: int,
+        paddr: int,
+        size: int,
+        data: int,
+        info: _Info,
+        fault: int,
+        errcode: int,
+    ) -> None:
+        """Append the event of one operation; `size` is log2 bytes, -1 for a non-memory operation."""
+        hit, miss, evicted, levels, pwc_hits, ad_writes = info
+        self._events.append(
+            AccessEvent(
+                seq=seq,
+                cycle=seq,
+                op=int(op),
+                vaddr=addr,
+                paddr=paddr,
+                size=1 << size if size >= 0 else 0,
+                data=data,
+                tlb_hit=hit,
+                tlb_miss=miss,
+                evicted_vpn=evicted,
+                walk_levels=levels,
+                walk_cycles=levels * self._latency,
+                pwc_hits=pwc_hits,
+                ad_writes=ad_writes,
+                fault=fault,
+                errcode=errcode,
+            )
+        )
+
+    def drain_events(self) -> list[AccessEvent]:
+        events, self._events = self._events, []
+        return events
