@@ -1,0 +1,175 @@
+"""Synthesizable: the control and status registers — CR0.PG, CR2, CR3, PFEC, configuration, performance counters.
+
+Reads are combinational on the (registered) request address so a CSR_READ answers in the cycle of its lookup.
+Every counter is derived from the access event the MMU reports with each response (`event_valid`), so the
+counters and the ev_* ports cannot disagree.
+"""
+
+from __future__ import annotations
+
+from myhdl import Signal, SignalType, always_comb, always_seq, block, intbv
+
+from hdl.protocol import CR0_PE, CR0_PG, CR0_WP, CSR_ADDR_WIDTH, Counter, Csr, Fault, MmuConfig, Op
+
+COUNTER_WIDTH = 64
+
+
+@block
+def csr(
+    clk: SignalType,
+    rst: SignalType,
+    addr: SignalType,
+    wdata: SignalType,
+    write: SignalType,
+    rdata: SignalType,
+    known: SignalType,
+    writable: SignalType,
+    paging: SignalType,
+    cr3: SignalType,
+    page_fault: SignalType,
+    fault_addr: SignalType,
+    fault_code: SignalType,
+    event_valid: SignalType,
+    event_op: SignalType,
+    event_fault: SignalType,
+    event_flush: SignalType,
+    event_tlb_hit: SignalType,
+    event_tlb_miss: SignalType,
+    event_evict: SignalType,
+    event_walk_levels: SignalType,
+    event_walk_cycles: SignalType,
+    event_pwc_hits: SignalType,
+    event_ad_writes: SignalType,
+    cycles: SignalType,
+    config: MmuConfig,
+):
+    """The CSR file.
+
+    `addr`/`wdata`/`write`: a CSR access (commit a write with `write`, only when `writable`); `rdata`, `known` and
+    `writable` answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `page_fault`
+    records `fault_addr` in CR2 and `fault_code` in PFEC. `event_*`: the access event of the response being
+    given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`. `cycles` is Counter.CYCLES.
+    """
+    counters = [Signal(intbv(0)[COUNTER_WIDTH:]) for _ in Counter]
+    cr2 = Signal(intbv(0)[len(addr):])
+    pfec = Signal(intbv(0)[len(fault_code):])
+
+    # Constants as plain ints: the converter inlines them as Verilog literals.
+    cr0_fixed = CR0_PE | CR0_WP
+    addr_width = len(addr)
+    pg_bit = CR0_PG.bit_length() - 1
+    csr_cr0, csr_cr2, csr_cr3, csr_pfec = int(Csr.CR0), int(Csr.CR2), int(Csr.CR3), int(Csr.PFEC)
+    counter_base, counter_end = int(Csr.COUNTER_BASE), int(Csr.COUNTER_BASE) + len(Counter)
+    cfg_tlb_entries, cfg_tlb_ways, cfg_tlb_policy, cfg_pwc_entries, cfg_mem_bytes, cfg_maxphyaddr, cfg_latency = (
+        int(Csr.CFG_TLB_ENTRIES), int(Csr.CFG_TLB_WAYS), int(Csr.CFG_TLB_POLICY), int(Csr.CFG_PWC_ENTRIES),
+        int(Csr.CFG_MEM_BYTES), int(Csr.CFG_MAXPHYADDR), int(Csr.CFG_MEM_LATENCY))
+    tlb_entries, tlb_ways, tlb_policy, pwc_entries, mem_bytes, maxphyaddr, latency = (
+        config.csr_value(Csr(c)) for c in (cfg_tlb_entries, cfg_tlb_ways, cfg_tlb_policy, cfg_pwc_entries,
+                                           cfg_mem_bytes, cfg_maxphyaddr, cfg_latency))
+    op_load, op_store, op_invlpg = int(Op.LOAD), int(Op.STORE), int(Op.INVLPG)
+    fault_none, fault_page, fault_gp, fault_align, fault_bus = (
+        int(Fault.NONE), int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS))
+    (c_cycles, c_loads, c_stores, c_tlb_hits, c_tlb_misses, c_evictions, c_walks, c_walk_cycles, c_pte_reads,
+     c_pwc_hits, c_ad_writes, c_invlpgs, c_flushes, c_faults_page, c_faults_gp, c_faults_align,
+     c_faults_bus) = (int(c) for c in Counter)
+
+    @always_comb
+    def read():
+        rdata.next = 0
+        known.next = False
+        writable.next = False
+        if addr[addr_width:CSR_ADDR_WIDTH] == 0:
+            if addr == csr_cr0:
+                if paging:
+                    rdata.next = cr0_fixed | CR0_PG
+                else:
+                    rdata.next = cr0_fixed
+                known.next = True
+                writable.next = True
+            elif addr == csr_cr2:
+                rdata.next = cr2
+                known.next = True
+                writable.next = True
+            elif addr == csr_cr3:
+                rdata.next = cr3
+                known.next = True
+                writable.next = True
+            elif addr == csr_pfec:
+                rdata.next = pfec
+                known.next = True
+            elif addr == cfg_tlb_entries:
+                rdata.next = tlb_entries
+                known.next = True
+            elif addr == cfg_tlb_ways:
+                rdata.next = tlb_ways
+                known.next = True
+            elif addr == cfg_tlb_policy:
+                rdata.next = tlb_policy
+                known.next = True
+            elif addr == cfg_pwc_entries:
+                rdata.next = pwc_entries
+                known.next = True
+            elif addr == cfg_mem_bytes:
+                rdata.next = mem_bytes
+                known.next = True
+            elif addr == cfg_maxphyaddr:
+                rdata.next = maxphyaddr
+                known.next = True
+            elif addr == cfg_latency:
+                rdata.next = latency
+                known.next = True
+            elif addr >= counter_base and addr < counter_end:
+                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base]
+                known.next = True
+
+    @always_seq(clk.posedge, reset=rst)
+    def update_registers():
+        if write:
+            if addr == csr_cr0:
+                paging.next = wdata[pg_bit]
+            elif addr == csr_cr2:
+                cr2.next = wdata
+            elif addr == csr_cr3:
+                cr3.next = wdata
+        if page_fault:
+            cr2.next = fault_addr
+            pfec.next = fault_code
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        counters[c_cycles].next = counters[c_cycles] + 1
+        if event_valid:
+            if event_op == op_load and event_fault == fault_none:
+                counters[c_loads].next = counters[c_loads] + 1
+            if event_op == op_store and event_fault == fault_none:
+                counters[c_stores].next = counters[c_stores] + 1
+            if event_tlb_hit:
+                counters[c_tlb_hits].next = counters[c_tlb_hits] + 1
+            if event_tlb_miss:
+                counters[c_tlb_misses].next = counters[c_tlb_misses] + 1
+            if event_evict:
+                counters[c_evictions].next = counters[c_evictions] + 1
+            if event_walk_levels != 0:
+                counters[c_walks].next = counters[c_walks] + 1
+            counters[c_walk_cycles].next = counters[c_walk_cycles] + event_walk_cycles
+            counters[c_pte_reads].next = counters[c_pte_reads] + event_walk_levels
+            counters[c_pwc_hits].next = counters[c_pwc_hits] + event_pwc_hits
+            counters[c_ad_writes].next = counters[c_ad_writes] + event_ad_writes
+            if event_op == op_invlpg:
+                counters[c_invlpgs].next = counters[c_invlpgs] + 1
+            if event_flush:
+                counters[c_flushes].next = counters[c_flushes] + 1
+            if event_fault == fault_page:
+                counters[c_faults_page].next = counters[c_faults_page] + 1
+            if event_fault == fault_gp:
+                counters[c_faults_gp].next = counters[c_faults_gp] + 1
+            if event_fault == fault_align:
+                counters[c_faults_align].next = counters[c_faults_align] + 1
+            if event_fault == fault_bus:
+                counters[c_faults_bus].next = counters[c_faults_bus] + 1
+
+    @always_comb
+    def show_cycles():
+        cycles.next = counters[c_cycles]
+
+    return read, update_registers, count, show_cycles

