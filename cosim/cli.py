@@ -1,0 +1,477 @@
+"""`mmucosim`: run the kernel on an MMU backend and see what the TLB did.
+
+    mmucosim demo                         the seed's kernel_main, with TLB tables, trace, plots and waves
+    mmucosim run many_boxes --n 1000      any workload (see `mmucosim run --help`)
+    mmucosim check --backends reference,verilator random --seed 3
+    mmucosim replay allocs.txt --out results.jsonl
+    mmucosim verilog | synth | bench
+
+User errors (bad options, unknown workload, unreadable file, a backend that cannot start) print one clear
+line and exit non-zero: 2 for bad input, 1 for a run that could not complete. A fault or panic in the kernel
+is a result, reported as the kernel would, also with exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError
+from cosim.runner import ProgramError
+from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
+from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
+
+PROG = "mmucosim"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+_DEFAULTS = MmuConfig()
+
+
+class UsageError(Exception):
+    """Bad input found after argument parsing; exits with EXIT_USAGE like argparse's own errors."""
+
+
+# -- argument parsing ----------------------------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    """A byte count: 1048576, 64K, 1M, 1MiB, 2G."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1:] if number[-1:] in "KMG" else ""
+    try:
+        return int(number[: len(number) - len(unit)], 0) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64K, 1M)") from None
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("give at least two different backends, e.g. reference,verilator")
+    return names
+
+
+def _config_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("MMU configuration")
+    group.add_argument("--tlb-entries", type=int, metavar="N",
+                       help=f"TLB entries, a power of two (default {_DEFAULTS.tlb_entries})")
+    group.add_argument("--tlb-ways", type=int, metavar="N",
+                       help="TLB associativity, a power of two; 0 = fully associative (default 0)")
+    group.add_argument("--tlb-policy", choices=[p.name.lower() for p in TlbPolicy],
+                       help=f"TLB replacement policy (default {_DEFAULTS.tlb_policy.name.lower()})")
+    group.add_argument("--pwc-entries", type=int, metavar="N",
+                       help=f"paging-structure cache entries, 0 = none (default {_DEFAULTS.pwc_entries})")
+    group.add_argument("--mem-latency", type=int, metavar="CYCLES",
+                       help=f"RAM read latency in cycles, 1..64 (default {_DEFAULTS.mem_latency})")
+    group.add_argument("--mem-bytes", type=_size, metavar="SIZE",
+                       help=f"physical RAM, a power of two >= 64K (default {_DEFAULTS.mem_bytes >> 20}M)")
+    return parent
+
+
+def _workload_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("workload knobs")
+    group.add_argument("--n", type=int, help="size of the heap tests (default: the seed's)")
+    group.add_argument("--seed", type=int, help="seed of the `random` workload (default 0)")
+    group.add_argument("--ops", type=int, help="operations of the `random` workload (default 1000)")
+    return parent
+
+
+def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("run")
+    group.add_argument("--backend", choices=BACKENDS, default=default_backend,
+                       help=f"what simulates the MMU (default {default_backend})")
+    group.add_argument("--waves", nargs="?", const="", type=Path, metavar="FILE",
+                       help="write a waveform (RTL backends only; .vcd or .fst; "
+                            "default FILE: waves.vcd in the output directory)")
+    if out_dir:
+        group.add_argument("--out", type=Path, metavar="DIR",
+                           help="output directory (default build/run/<workload>-<backend>/)")
+    group.add_argument("--check-stale", action="store_true",
+                       help="report accesses that used a stale TLB entry (a page-table change without flush)")
+    group.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster on long runs)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Co-simulate a synthesizable x86_64 MMU with the blog_os \"Heap Allocation\" kernel, and "
+                    "trace what its TLB does.",
+        epilog="Run `mmucosim COMMAND --help` for the options of each command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config, knobs = _config_options(), _workload_options()
+    workloads = "\n".join(f"  {w.name:<22} {w.description}" for w in WORKLOADS.values())
+    workloads += f"\n  {REPLAY_PREFIX + 'FILE':<22} an alloc/free script, as `mmucosim replay` takes"
+    raw = argparse.RawDescriptionHelpFormatter
+
+    commands.add_parser(
+        "demo", parents=[config, _run_options("verilator")], formatter_class=raw,
+        help="run the seed's kernel_main and show what the TLB did",
+        description="Run the seed's kernel_main (Box, Vec, Rc on a paged heap): print what the kernel "
+                    "prints, the TLB by phase and by firmware operation, and where the trace, plots and "
+                    "waveform are.",
+    )
+    run = commands.add_parser(
+        "run", parents=[config, _run_options("reference"), knobs], formatter_class=raw,
+        help="run a workload with a TLB trace, summary and plots",
+        description="Run a workload, write its TLB trace (JSON Lines and CSV), summary and plots.",
+        epilog=f"workloads:\n{workloads}",
+    )
+    run.add_argument("workload", metavar="WORKLOAD", help="a workload name (below) or replay:FILE")
+    replay = commands.add_parser(
+        "replay", parents=[config, _run_options("reference", out_dir=False)], formatter_class=raw,
+        help="replay an alloc/free script on the kernel heap",
+        description="Replay an alloc/free script (the format of firmware.replay; `mmucosim run random` "
+                    "writes one as script.txt) on the kernel heap and write what each operation returned.",
+    )
+    replay.add_argument("script", metavar="TRACE", type=Path, help="the alloc/free script")
+    replay.add_argument("--out", type=Path, metavar="FILE",
+                        help="where to write the results as JSON Lines (default: in the run's directory)")
+    check = commands.add_parser(
+        "check", parents=[config, knobs], formatter_class=raw,
+        help="run a workload on several backends and compare every operation",
+        description="Lockstep check: run WORKLOAD on each backend and compare every response and TLB event; "
+                    "report the first divergence with its firmware context. Timing fields are skipped when "
+                    "the reference model takes part.",
+        epilog=f"workloads:\n{workloads}",
+    )
+    check.add_argument("workload", metavar="WORKLOAD", help="a workload name or replay:FILE")
+    check.add_argument("--backends", type=_backend_list, default=["reference", "verilator"],
+                       metavar="A,B[,...]", help="backends to compare (default reference,verilator)")
+    verilog = commands.add_parser(
+        "verilog", parents=[config], help="export the Verilog of a configuration",
+        description="Convert the MyHDL design of a configuration to Verilog.",
+    )
+    verilog.add_argument("--out", type=Path, default=Path("build/verilog"), metavar="DIR",
+                         help="output directory (default build/verilog)")
+    verilog.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
+    synth = commands.add_parser(
+        "synth", parents=[config], help="synthesize for iCE40 and ECP5 (Yosys, nextpnr)",
+        description="Synthesize a configuration for iCE40 and ECP5 and report resources and Fmax.",
+    )
+    synth.add_argument("--out", type=Path, default=Path("build/synth"), metavar="DIR",
+                       help="output directory (default build/synth)")
+    commands.add_parser(
+        "bench", add_help=False, help="throughput of every backend (options: mmucosim bench --help)",
+    )
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> MmuConfig:
+    """The MmuConfig the options describe, validated."""
+    given = {
+        "tlb_entries": args.tlb_entries,
+        "tlb_ways": args.tlb_ways,
+        "tlb_policy": None if args.tlb_policy is None else TlbPolicy[args.tlb_policy.upper()],
+        "pwc_entries": args.pwc_entries,
+        "mem_latency": args.mem_latency,
+        "mem_bytes": args.mem_bytes,
+    }
+    config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UsageError(f"bad MMU configuration: {err}") from None
+    return config
+
+
+def describe_config(config: MmuConfig) -> str:
+    """"16-entry fully associative TLB (PLRU), 8-entry PWC, 1 MiB RAM, 1-cycle RAM"."""
+    ways = "fully associative" if config.ways == config.tlb_entries else f"{config.ways}-way"
+    pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
+    ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
+    policy = TlbPolicy(config.tlb_policy).name
+    latency = f"{config.mem_latency}-cycle reads"
+    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutput:
+    """A finished run and the files written for it."""
+
+    result: Any  # cosim.runner.RunResult
+    out_dir: Path
+    files: dict[str, list[Path]]
+    summary: Any  # cosim.summary.Summary
+    stale: list[Any]  # cosim.stale.StaleAccess
+
+
+def _status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
+            check_stale: bool, plots: bool) -> RunOutput:
+    """Run `job` with tracing, then write its trace, summary, plots (and stale-TLB report) into `out_dir`."""
+    from tqdm import tqdm
+
+    from cosim import summary as summaries
+    from cosim import trace
+    from cosim.runner import run_program
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _status(f"running {job.name} on {backend} …")
+    result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
+    events, spans = result.events, result.contexts
+    files: dict[str, list[Path]] = {}
+    if job.script:
+        script = out_dir / "script.txt"
+        script.write_text("\n".join(job.script) + "\n")
+        files["script"] = [script]
+    steps = ["trace", "summary", *(["plots"] if plots else []), *(["stale"] if check_stale else [])]
+    stale: list[Any] = []
+    with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
+              file=sys.stderr) as progress:
+        contexts = trace.attribute(events, spans)
+        files["trace"] = [trace.write_jsonl(out_dir / "trace.jsonl", events, contexts),
+                          trace.write_csv(out_dir / "trace.csv", events, contexts)]
+        progress.update()
+        summary = summaries.summarize(events, contexts, spans)
+        files["summary"] = [summaries.write_json(out_dir / "summary.json", summary, workload=job.name,
+                                                 backend=backend, config=config, wall_s=result.wall_s)]
+        progress.update()
+        if plots:
+            files["plots"] = _plots(out_dir, events, spans, f"{job.name} on {backend}")
+            progress.update()
+        if check_stale:
+            from cosim.stale import find_stale
+
+            stale = find_stale(events, spans, config)
+            report = out_dir / "stale.txt"
+            report.write_text("".join(s.report() + "\n\n" for s in stale) or "no stale translation used\n")
+            files["stale"] = [report]
+            progress.update()
+    if waves is not None:
+        files["waveform"] = [waves]
+    return RunOutput(result, out_dir, files, summary, stale)
+
+
+def _plots(out_dir: Path, events: Sequence[Any], spans: Sequence[Any], title: str) -> list[Path]:
+    from cosim.plots import plot_all
+
+    return plot_all(out_dir, events, spans, title)
+
+
+def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
+    """`--waves FILE`, `--waves` (waves.vcd in the output directory), or the command's default."""
+    if args.waves is None and not (default_on and args.backend in HDL_BACKENDS):
+        return None
+    if args.backend not in HDL_BACKENDS:
+        raise UsageError(f"--waves needs an RTL backend ({', '.join(HDL_BACKENDS)}); {args.backend} has no "
+                         "signals")
+    return args.waves if isinstance(args.waves, Path) else out_dir / "waves.vcd"
+
+
+def _out_dir(args: argparse.Namespace, job: Job, backend: str) -> Path:
+    return getattr(args, "out", None) or Path("build") / "run" / f"{job.slug}-{backend}"
+
+
+def _print_run(output: RunOutput, *, kinds_limit: int | None = 15) -> None:
+    from cosim.summary import kind_table, phase_table
+
+    result = output.result
+    value = result.value
+    print()
+    if result.fault is not None:
+        print(f"The kernel faulted: {value}")
+    elif isinstance(value, list) and all(isinstance(line, str) for line in value):
+        print("Kernel output")
+        print("".join(f"  {line}\n" for line in value), end="")
+    elif isinstance(value, list):
+        print(f"Result: {len(value):,} operations replayed")
+    elif value is not None:
+        text = repr(value)
+        print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
+    total = output.summary.total
+    rate = "—" if total.hit_rate is None else f"{100 * total.hit_rate:.1f} %"
+    print(f"\n{len(result.events):,} operations in {result.wall_s:.2f} s on {result.backend}; "
+          f"TLB hit rate {rate}")
+    print("\nTLB by phase")
+    print(_indent(phase_table(output.summary)))
+    print("\nTLB by firmware operation (self: issued by the operation itself; incl.: with what it calls)")
+    print(_indent(kind_table(output.summary, limit=kinds_limit)))
+    if output.stale:
+        print(f"\n{len(output.stale):,} accesses used a stale translation; the first:")
+        print(_indent(output.stale[0].report()))
+    elif "stale" in output.files:
+        print("\nStale-TLB check: every access used the translation the page tables give.")
+    print("\nFiles")
+    for name, paths in output.files.items():
+        print(f"  {name:<9} " + ", ".join(str(p) for p in paths))
+    if "waveform" in output.files:
+        print("            (open it with GTKWave or Surfer)")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _run_job(args: argparse.Namespace, job: Job, *, default_waves: bool) -> RunOutput:
+    config = config_from(args)
+    out_dir = _out_dir(args, job, args.backend)
+    waves = _waves_path(args, out_dir, default_on=default_waves)
+    return execute(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
+                   plots=not args.no_plots)
+
+
+def _exit_status(output: RunOutput) -> int:
+    """1 when the kernel faulted or used a stale translation: the run found a problem."""
+    return EXIT_FAILED if output.stale or output.result.fault is not None else 0
+
+
+# -- commands ------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
+    print(f"  {describe_config(config)}")
+    output = _run_job(args, resolve("demo"), default_waves=True)
+    _print_run(output, kinds_limit=10)
+    return _exit_status(output)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
+    output = _run_job(args, job, default_waves=False)
+    _print_run(output)
+    return _exit_status(output)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    job = resolve(f"{REPLAY_PREFIX}{args.script}")
+    output = _run_job(args, job, default_waves=False)
+    results = args.out or output.out_dir / "replay.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
+    output.files["results"] = [results]
+    _print_run(output)
+    return _exit_status(output)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cosim.lockstep import compared_fields, first_divergence
+    from cosim.runner import run_program
+
+    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
+    config = config_from(args)
+    skipped = [name for name in TIMING_FIELDS if name not in compared_fields(args.backends)]
+    print(f"lockstep check of {job.name} on {', '.join(args.backends)}")
+    print(f"  {describe_config(config)}")
+    if skipped:
+        print(f"  timing fields skipped (the reference model has no clock): {', '.join(skipped)}")
+    runs = []
+    for backend in tqdm(args.backends, desc="backends", unit="backend", leave=False, disable=None,
+                        file=sys.stderr):
+        start = time.perf_counter()
+        runs.append(run_program(job.program, backend, config, args=dict(job.args), trace=True))
+        print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s")
+    divergence = first_divergence(runs)
+    if divergence is None:
+        print(f"\nOK: all {len(runs[0].events):,} operations agree, and so do the results.")
+        return 0
+    print()
+    print(divergence.report())
+    return EXIT_FAILED
+
+
+def cmd_verilog(args: argparse.Namespace) -> int:
+    from hdl.export import export_verilog, lint
+
+    config = config_from(args)
+    path = export_verilog(config, args.out)
+    print(f"Verilog of the {describe_config(config)}:\n  {path}")
+    if args.lint:
+        report = lint(path)
+        print(f"verilator --lint-only -Wall: {report or 'clean'}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    run = _optional("hdl.synth", "run", "synthesis (`make synth` installs its tools)")
+    config = config_from(args)
+    report = run(config, args.out)
+    print(report if isinstance(report, str) else json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    main_ = _optional("cosim.bench", "main", "the benchmark")
+    return int(main_(argv) or 0)
+
+
+def _optional(module: str, name: str, what: str) -> Callable[..., Any]:
+    """A function of a part of mmucosim that may not be installed or written yet, or a clean error."""
+    try:
+        return getattr(import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise BackendError(f"{what} is not available in this installation ({module}.{name}: {err})") from None
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo, "run": cmd_run, "replay": cmd_replay, "check": cmd_check, "verilog": cmd_verilog,
+    "synth": cmd_synth,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. Returns the exit status (0 ok, 1 run failed or found a problem, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(argv[1:])
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, WorkloadError) as err:
+        parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
+    except ProgramError as err:  # a workload whose firmware is not installed
+        parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
+    except BackendError as err:
+        parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"\n{PROG}: interrupted\n")
+    except OSError as err:
+        parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
+    except Exception as err:
+        if _is_kernel_failure(err):
+            parser.exit(EXIT_FAILED, f"{PROG}: the kernel stopped: {err}\n")
+        raise
+    return 0
+
+
+def _is_kernel_failure(err: Exception) -> bool:
+    """A fault or panic of the firmware: a result of the simulated machine, not a bug of this tool."""
+    from firmware.cpu import CpuFault
+
+    kernel_errors: tuple[type[BaseException], ...] = (CpuFault,)
+    try:
+        from firmware.allocator import AllocError, KernelPanic
+
+        kernel_errors += (AllocError, KernelPanic)
+    except ImportError:
+        pass
+    return isinstance(err, kernel_errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

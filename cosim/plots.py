@@ -1,0 +1,248 @@
+"""PNG plots of a traced run, for people learning how paging and a heap behave (matplotlib, Agg backend).
+
+- `tlb_hit_rate.png`: the TLB hit rate over the run (rolling window over the memory operations), with the
+  phases (top-level firmware contexts) marked, so the cold start of each phase shows.
+- `walk_latency.png`: how long page walks took: page-table entries read per walk (1 when the paging-structure
+  cache supplied the upper levels, 4 for a full walk) and, on RTL backends, walk cycles.
+- `heap_map.png`: which bytes of the kernel heap are in holes and which in live blocks, over time. It is read
+  from the trace itself: a shadow of RAM built from the STORE events, in which the firmware's own
+  `linked_list_allocator` code reads its hole list (as a debugger would), after allocator calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cosim.trace import SpanLike, kind_of
+from hdl.protocol import AccessEvent, Fault, Op
+
+_LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
+ALLOCATOR_KINDS = frozenset(("alloc", "dealloc", "realloc", "alloc_zeroed"))
+MAX_HEAP_SAMPLES = 400  # columns of the heap map
+HEAP_ROWS = 512  # address bins of the heap map
+
+
+def _pyplot():  # returns matplotlib.pyplot
+    """pyplot on the Agg backend, imported late: it costs a second, and only plots need it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _phase_starts(spans: Sequence[SpanLike]) -> list[tuple[int, str]]:
+    """(start seq, label) of each top-level span; consecutive spans with the same label are one phase."""
+    base = min((s.depth for s in spans), default=0)
+    starts: list[tuple[int, str]] = []
+    for span in sorted((s for s in spans if s.depth == base), key=lambda s: s.start_seq):
+        if not starts or starts[-1][1] != span.label:
+            starts.append((span.start_seq, span.label))
+    return starts
+
+
+def plot_hit_rate(path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str) -> Path:
+    """Rolling TLB hit rate against the operation number, with a dashed line where each phase starts."""
+    plt = _pyplot()
+    lookups = [(e.seq, bool(e.tlb_hit)) for e in events if e.tlb_hit or e.tlb_miss]
+    fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
+    if lookups:
+        seqs = np.fromiter((s for s, _ in lookups), dtype=np.int64, count=len(lookups))
+        hits = np.fromiter((h for _, h in lookups), dtype=np.float64, count=len(lookups))
+        window = int(min(500, max(10, len(lookups) // 40)))
+        window = min(window, len(lookups))
+        rate = np.convolve(hits, np.ones(window) / window, mode="valid")
+        ax.plot(seqs[window - 1:], 100 * rate, color="tab:blue", linewidth=1.2,
+                label=f"hit rate over the last {window:,} TLB lookups")
+        ax.axhline(100 * hits.mean(), color="tab:gray", linewidth=0.8, linestyle=":",
+                   label=f"whole run: {100 * hits.mean():.1f} %")
+    else:
+        ax.text(0.5, 0.5, "no TLB lookups (paging never enabled)", transform=ax.transAxes, ha="center")
+    phases = _phase_starts(spans)
+    for i, (start, label) in enumerate(phases):
+        ax.axvline(start, color="tab:orange", linewidth=0.8, linestyle="--",
+                   label="phase start" if i == 0 else None)
+        if len(phases) <= 12:
+            ax.annotate(label, (start, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=8,
+                        va="top", ha="right", color="tab:orange")
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("operation number (seq)")
+    ax.set_ylabel("TLB hit rate (%)")
+    ax.set_title(f"TLB hit rate over time — {title}")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str) -> Path:
+    """Histograms of PTE reads per walk and, when the backend models time, of walk cycles."""
+    plt = _pyplot()
+    walks = [e for e in events if e.walk_levels]
+    timed = any(e.walk_cycles for e in walks)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    levels, cycles = axes
+    if walks:
+        counts = np.bincount([e.walk_levels for e in walks], minlength=5)[1:]
+        from_pwc = np.bincount([e.walk_levels for e in walks if e.pwc_hits], minlength=5)[1:]
+        x = np.arange(1, len(counts) + 1)
+        levels.bar(x, counts - from_pwc, color="tab:blue", label="walk from CR3")
+        levels.bar(x, from_pwc, bottom=counts - from_pwc, color="tab:green",
+                   label="walk started from the paging-structure cache")
+        levels.set_xticks(x)
+        levels.legend(fontsize=8)
+    levels.set_xlabel("page-table entries read by the walk")
+    levels.set_ylabel("walks")
+    levels.set_title(f"{len(walks):,} page walks")
+    if timed:
+        latency = np.array([e.walk_cycles for e in walks])
+        bins = np.arange(latency.min(), latency.max() + 2) - 0.5
+        cycles.hist(latency, bins=bins if len(bins) <= 80 else 40, color="tab:purple")
+        cycles.axvline(latency.mean(), color="black", linestyle="--", linewidth=0.8,
+                       label=f"mean {latency.mean():.1f} cycles")
+        cycles.legend(fontsize=8)
+        cycles.set_xlabel("walk latency (cycles)")
+        cycles.set_ylabel("walks")
+        cycles.set_title("walk latency")
+    else:
+        cycles.axis("off")
+        cycles.text(0.5, 0.5, "no walk timing: this backend has no clock\n(run an RTL backend for cycles)",
+                    ha="center", va="center", transform=cycles.transAxes)
+    fig.suptitle(f"Page walks — {title}")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- heap map ------------------------------------------------------------------------------------------------
+
+
+class _ShadowMemory:
+    """Enough of a backend for the firmware's own allocator code to read its heap as a trace left it.
+
+    Physical RAM is rebuilt from STORE events; a virtual address is translated with the page mapping the
+    trace last showed for it, so the firmware's data structures read back at the addresses it used.
+    """
+
+    def __init__(self) -> None:
+        self.ram: dict[int, int] = {}  # 8-byte words
+        self.pages: dict[int, int] = {}  # virtual page -> physical page, as last observed
+
+    def observe(self, event: AccessEvent) -> None:
+        if event.op not in (_LOAD, _STORE) or event.fault != Fault.NONE:
+            return
+        paddr = event.paddr if event.tlb_hit or event.tlb_miss else event.vaddr
+        self.pages[event.vaddr >> 12] = paddr >> 12
+        if event.op == _STORE:
+            word, shift = paddr & ~7, (paddr & 7) * 8
+            mask = ((1 << (8 * event.size)) - 1) << shift
+            self.ram[word] = (self.ram.get(word, 0) & ~mask) | ((event.data << shift) & mask)
+
+    def transact(
+        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
+    ) -> tuple[int, int, int]:
+        if op != _LOAD:
+            raise RuntimeError("the heap map only reads memory")
+        page = self.pages.get(addr >> 12)
+        if page is None:
+            return 0, 0, 0  # never touched: still zero
+        paddr = (page << 12) | (addr & 0xFFF)
+        word = self.ram.get(paddr & ~7, 0) >> ((paddr & 7) * 8)
+        return word & ((1 << (8 << size)) - 1), 0, 0
+
+
+def heap_snapshots(
+    events: Sequence[AccessEvent], spans: Sequence[SpanLike], *, max_samples: int = MAX_HEAP_SAMPLES
+) -> tuple[list[int], int, int, list[list[tuple[int, int]]]]:
+    """(seqs, heap bottom, heap size, holes at each seq): the heap after allocator calls (sampled).
+
+    Empty when the run never initialised the global heap (e.g. the Dummy allocator).
+    """
+    from firmware.allocator import global_allocator
+    from firmware.cpu import Cpu
+
+    ends = sorted({s.end_seq for s in spans if kind_of(s.label) in ALLOCATOR_KINDS})
+    if len(ends) > max_samples:
+        ends = [ends[round(i * (len(ends) - 1) / (max_samples - 1))] for i in range(max_samples)]
+    memory = _ShadowMemory()
+    heap = global_allocator(Cpu(memory)).heap
+    seqs: list[int] = []
+    snapshots: list[list[tuple[int, int]]] = []
+    extent = (0, 0)
+
+    def take(seq: int) -> None:
+        nonlocal extent
+        if heap.size():  # zero until `Heap::init` ran
+            extent = (heap.bottom(), heap.size())
+            seqs.append(seq)
+            snapshots.append(heap.holes.holes())
+
+    pending = iter(ends)
+    next_end = next(pending, None)
+    for event in events:
+        while next_end is not None and event.seq >= next_end:
+            take(next_end)
+            next_end = next(pending, None)
+        memory.observe(event)
+    for end in ([] if next_end is None else [next_end, *pending]):  # allocator calls that ended the run
+        take(end)
+    return seqs, *extent, snapshots
+
+
+def plot_heap_map(
+    path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str
+) -> Path | None:
+    """Heap occupancy over time (None, and no file, when the run has no heap to show)."""
+    seqs, bottom, size, snapshots = heap_snapshots(events, spans)
+    if not seqs:
+        return None
+    plt = _pyplot()
+    rows = min(HEAP_ROWS, size)
+    image = np.empty((rows, len(seqs)))
+    used_bytes = []
+    hole_counts = []
+    for column, holes in enumerate(snapshots):
+        used = np.ones(size, dtype=bool)
+        for addr, length in holes:
+            used[max(addr - bottom, 0):max(addr - bottom + length, 0)] = False
+        image[:, column] = used[: size - size % rows].reshape(rows, -1).mean(axis=1)
+        used_bytes.append(int(used.sum()))
+        hole_counts.append(len(holes))
+    fig, (heap_ax, use_ax) = plt.subplots(2, 1, figsize=(11, 7), height_ratios=(3, 1), sharex=True,
+                                          layout="constrained")
+    edges = [*seqs, seqs[-1] + 1]
+    mesh = heap_ax.pcolormesh(edges, np.linspace(0, size / 1024, rows + 1), image, cmap="Blues", vmin=0,
+                              vmax=1, shading="flat")
+    bar = fig.colorbar(mesh, ax=heap_ax, pad=0.01)
+    bar.set_label("share of the bin in live blocks")
+    heap_ax.set_ylabel(f"offset from heap start {bottom:#x} (KiB)")
+    heap_ax.set_title(f"Heap map: live blocks (dark) and holes (light) after each allocator call — {title}")
+    use_ax.step(seqs, np.array(used_bytes) / 1024, where="post", color="tab:blue", label="in use (KiB)")
+    use_ax.set_ylabel("in use (KiB)")
+    holes_ax = use_ax.twinx()
+    holes_ax.step(seqs, hole_counts, where="post", color="tab:red", linewidth=0.9, label="holes")
+    holes_ax.set_ylabel("holes")
+    use_ax.set_xlabel("operation number (seq)")
+    use_ax.legend(handles=[*use_ax.get_lines(), *holes_ax.get_lines()], loc="upper left", fontsize=8)
+    use_ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(
+    out_dir: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str
+) -> list[Path]:
+    """Every plot of a run into `out_dir`; the heap map only when the run has a heap."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        plot_hit_rate(out_dir / "tlb_hit_rate.png", events, spans, title),
+        plot_walk_latency(out_dir / "walk_latency.png", events, title),
+    ]
+    heap_map = plot_heap_map(out_dir / "heap_map.png", events, spans, title)
+    return [*written, *([heap_map] if heap_map else [])]

@@ -1,0 +1,106 @@
+"""Named workloads: what `mmucosim run NAME` runs, as a firmware program reference and its arguments.
+
+A workload name is what a user types; `resolve` turns it, with the few knobs the command line offers (`--n`,
+`--seed`, `--ops`), into a `Job` that `cosim.runner.run_program` can execute on any backend. Names are stable
+so that output directories (`build/run/<slug>-<backend>/`) and lockstep reports can be compared across runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPLAY_PREFIX = "replay:"
+DEFAULT_RANDOM_OPS = 1000
+
+
+class WorkloadError(ValueError):
+    """A workload name or its options cannot be resolved (unknown name, unreadable replay file)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A registry entry: the program to run and which command-line knobs it understands."""
+
+    name: str
+    program: str  # "module:function", called as function(cpu, **args)
+    description: str
+    knobs: tuple[str, ...] = ()  # subset of ("n", "seed", "ops")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A workload ready to run: `program(cpu, **args)`; `slug` names its output directory."""
+
+    name: str
+    slug: str
+    program: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    script: tuple[str, ...] = ()  # the allocation script of `random`/`replay:` jobs, kept to be written out
+
+
+_HEAP_TESTS = "firmware.heap_allocation_tests"
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("demo", "firmware.kernel:demo", "the seed's kernel_main: Box, Vec and Rc on the heap"),
+        Workload("demo-dummy", "firmware.kernel:demo_dummy", "kernel_main on the Dummy allocator"),
+        Workload("simple_allocation", f"{_HEAP_TESTS}:simple_allocation", "two Boxes, checked", ("n",)),
+        Workload("large_vec", f"{_HEAP_TESTS}:large_vec", "a Vec of n elements and its sum", ("n",)),
+        Workload("many_boxes", f"{_HEAP_TESTS}:many_boxes", "n Boxes, each freed at once", ("n",)),
+        Workload(
+            "many_boxes_long_lived", f"{_HEAP_TESTS}:many_boxes_long_lived",
+            "n short-lived Boxes next to one long-lived Box", ("n",),
+        ),
+        Workload("random", "firmware.replay:replay", "seeded random alloc/free script", ("seed", "ops")),
+    )
+}
+
+
+def workload_names() -> list[str]:
+    """Every name `resolve` accepts, `replay:FILE` written as such."""
+    return [*WORKLOADS, f"{REPLAY_PREFIX}FILE"]
+
+
+def resolve(name: str, *, n: int | None = None, seed: int | None = None, ops: int | None = None) -> Job:
+    """The job for workload `name`. Knobs left at None take their defaults (`n`: the firmware's own); a knob
+    the workload does not understand is an error rather than silently ignored."""
+    given = {knob for knob, value in (("n", n), ("seed", seed), ("ops", ops)) if value is not None}
+    if name.startswith(REPLAY_PREFIX):
+        if given:
+            raise WorkloadError(f"a replay workload takes no --{sorted(given)[0]}")
+        return _replay_job(Path(name[len(REPLAY_PREFIX):]))
+    workload = WORKLOADS.get(name)
+    if workload is None:
+        raise WorkloadError(f"unknown workload {name!r}; choose one of {', '.join(workload_names())}")
+    unknown = sorted(given - set(workload.knobs))
+    if unknown:
+        raise WorkloadError(f"workload {name!r} takes no --{unknown[0]}")
+    for knob, value in (("n", n), ("ops", ops)):
+        if value is not None and value < 1:
+            raise WorkloadError(f"--{knob} must be at least 1, got {value}")
+    if name == "random":
+        seed = 0 if seed is None else seed
+        ops = DEFAULT_RANDOM_OPS if ops is None else ops
+        from firmware.replay import generate
+
+        script = tuple(generate(ops, seed))
+        return Job(name, f"random-s{seed}-o{ops}", workload.program, {"lines": list(script)}, script)
+    args = {} if n is None else {"n": n}
+    slug = name if n is None else f"{name}-n{n}"
+    return Job(name, slug, workload.program, args)
+
+
+def _replay_job(path: Path) -> Job:
+    if not path.name:
+        raise WorkloadError(f"{REPLAY_PREFIX}FILE needs a file name")
+    try:
+        script = tuple(line for line in path.read_text().splitlines() if line.strip())
+    except OSError as err:
+        raise WorkloadError(f"cannot read replay script {str(path)!r}: {err.strerror}") from err
+    slug = "replay-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)}, script)
