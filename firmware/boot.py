@@ -34,7 +34,7 @@ from enum import Enum, auto
 from firmware.cpu import Cpu
 from hdl.protocol import CR0_PG, PAGE_SIZE, Csr
 
-from .x86_64.addr import PhysAddr, VirtAddr, VirtAddrNotValid
+from .x86_64.addr import PhysAddr, VirtAddr, VirtAddrNotValid, u64
 from .x86_64.mapper import MapToError, OffsetPageTable
 from .x86_64.paging import Page, PageTable, PageTableFlags, PhysFrame, Size2MiB
 
@@ -114,6 +114,8 @@ def boot(cpu: Cpu, *, physical_memory_offset: int = PHYSICAL_MEMORY_OFFSET) -> B
     """Build the memory map and the page tables, load CR3, enable paging; return the BootInfo."""
     if cpu.read_csr(Csr.CR0) & CR0_PG:
         raise BootError("paging is already on: boot() starts from reset")
+    if u64(physical_memory_offset, "physical_memory_offset") % Size2MiB.SIZE:
+        raise BootError(f"physical_memory_offset {physical_memory_offset:#x} is not 2 MiB aligned")
     mem_bytes = cpu.read_csr(Csr.CFG_MEM_BYTES)
     memory_map = _MemoryMap(mem_bytes)
     max_phys_addr = memory_map.max_phys_addr()
