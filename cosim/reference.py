@@ -55,9 +55,12 @@ if sys.byteorder != "little":  # the RAM views use native order; x86 memory is l
 # entry denies exactly the access whose error-code bit has the same position. `deny` masks below rely on it.
 assert Pte.WRITABLE == ErrorCode.W and Pte.USER_ACCESSIBLE == ErrorCode.U
 
+_MASK48 = (1 << 48) - 1
 _MASK64 = (1 << 64) - 1
 _VPN_MASK = (1 << VPN_WIDTH) - 1
 _CANONICAL_HIGH = (1 << 17) - 1  # addr >> 47 of a canonical upper-half address
+_ALIGN_MASK = tuple((1 << s) - 1 for s in range(4))  # low address bits an access of each size must clear
+_PAGE_OFFSET = (1 << PAGE_SHIFT) - 1
 _SIZE_MASK = tuple((1 << (8 << s)) - 1 for s in range(4))  # value mask of each access size
 _PERM_BITS = Pte.WRITABLE | Pte.USER_ACCESSIBLE
 _NX_TO_I = 63 - 4  # shift taking NX (bit 63) to ErrorCode.I (bit 4)
@@ -67,6 +70,10 @@ assert Pte.NO_EXECUTE >> _NX_TO_I == ErrorCode.I
 _CLEAN = 1 << 5
 _STORE_ACCESS = ErrorCode.W | _CLEAN
 _EC_BITS = ErrorCode.P | ErrorCode.W | ErrorCode.U | ErrorCode.RSVD | ErrorCode.I
+_EC_U, _EC_I = int(ErrorCode.U), int(ErrorCode.I)
+_PRESENT, _ACCESSED, _DIRTY, _HUGE = Pte.PRESENT, Pte.ACCESSED, Pte.DIRTY, Pte.HUGE_PAGE
+# log2 of the bytes one entry of a level maps (1 = PT: 4 KiB ... 4 = PML4: 512 GiB); index 0 is unused
+_LEVEL_SHIFT = tuple(PAGE_SHIFT + LEVEL_BITS * (level - 1) for level in range(5))
 
 _LOAD, _STORE, _INVLPG, _FLUSH, _CSR_READ, _CSR_WRITE = (int(op) for op in Op)
 _PAGE, _GP, _ALIGN, _BUS = int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS)
@@ -76,8 +83,11 @@ _FAULT_COUNTER = {
     _ALIGN: int(Counter.FAULTS_ALIGN),
     _BUS: int(Counter.FAULTS_BUS),
 }
-_C_LOADS, _C_STORES = int(Counter.LOADS), int(Counter.STORES)
-_C_HITS, _C_MISSES, _C_EVICTIONS = int(Counter.TLB_HITS), int(Counter.TLB_MISSES), int(Counter.TLB_EVICTIONS)
+_C_LOADS, _C_STORES, _C_HITS = int(Counter.LOADS), int(Counter.STORES), int(Counter.TLB_HITS)
+_C_MISSES, _C_EVICTIONS = int(Counter.TLB_MISSES), int(Counter.TLB_EVICTIONS)
+_C_WALKS, _C_PTE_READS, _C_WALK_CYCLES = int(Counter.WALKS), int(Counter.PTE_READS), int(Counter.WALK_CYCLES)
+_C_PWC_HITS, _C_AD_WRITES = int(Counter.PWC_HITS), int(Counter.AD_WRITES)
+_C_INVLPGS, _C_FLUSHES, _C_FAULTS_GP = int(Counter.INVLPGS), int(Counter.FLUSHES), int(Counter.FAULTS_GP)
 _CFG_CSRS = tuple(csr for csr in Csr if csr.name.startswith("CFG_"))
 _COUNTER_BASE = int(Csr.COUNTER_BASE)
 
@@ -93,6 +103,9 @@ _E_OFFSET = 5  # mask of the page offset
 _E_DENY = 6  # error-code bits of the accesses the combined permissions deny, plus _CLEAN when D is clear
 _E_GLOBAL = 7
 _E_KEY = 8  # key of the entry in its index dict
+_E_PLRU_KEEP = 9  # PLRU update of this way: state & keep | point (keep all, point none for other policies)
+_E_PLRU_POINT = 10
+_E_FAST = 11  # the keys under which the fast dicts hold this entry
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -116,11 +129,6 @@ def _entry_rules(maxphyaddr: int) -> _EntryRules:
     return _EntryRules(pte_addr_mask(maxphyaddr), tuple(reserved))
 
 
-def _level_shift(level: int) -> int:
-    """log2 of the bytes one entry of `level` maps (1 = PT: 4 KiB ... 4 = PML4: 512 GiB)."""
-    return PAGE_SHIFT + LEVEL_BITS * (level - 1)
-
-
 # (fault, errcode, pte_reads, level, entry_addr, entry, deny): a tuple, not a record: the miss path is hot too
 WalkEnd = tuple[int, int, int, int, int, int, int]
 # called for each non-leaf entry the walk descends through: (level, entry_addr, entry, deny, vaddr)
@@ -128,7 +136,7 @@ NonLeafVisitor = Callable[[int, int, int, int, int], None]
 
 
 def _walk_from(
-    read_u64: Callable[[int], int],
+    read_word: Callable[[int], int],
     mem_bytes: int,
     rules: _EntryRules,
     vaddr: int,
@@ -140,25 +148,26 @@ def _walk_from(
 ) -> WalkEnd:
     """Walk from the table of `level` at `table`, with the permissions above it already combined in `deny`.
 
-    `access` holds the error-code bits of the access (W, U, I). Returns the end of the walk: on success
-    (Fault.NONE) the leaf's level, address and value as read and the combined `deny`; on a fault its kind and
-    error code. Reads count only the entries actually read (not one whose address is outside RAM).
+    `read_word(i)` returns the 64-bit word at physical address 8 * i. `access` holds the error-code bits of
+    the access (W, U, I). Returns the end of the walk: on success (Fault.NONE) the leaf's level, address and
+    value as read and the combined `deny`; on a fault its kind and error code. Reads count only the entries
+    actually read (not one whose address is outside RAM).
     """
     reads = 0
     addr_mask = rules.addr_mask
     reserved = rules.reserved
     while True:
-        entry_addr = table | (((vaddr >> _level_shift(level)) & 0x1FF) << 3)
+        entry_addr = table | (((vaddr >> _LEVEL_SHIFT[level]) & 0x1FF) << 3)
         if entry_addr >= mem_bytes:
             return (_BUS, 0, reads, level, entry_addr, 0, deny)
-        entry = read_u64(entry_addr)
+        entry = read_word(entry_addr >> 3)
         reads += 1
-        if not entry & Pte.PRESENT:
+        if not entry & _PRESENT:
             return (_PAGE, access, reads, level, entry_addr, entry, deny)
-        huge = entry & Pte.HUGE_PAGE
+        huge = entry & _HUGE
         if entry & reserved[level * 2 + (1 if huge else 0)]:
             return (_PAGE, access | ErrorCode.P | ErrorCode.RSVD, reads, level, entry_addr, entry, deny)
-        deny |= (~entry & _PERM_BITS) | ((entry >> _NX_TO_I) & ErrorCode.I)
+        deny |= (~entry & _PERM_BITS) | ((entry >> _NX_TO_I) & _EC_I)
         if level == 1 or huge:  # PS is reserved at level 4, so a huge entry here is a PDPTE or a PDE
             if deny & access:
                 return (_PAGE, access | ErrorCode.P, reads, level, entry_addr, entry, deny)
@@ -212,17 +221,16 @@ def walk(
         return Translation(fault=_GP, errcode=0, pte_reads=0, **_FAULTED)
     rules = _entry_rules(maxphyaddr)
     fault, errcode, reads, level, _, entry, deny = _walk_from(
-        read_u64, mem_bytes, rules, vaddr, access, cr3 & rules.addr_mask, 4, 0, None
+        lambda word: read_u64(word << 3), mem_bytes, rules, vaddr, access, cr3 & rules.addr_mask, 4, 0, None
     )
     if fault:
         return Translation(fault=fault, errcode=errcode, pte_reads=reads, **_FAULTED)
-    shift = _level_shift(level)
-    offset = (1 << shift) - 1
+    offset = (1 << _LEVEL_SHIFT[level]) - 1
     return Translation(
         fault=0,
         errcode=0,
         paddr=(entry & rules.addr_mask & ~offset) | (vaddr & offset),
-        page_size=1 << shift,
+        page_size=offset + 1,
         writable=not deny & ErrorCode.W,
         user=not deny & ErrorCode.U,
         no_execute=bool(deny & ErrorCode.I),
@@ -241,7 +249,7 @@ def _plru_masks(ways: int, way: int) -> tuple[int, int]:
 
     Node n (1 = root, children 2n and 2n+1) is bit n of the state; bit 0 sends the victim left (lower ways).
     """
-    keep, point = _MASK64, 0
+    keep, point = -1, 0
     node = ways + way
     while node > 1:
         parent = node >> 1
@@ -252,9 +260,12 @@ def _plru_masks(ways: int, way: int) -> tuple[int, int]:
     return keep, point
 
 
-# one walk's event fields: (tlb_hit, tlb_miss, evicted_vpn, walk_levels, pwc_hits, ad_writes)
+# one operation's lookup and walk, for its event: (tlb_hit, tlb_miss, evicted_vpn, walk_levels, pwc_hits,
+# ad_writes)
 _Info = tuple[bool, bool, int, int, int, int]
 _NO_LOOKUP: _Info = (False, False, -1, 0, 0, 0)
+_HIT: _Info = (True, False, -1, 0, 0, 0)
+_STORED = (0, 0, 0)  # the response of a STORE that completed
 
 
 class ReferenceBackend(Backend):
@@ -277,106 +288,149 @@ class ReferenceBackend(Backend):
         self._latency = config.mem_latency
         self._cfg = {int(csr): config.csr_value(csr) for csr in _CFG_CSRS}
 
-        self._seq = 0
         self._events: list[AccessEvent] = []
-        self._counters = [0] * len(Counter)
+        self._counters = [0] * len(Counter)  # of the general path; see `counter` for the fast path's share
+        self._general_ops = 0
+        self._fast_loads = self._fast_stores = 0
         self._paging = False
-        self._cr2 = 0
-        self._cr3 = 0
-        self._pfec = 0
+        self._cr2 = self._cr3 = self._pfec = 0
 
         ways, sets = config.ways, config.sets
         self._ways = ways
         self._set_bits = sets.bit_length() - 1
         self._set_mask = sets - 1
         self._policy = TlbPolicy(config.tlb_policy)
-        self._plru = self._policy == TlbPolicy.PLRU
         self._plru_state = [0] * sets
-        self._plru_keep, self._plru_point = zip(*(_plru_masks(ways, w) for w in range(ways)), strict=True)
+        plru = self._policy == TlbPolicy.PLRU
+        self._plru_masks = [_plru_masks(ways, w) if plru else (-1, 0) for w in range(ways)]
         self._fifo = [0] * sets
         self._lfsr = _LFSR_SEED
         self._tlb: list[list[int] | None] = [None] * config.tlb_entries
+        self._valid = [0] * sets  # valid entries per set
         self._index: tuple[dict[int, list[int]], ...] = ({}, {}, {})  # by page size: 4 KiB, 2 MiB, 1 GiB
+        self._huge = 0  # valid 2 MiB and 1 GiB entries: no overlap is possible without one
         # Entries of one set may overlap after the tables change under a cached translation (a 2 MiB fill next
-        # to a stale 4 KiB entry). Then the lowest matching way wins, found by scanning, not by the index.
+        # to a stale 4 KiB entry). Then the lowest matching way wins, found by scanning the set.
         self._overlap = False
+        # The fast path's view of the TLB: addr >> 12 (all 52 bits, so that no non-canonical or out-of-range
+        # address can match) -> the entry a supervisor LOAD, resp. STORE (W allowed, D set), of that 4 KiB
+        # page hits with no other effect than the PLRU update, the page being in RAM. Filled by the general
+        # path as it uses entries; both stay empty while tracing or while entries overlap.
+        self._fast_load: dict[int, list[int]] = {}
+        self._fast_store: dict[int, list[int]] = {}
 
         self._pwc_size = config.pwc_entries
         self._pwc_key = [-1] * self._pwc_size
         self._pwc_table = [0] * self._pwc_size
         self._pwc_deny = [0] * self._pwc_size
         self._pwc_index: dict[int, int] = {}
+        self._pwc_used = 0  # slots fill in order and empty all at once, so this is the lowest free one
         self._pwc_fifo = 0
         self._ad_writes = 0  # of the walk in progress
 
-    # -- the hot path ----------------------------------------------------------------------------------------
+    @property
+    def trace(self) -> bool:
+        """Whether operations record events; the fast path (which records none) stands aside while on."""
+        return self._trace
+
+    @trace.setter
+    def trace(self, on: bool) -> None:
+        self._trace = on
+        if on and hasattr(self, "_fast_load"):  # Backend.__init__ sets it before the TLB exists
+            self._reindex()
+
+    # -- the hot path ---------------------------------------------------------------------------------------
     def transact(
         self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
     ) -> tuple[int, int, int]:
-        seq = self._seq
-        self._seq = seq + 1
-        if op > _STORE or op < 0:
+        """The fast path: an aligned supervisor data access with paging off, or hitting a `_fast_load` /
+        `_fast_store` entry; it changes only the data, the PLRU state and counters. All else takes `_operate`.
+        """
+        if op >> 1 or user or fetch or size & ~3 or addr & _ALIGN_MASK[size]:
+            return self._operate(op, addr, size, wdata, user, fetch)
+        entry = (self._fast_store if op else self._fast_load).get(addr >> PAGE_SHIFT)
+        if entry is not None:
+            state = self._plru_state
+            s = entry[_E_SET]
+            state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
+            paddr = entry[_E_FRAME] | (addr & _PAGE_OFFSET)
+            if op:
+                self._fast_stores += 1
+            else:
+                self._fast_loads += 1
+        elif self._paging or self._trace or not 0 <= addr < self._mem_bytes:
+            return self._operate(op, addr, size, wdata, user, fetch)
+        else:  # paging off, in RAM
+            paddr = addr
+            self._general_ops += 1
+            self._counters[_C_STORES if op else _C_LOADS] += 1
+        if op:
+            self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
+            return _STORED
+        return (self._views[size][paddr >> size], 0, 0)
+
+    # -- the general path ---------------------------------------------------------------------------------
+    def _operate(
+        self, op: int, addr: int, size: int, wdata: int, user: bool, fetch: bool
+    ) -> tuple[int, int, int]:
+        """Any operation, exactly as the contract orders its checks, with its event when tracing."""
+        if not _LOAD <= op <= _CSR_WRITE:
+            raise ValueError(f"unknown operation {op} (an hdl.protocol.Op)")
+        if size & ~3:
+            raise ValueError(f"access size must be log2 bytes 0..3, got {size}")
+        if not 0 <= addr <= _MASK64:
+            raise ValueError(f"address {addr:#x} does not fit in 64 bits")
+        seq = self._general_ops + self._fast_loads + self._fast_stores
+        self._general_ops += 1
+        if op >> 1:
             return self._control(seq, op, addr, wdata)
-        if size & ~3 or not 0 <= addr <= _MASK64:
-            raise ValueError(f"bad access: size log2 {size} (0..3), address {addr:#x} (64 bits)")
         if not self._paging:
-            if addr & ((1 << size) - 1):
+            if addr & _ALIGN_MASK[size]:
                 return self._fail(seq, op, addr, size, wdata, _ALIGN, 0, _NO_LOOKUP)
-            return self._complete(seq, op, addr, size, wdata, addr, _NO_LOOKUP)
+            return self._complete(seq, op, addr, size, wdata, addr, _NO_LOOKUP, None)
         top = addr >> 47
         if top and top != _CANONICAL_HIGH:
             return self._fail(seq, op, addr, size, wdata, _GP, 0, _NO_LOOKUP)
-        if addr & ((1 << size) - 1):
+        if addr & _ALIGN_MASK[size]:
             return self._fail(seq, op, addr, size, wdata, _ALIGN, 0, _NO_LOOKUP)
-        access = _STORE_ACCESS if op else 0
-        if user:
-            access |= ErrorCode.U
-        if fetch and not op:
-            access |= ErrorCode.I
+        access = (_STORE_ACCESS if op else 0) | (_EC_U if user else 0) | (_EC_I if fetch and not op else 0)
         vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
-        if self._overlap:
-            entry = self._scan(vpn)
-        else:
-            index = self._index
-            entry = index[0].get(vpn)
-            if entry is None:
-                low = vpn & self._set_mask
-                entry = index[1].get(((vpn >> 9) << self._set_bits) | low) or index[2].get(
-                    ((vpn >> 18) << self._set_bits) | low
-                )
+        entry = self._lookup(vpn)
         if entry is None:
             return self._miss(seq, op, addr, size, wdata, access, vpn)
-        counters = self._counters
-        counters[_C_HITS] += 1
-        if self._plru:
-            way = entry[_E_WAY] & (self._ways - 1)
-            state = self._plru_state
-            s = entry[_E_SET]
-            state[s] = (state[s] & self._plru_keep[way]) | self._plru_point[way]
+        self._counters[_C_HITS] += 1
+        state = self._plru_state
+        s = entry[_E_SET]
+        state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
         if entry[_E_DENY] & access:
             return self._hit_slow(seq, op, addr, size, wdata, access, entry)
         paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
-        if paddr >= self._mem_bytes:
-            return self._fail(seq, op, addr, size, wdata, _BUS, 0, (True, False, -1, 0, 0, 0))
-        # the data access of `_complete`, inlined for the common case
-        if op:
-            self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
-            counters[_C_STORES] += 1
-            rdata = 0
-        else:
-            rdata = self._views[size][paddr >> size]
-            counters[_C_LOADS] += 1
-        if self.trace:
-            self._record(seq, op, addr, paddr, size, wdata if op else rdata, (True, False, -1, 0, 0, 0), 0, 0)
-        return (rdata, 0, 0)
+        return self._complete(seq, op, addr, size, wdata, paddr, _HIT, entry)
 
-    # -- memory accesses off the hot path --------------------------------------------------------------------
     def _complete(
-        self, seq: int, op: int, addr: int, size: int, wdata: int, paddr: int, info: _Info
+        self,
+        seq: int,
+        op: int,
+        addr: int,
+        size: int,
+        wdata: int,
+        paddr: int,
+        info: _Info,
+        entry: list | None,
     ) -> tuple[int, int, int]:
-        """Steps 5 and 6: the BUS check of the physical address, then the data access."""
+        """Steps 5 and 6: the BUS check of the physical address, then the data access (as `transact` does).
+
+        The TLB `entry` that translated the access is then offered to the fast path for this page.
+        """
         if paddr >= self._mem_bytes:
             return self._fail(seq, op, addr, size, wdata, _BUS, 0, info)
+        if entry is not None and not (self._trace or self._overlap):
+            page = addr >> PAGE_SHIFT
+            if page not in self._fast_load:
+                self._fast_load[page] = entry
+                if not entry[_E_DENY] & _STORE_ACCESS:
+                    self._fast_store[page] = entry
+                entry[_E_FAST].append(page)
         if op:
             self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
             self._counters[_C_STORES] += 1
@@ -384,8 +438,8 @@ class ReferenceBackend(Backend):
         else:
             rdata = self._views[size][paddr >> size]
             self._counters[_C_LOADS] += 1
-        if self.trace:
-            self._record(seq, op, addr, paddr, size, wdata if op else rdata, info, 0, 0)
+        if self._trace:
+            self._record(seq, op, addr, paddr, size, wdata & _MASK64 if op else rdata, info, 0, 0)
         return (rdata, 0, 0)
 
     def _fail(
@@ -396,8 +450,8 @@ class ReferenceBackend(Backend):
         if fault == _PAGE:
             self._cr2 = addr
             self._pfec = errcode
-        if self.trace:
-            self._record(seq, op, addr, 0, size, wdata if op else 0, info, fault, errcode)
+        if self._trace:
+            self._record(seq, op, addr, 0, size, wdata & _MASK64 if op else 0, info, fault, errcode)
         return (0, fault, errcode)
 
     def _hit_slow(
@@ -405,19 +459,19 @@ class ReferenceBackend(Backend):
     ) -> tuple[int, int, int]:
         """A hit the cached permissions deny (a page fault dropping the entry), or a STORE to a clean page."""
         errcode = access & _EC_BITS
-        deny = entry[_E_DENY]
-        if deny & errcode:
+        if entry[_E_DENY] & errcode:
             self._remove(entry)
-            info = (True, False, -1, 0, 0, 0)
-            return self._fail(seq, op, addr, size, wdata, _PAGE, errcode | ErrorCode.P, info)
+            return self._fail(seq, op, addr, size, wdata, _PAGE, errcode | ErrorCode.P, _HIT)
         # D is clear: re-walk as a write, which sets D in memory, and refresh the entry in place
         fault, errcode, reads, level, _, leaf, deny, pwc_hit, ad = self._walk(addr, errcode)
         info = (True, False, -1, reads, pwc_hit, ad)
         if fault:
             self._remove(entry)
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
+        self._unindex(entry)
         self._set_translation(entry, (addr >> PAGE_SHIFT) & _VPN_MASK, level, leaf, deny)
-        return self._complete(seq, op, addr, size, wdata, entry[_E_FRAME] | (addr & entry[_E_OFFSET]), info)
+        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        return self._complete(seq, op, addr, size, wdata, paddr, info, entry)
 
     def _miss(
         self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, vpn: int
@@ -430,7 +484,8 @@ class ReferenceBackend(Backend):
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
         entry, evicted = self._fill(vpn, level, leaf, deny)
         info = (False, True, evicted, reads, pwc_hit, ad)
-        return self._complete(seq, op, addr, size, wdata, entry[_E_FRAME] | (addr & entry[_E_OFFSET]), info)
+        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        return self._complete(seq, op, addr, size, wdata, paddr, info, entry)
 
     # -- walk with PWC and A/D write-back --------------------------------------------------------------------
     def _walk(self, vaddr: int, access: int) -> tuple[int, int, int, int, int, int, int, int, int]:
@@ -441,65 +496,78 @@ class ReferenceBackend(Backend):
         table, level, deny, pwc_hit = self._cr3, 4, 0, 0
         if self._pwc_size:
             index = self._pwc_index
-            for start in (2, 3, 4):  # PDE, PDPTE, PML4E: the longest prefix first
-                slot = index.get(self._pwc_tag(vaddr, start))
-                if slot is not None:
-                    table, level, deny, pwc_hit = self._pwc_table[slot], start - 1, self._pwc_deny[slot], 1
-                    break
+            v48 = vaddr & _MASK48
+            level = 1  # the longest prefix first: a PDE starts the walk at the PT
+            slot = index.get((v48 >> _LEVEL_SHIFT[2]) << 2 | 2)
+            if slot is None:
+                level = 2  # a PDPTE: at the PD
+                slot = index.get((v48 >> _LEVEL_SHIFT[3]) << 2 | 3)
+                if slot is None:
+                    level = 3  # a PML4E: at the PDPT
+                    slot = index.get((v48 >> _LEVEL_SHIFT[4]) << 2 | 4)
+            if slot is None:
+                level = 4
+            else:
+                table, deny, pwc_hit = self._pwc_table[slot], self._pwc_deny[slot], 1
         self._ad_writes = 0
         q = self._ram_u64
         fault, errcode, reads, level, entry_addr, leaf, deny = _walk_from(
-            lambda paddr: q[paddr >> 3], self._mem_bytes, self._rules, vaddr, access, table, level, deny,
+            q.__getitem__, self._mem_bytes, self._rules, vaddr, access, table, level, deny,
             self._visit_non_leaf,
         )
         if not fault:
-            updated = leaf | Pte.ACCESSED | (Pte.DIRTY if access & ErrorCode.W else 0)
+            updated = leaf | _ACCESSED | (_DIRTY if access & ErrorCode.W else 0)
             if updated != leaf:
                 q[entry_addr >> 3] = updated
                 self._ad_writes += 1
                 leaf = updated
         counters = self._counters
-        counters[Counter.WALKS] += 1
-        counters[Counter.PTE_READS] += reads
-        counters[Counter.WALK_CYCLES] += reads * self._latency
-        counters[Counter.PWC_HITS] += pwc_hit
-        counters[Counter.AD_WRITES] += self._ad_writes
+        counters[_C_WALKS] += 1
+        counters[_C_PTE_READS] += reads
+        counters[_C_WALK_CYCLES] += reads * self._latency
+        counters[_C_PWC_HITS] += pwc_hit
+        counters[_C_AD_WRITES] += self._ad_writes
         return fault, errcode, reads, level, entry_addr, leaf, deny, pwc_hit, self._ad_writes
 
     def _visit_non_leaf(self, level: int, entry_addr: int, entry: int, deny: int, vaddr: int) -> None:
         """Set A in a non-leaf entry the walk passes (never D), and cache it in the PWC."""
-        if not entry & Pte.ACCESSED:
-            self._ram_u64[entry_addr >> 3] = entry | Pte.ACCESSED
+        if not entry & _ACCESSED:
+            self._ram_u64[entry_addr >> 3] = entry | _ACCESSED
             self._ad_writes += 1
         if self._pwc_size:
-            slot = next((i for i, key in enumerate(self._pwc_key) if key < 0), None)
-            if slot is None:
+            slot = self._pwc_used
+            if slot < self._pwc_size:
+                self._pwc_used = slot + 1
+            else:
                 slot = self._pwc_fifo
                 self._pwc_fifo = (slot + 1) % self._pwc_size
                 del self._pwc_index[self._pwc_key[slot]]
-            key = self._pwc_tag(vaddr, level)
+            key = ((vaddr & _MASK48) >> _LEVEL_SHIFT[level]) << 2 | level
             self._pwc_key[slot] = key
             self._pwc_table[slot] = entry & self._rules.addr_mask
             self._pwc_deny[slot] = deny
             self._pwc_index[key] = slot
 
-    @staticmethod
-    def _pwc_tag(vaddr: int, level: int) -> int:
-        """PWC key of the entry of `level` (2, 3, 4) mapping `vaddr`: the level and addr[47:shift]."""
-        return ((vaddr & ((1 << 48) - 1)) >> _level_shift(level)) << 2 | level
-
     def _pwc_clear(self) -> None:
-        self._pwc_key = [-1] * self._pwc_size
         self._pwc_index.clear()
+        self._pwc_used = 0
 
     # -- TLB -------------------------------------------------------------------------------------------------
-    def _scan(self, vpn: int) -> list[int] | None:
-        """The lowest-numbered way of `vpn`'s set whose page holds `vpn` (the lookup when entries overlap)."""
-        first = (vpn & self._set_mask) * self._ways
-        for entry in self._tlb[first:first + self._ways]:
-            if entry is not None and (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0:
-                return entry
-        return None
+    def _lookup(self, vpn: int) -> list[int] | None:
+        """The entry matching `vpn` in its set (the lowest-numbered way if several do), or None."""
+        if self._overlap:
+            first = (vpn & self._set_mask) * self._ways
+            for entry in self._tlb[first:first + self._ways]:  # the lowest-numbered matching way wins
+                if entry is not None and (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0:
+                    return entry
+            return None
+        entry = self._index[0].get(vpn)
+        if entry is not None or not self._huge:
+            return entry
+        low = vpn & self._set_mask
+        return self._index[1].get(((vpn >> 9) << self._set_bits) | low) or self._index[2].get(
+            ((vpn >> 18) << self._set_bits) | low
+        )
 
     def _fill(self, vpn: int, level: int, leaf: int, deny: int) -> tuple[list[int], int]:
         """Cache a translation in `vpn`'s set; return the entry and the evicted base VPN (-1 if none)."""
@@ -508,19 +576,23 @@ class ReferenceBackend(Backend):
         first = s * ways
         tlb = self._tlb
         evicted = -1
-        way = next((w for w in range(ways) if tlb[first + w] is None), None)
-        if way is None:
+        if self._valid[s] < ways:
+            way = tlb.index(None, first, first + ways) - first
+            self._valid[s] += 1
+        else:
             way = self._victim(s)
             victim = tlb[first + way]
             assert victim is not None
             evicted = victim[_E_BASE]
-            self._remove(victim)
+            self._unindex(victim)
             self._counters[_C_EVICTIONS] += 1
-        if self._plru:
-            self._plru_state[s] = (self._plru_state[s] & self._plru_keep[way]) | self._plru_point[way]
-        entry = [first + way, s, 0, 0, 0, 0, 0, -1, 0]
+        keep, point = self._plru_masks[way]
+        self._plru_state[s] = self._plru_state[s] & keep | point
+        entry: list = [first + way, s, 0, 0, 0, 0, 0, 0, 0, keep, point, []]
         tlb[first + way] = entry
         self._set_translation(entry, vpn, level, leaf, deny)
+        if self._overlap:
+            self._reindex()  # the victim may have been the last overlapping entry
         return entry, evicted
 
     def _victim(self, s: int) -> int:
@@ -541,20 +613,21 @@ class ReferenceBackend(Backend):
 
     def _set_translation(self, entry: list[int], vpn: int, level: int, leaf: int, deny: int) -> None:
         """Make `entry` cache the leaf `leaf` of `level` for `vpn` (a fill, or a refresh in place)."""
-        self._unindex(entry)
         vshift = LEVEL_BITS * (level - 1)
         offset = (1 << (vshift + PAGE_SHIFT)) - 1
         entry[_E_BASE] = vpn & ~((1 << vshift) - 1)
         entry[_E_VSHIFT] = vshift
         entry[_E_FRAME] = leaf & self._rules.addr_mask & ~offset
         entry[_E_OFFSET] = offset
-        entry[_E_DENY] = deny | (0 if leaf & Pte.DIRTY else _CLEAN)
+        entry[_E_DENY] = deny | (0 if leaf & _DIRTY else _CLEAN)
         entry[_E_GLOBAL] = leaf & Pte.GLOBAL
         key = ((vpn >> vshift) << self._set_bits) | entry[_E_SET] if vshift else vpn
         entry[_E_KEY] = key
-        self._index[vshift // LEVEL_BITS][key] = entry
-        if not self._overlap:
-            self._overlap = self._overlaps(entry)
+        if not self._overlap and (vshift or self._huge) and self._overlaps(entry):
+            self._overlap = True
+            self._fast_load.clear()
+            self._fast_store.clear()
+        self._index_add(entry)
 
     def _overlaps(self, entry: list[int]) -> bool:
         """Whether another entry of `entry`'s set maps part of the same pages."""
@@ -566,48 +639,64 @@ class ReferenceBackend(Backend):
                     return True
         return False
 
+    def _index_add(self, entry: list[int]) -> None:
+        """Enter `entry` in the lookup index and, if the fast path may use it, in the fast dicts."""
+        vshift = entry[_E_VSHIFT]
+        self._index[vshift // LEVEL_BITS][entry[_E_KEY]] = entry
+        if vshift:
+            self._huge += 1
+
     def _unindex(self, entry: list[int]) -> None:
-        index = self._index[entry[_E_VSHIFT] // LEVEL_BITS]
-        if index.get(entry[_E_KEY]) is entry:
+        """Take `entry` out of the index (before it is dropped or changes its translation)."""
+        vshift = entry[_E_VSHIFT]
+        index = self._index[vshift // LEVEL_BITS]
+        if index.get(entry[_E_KEY]) is entry:  # while entries overlap, another may hold the key
             del index[entry[_E_KEY]]
+        if vshift:
+            self._huge -= 1
+        for page in entry[_E_FAST]:
+            for fast in (self._fast_load, self._fast_store):
+                if fast.get(page) is entry:
+                    del fast[page]
+        entry[_E_FAST] = []
 
     def _remove(self, entry: list[int]) -> None:
-        self._unindex(entry)
-        self._tlb[entry[_E_WAY]] = None
-        if self._overlap:
-            self._reindex()
+        self._remove_where(lambda candidate: candidate is entry)
 
     def _remove_where(self, doomed: Callable[[list[int]], bool]) -> None:
         for entry in self._tlb:
             if entry is not None and doomed(entry):
                 self._unindex(entry)
                 self._tlb[entry[_E_WAY]] = None
+                self._valid[entry[_E_SET]] -= 1
         if self._overlap:
             self._reindex()
 
     def _reindex(self) -> None:
-        """Rebuild the index and the overlap flag after removals (the index is stale during overlaps)."""
-        for index in self._index:
-            index.clear()
+        """Rebuild the index and the overlap state from the entries (the index is stale during overlaps)."""
         entries = [entry for entry in self._tlb if entry is not None]
-        for entry in entries:
-            self._index[entry[_E_VSHIFT] // LEVEL_BITS][entry[_E_KEY]] = entry
+        for index in (*self._index, self._fast_load, self._fast_store):
+            index.clear()
+        self._huge = 0
         self._overlap = any(self._overlaps(entry) for entry in entries)
+        for entry in entries:
+            entry[_E_FAST] = []
+            self._index_add(entry)
 
     # -- INVLPG, FLUSH and CSRs ------------------------------------------------------------------------------
     def _control(self, seq: int, op: int, addr: int, wdata: int) -> tuple[int, int, int]:
-        if not 0 <= addr <= _MASK64 or not 0 <= wdata <= _MASK64:
-            raise ValueError(f"address {addr:#x} and data {wdata:#x} must fit in 64 bits")
+        """INVLPG, FLUSH, CSR_READ or CSR_WRITE."""
+        wdata &= _MASK64
         rdata = fault = 0
         counters = self._counters
         if op == _INVLPG:
-            counters[Counter.INVLPGS] += 1
+            counters[_C_INVLPGS] += 1
             if is_canonical(addr):
                 vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
                 self._remove_where(lambda entry: (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0)
                 self._pwc_clear()
         elif op == _FLUSH:
-            counters[Counter.FLUSHES] += 1
+            counters[_C_FLUSHES] += 1
             self._flush_all()
         elif op == _CSR_READ:
             value = self._csr_read(seq, addr)
@@ -615,14 +704,11 @@ class ReferenceBackend(Backend):
                 fault = _GP
             else:
                 rdata = value
-        elif op == _CSR_WRITE:
-            if not self._csr_write(addr, wdata):
-                fault = _GP
-        else:
-            raise ValueError(f"unknown operation {op} (an hdl.protocol.Op)")
+        elif not self._csr_write(addr, wdata):
+            fault = _GP
         if fault:
-            counters[Counter.FAULTS_GP] += 1
-        if self.trace:
+            counters[_C_FAULTS_GP] += 1
+        if self._trace:
             data = wdata if op == _CSR_WRITE else rdata
             self._record(seq, op, addr, 0, -1, data, _NO_LOOKUP, fault, 0)
         return (rdata, fault, 0)
@@ -631,8 +717,25 @@ class ReferenceBackend(Backend):
         self._remove_where(lambda entry: True)
         self._pwc_clear()
 
+    def counter(self, counter: Counter) -> int:
+        """The value of a performance counter now (CYCLES: the number of operations so far).
+
+        The fast path only counts its loads and stores; hits and the operation count include them here.
+        """
+        fast = self._fast_loads + self._fast_stores
+        if counter == Counter.CYCLES:
+            return self._general_ops + fast
+        value = self._counters[counter]
+        if counter == Counter.TLB_HITS:
+            return value + fast
+        if counter == Counter.LOADS:
+            return value + self._fast_loads
+        if counter == Counter.STORES:
+            return value + self._fast_stores
+        return value
+
     def _csr_read(self, seq: int, addr: int) -> int | None:
-        """The value of CSR `addr`, None if there is no such CSR."""
+        """The value of CSR `addr` read by operation `seq`, None if there is no such CSR."""
         if addr == Csr.CR0:
             return CR0_PE | CR0_WP | (CR0_PG if self._paging else 0)
         if addr == Csr.CR2:
@@ -643,9 +746,9 @@ class ReferenceBackend(Backend):
             return self._pfec
         if addr in self._cfg:
             return self._cfg[addr]
-        counter = addr - _COUNTER_BASE
-        if 0 <= counter < len(self._counters):
-            return seq if counter == Counter.CYCLES else self._counters[counter]
+        if 0 <= addr - _COUNTER_BASE < len(Counter):
+            counter = Counter(addr - _COUNTER_BASE)
+            return seq if counter == Counter.CYCLES else self.counter(counter)
         return None
 
     def _csr_write(self, addr: int, value: int) -> bool:
@@ -659,7 +762,7 @@ class ReferenceBackend(Backend):
             self._cr2 = value
         elif addr == Csr.CR3:
             self._cr3 = value & self._rules.addr_mask
-            self._counters[Counter.FLUSHES] += 1
+            self._counters[_C_FLUSHES] += 1
             self._remove_where(lambda entry: not entry[_E_GLOBAL])
             self._pwc_clear()
         else:
