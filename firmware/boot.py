@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, auto
+from itertools import pairwise
 
 from firmware.cpu import Cpu
 from hdl.protocol import CR0_PG, PAGE_SIZE, Csr
@@ -181,7 +182,7 @@ class _MemoryMap:
 
     def _grow(self, region_type: MemoryRegionType) -> int | None:
         """Extend a `region_type` region into the usable region right after it; the frame gained, or None."""
-        for region, after in zip(self._regions, self._regions[1:], strict=False):
+        for region, after in pairwise(self._regions):
             if (region.region_type is region_type and after.region_type is MemoryRegionType.Usable
                     and after.start == region.end):
                 region.end += 1
