@@ -14,6 +14,8 @@ is a result, reported as the kernel would, also with exit 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import time
@@ -228,7 +230,8 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _status(f"running {job.name} on {backend} …")
-    result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
+    with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!: shown from the run's value
+        result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
     events, spans = result.events, result.contexts
     files: dict[str, list[Path]] = {}
     if job.script:
@@ -248,7 +251,9 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
                                                  backend=backend, config=config, wall_s=result.wall_s)]
         progress.update()
         if plots:
-            files["plots"] = _plots(out_dir, events, spans, f"{job.name} on {backend}")
+            from cosim.plots import plot_all
+
+            files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend)
             progress.update()
         if check_stale:
             from cosim.stale import find_stale
@@ -261,12 +266,6 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
     if waves is not None:
         files["waveform"] = [waves]
     return RunOutput(result, out_dir, files, summary, stale)
-
-
-def _plots(out_dir: Path, events: Sequence[Any], spans: Sequence[Any], title: str) -> list[Path]:
-    from cosim.plots import plot_all
-
-    return plot_all(out_dir, events, spans, title)
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
@@ -312,11 +311,13 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15) -> None:
         print(_indent(output.stale[0].report()))
     elif "stale" in output.files:
         print("\nStale-TLB check: every access used the translation the page tables give.")
-    print("\nFiles")
+    print(f"\nFiles in {output.out_dir}/")
+    notes = {"trace": f"one line per operation, {len(result.events):,} in all",
+             "waveform": "open it with GTKWave or Surfer", "script": "replay it with `mmucosim replay`"}
     for name, paths in output.files.items():
-        print(f"  {name:<9} " + ", ".join(str(p) for p in paths))
-    if "waveform" in output.files:
-        print("            (open it with GTKWave or Surfer)")
+        names = ", ".join(str(p.relative_to(output.out_dir) if p.is_relative_to(output.out_dir) else p)
+                          for p in paths)
+        print(f"  {name:<9} {names}" + (f"  ({notes[name]})" if name in notes else ""))
 
 
 def _indent(text: str) -> str:

@@ -35,58 +35,65 @@ def _pyplot():  # returns matplotlib.pyplot
     return plt
 
 
-def _phase_starts(spans: Sequence[SpanLike]) -> list[tuple[int, str]]:
-    """(start seq, label) of each top-level span; consecutive spans with the same label are one phase."""
+def _phases(spans: Sequence[SpanLike], end: int) -> list[tuple[int, int, str]]:
+    """(start seq, end seq, label) of each phase: top-level spans, consecutive ones with one label merged."""
     base = min((s.depth for s in spans), default=0)
-    starts: list[tuple[int, str]] = []
+    phases: list[tuple[int, int, str]] = []
     for span in sorted((s for s in spans if s.depth == base), key=lambda s: s.start_seq):
-        if not starts or starts[-1][1] != span.label:
-            starts.append((span.start_seq, span.label))
-    return starts
+        if phases and phases[-1][2] == span.label:
+            phases[-1] = (phases[-1][0], span.end_seq, span.label)
+        else:
+            phases.append((span.start_seq, span.end_seq, span.label))
+    return [(start, min(stop, end), label) for start, stop, label in phases]
 
 
 def plot_hit_rate(path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str) -> Path:
-    """Rolling TLB hit rate against the operation number, with a dashed line where each phase starts."""
+    """Rolling TLB hit rate against the operation number, each miss marked, on a band per phase."""
     plt = _pyplot()
     lookups = [(e.seq, bool(e.tlb_hit)) for e in events if e.tlb_hit or e.tlb_miss]
-    fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
+    last = events[-1].seq + 1 if events else 1
+    fig, ax = plt.subplots(figsize=(11, 4.8), layout="constrained")
+    phases = _phases(spans, last)
+    for i, (start, stop, label) in enumerate(phases):
+        ax.axvspan(start, stop, color=("#f2f2f2", "#e3ecf7")[i % 2], zorder=0)
+        if len(phases) <= 16:  # staggered so that short neighbouring phases stay readable
+            ax.text(start, 118 - 6 * (i % 3), f" {label}", fontsize=8, va="top", color="#333333",
+                    clip_on=True)
     if lookups:
         seqs = np.fromiter((s for s, _ in lookups), dtype=np.int64, count=len(lookups))
         hits = np.fromiter((h for _, h in lookups), dtype=np.float64, count=len(lookups))
-        window = int(min(500, max(10, len(lookups) // 40)))
-        window = min(window, len(lookups))
+        window = min(int(min(500, max(10, len(lookups) // 40))), len(lookups))
         rate = np.convolve(hits, np.ones(window) / window, mode="valid")
         ax.plot(seqs[window - 1:], 100 * rate, color="tab:blue", linewidth=1.2,
                 label=f"hit rate over the last {window:,} TLB lookups")
         ax.axhline(100 * hits.mean(), color="tab:gray", linewidth=0.8, linestyle=":",
-                   label=f"whole run: {100 * hits.mean():.1f} %")
+                   label=f"whole run: {100 * hits.mean():.1f} % of {len(lookups):,} lookups")
+        ax.vlines(seqs[hits == 0], 0, 4, color="tab:red", linewidth=0.8, label="a TLB miss")
+        if seqs[0] > 0:
+            ax.text(seqs[0] / 2, 50, "paging off:\nno TLB lookups", ha="center", va="center", fontsize=9,
+                    color="#555555")
     else:
         ax.text(0.5, 0.5, "no TLB lookups (paging never enabled)", transform=ax.transAxes, ha="center")
-    phases = _phase_starts(spans)
-    for i, (start, label) in enumerate(phases):
-        ax.axvline(start, color="tab:orange", linewidth=0.8, linestyle="--",
-                   label="phase start" if i == 0 else None)
-        if len(phases) <= 12:
-            ax.annotate(label, (start, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=8,
-                        va="top", ha="right", color="tab:orange")
-    ax.set_ylim(0, 105)
-    ax.set_xlabel("operation number (seq)")
+    ax.set_xlim(0, last)
+    ax.set_ylim(0, 120)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel("operation number (seq); shaded bands are the phases of the run")
     ax.set_ylabel("TLB hit rate (%)")
     ax.set_title(f"TLB hit rate over time — {title}")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    ax.grid(alpha=0.3, axis="y")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str) -> Path:
-    """Histograms of PTE reads per walk and, when the backend models time, of walk cycles."""
+def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str, *, estimated: bool) -> Path:
+    """Histograms of PTE reads per walk and of walk cycles (`estimated`: by a model without a clock)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     walks = [e for e in events if e.walk_levels]
-    timed = any(e.walk_cycles for e in walks)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    levels, cycles = axes
+    fig, (levels, cycles) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     if walks:
         counts = np.bincount([e.walk_levels for e in walks], minlength=5)[1:]
         from_pwc = np.bincount([e.walk_levels for e in walks if e.pwc_hits], minlength=5)[1:]
@@ -96,23 +103,20 @@ def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str) -> 
                    label="walk started from the paging-structure cache")
         levels.set_xticks(x)
         levels.legend(fontsize=8)
-    levels.set_xlabel("page-table entries read by the walk")
-    levels.set_ylabel("walks")
-    levels.set_title(f"{len(walks):,} page walks")
-    if timed:
         latency = np.array([e.walk_cycles for e in walks])
         bins = np.arange(latency.min(), latency.max() + 2) - 0.5
         cycles.hist(latency, bins=bins if len(bins) <= 80 else 40, color="tab:purple")
         cycles.axvline(latency.mean(), color="black", linestyle="--", linewidth=0.8,
                        label=f"mean {latency.mean():.1f} cycles")
         cycles.legend(fontsize=8)
-        cycles.set_xlabel("walk latency (cycles)")
-        cycles.set_ylabel("walks")
-        cycles.set_title("walk latency")
-    else:
-        cycles.axis("off")
-        cycles.text(0.5, 0.5, "no walk timing: this backend has no clock\n(run an RTL backend for cycles)",
-                    ha="center", va="center", transform=cycles.transAxes)
+    for ax in (levels, cycles):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("walks")
+    levels.set_xlabel("page-table entries read by the walk")
+    levels.set_title(f"{len(walks):,} page walks")
+    note = ", estimated: mem_latency per entry read" if estimated else ""
+    cycles.set_xlabel(f"walk latency (cycles{note})")
+    cycles.set_title("walk latency")
     fig.suptitle(f"Page walks — {title}")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -197,36 +201,42 @@ def heap_snapshots(
 def plot_heap_map(
     path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str
 ) -> Path | None:
-    """Heap occupancy over time (None, and no file, when the run has no heap to show)."""
+    """Heap occupancy over time (None, and no file, when the run has no heap to show).
+
+    The address axis stops a little above the highest byte ever in use, so a small program's few blocks are
+    not lost in an empty 100 KiB heap.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     seqs, bottom, size, snapshots = heap_snapshots(events, spans)
     if not seqs:
         return None
     plt = _pyplot()
-    rows = min(HEAP_ROWS, size)
-    image = np.empty((rows, len(seqs)))
-    used_bytes = []
-    hole_counts = []
+    used = np.ones((len(seqs), size), dtype=bool)  # byte map per snapshot: in a live block (or padding)?
     for column, holes in enumerate(snapshots):
-        used = np.ones(size, dtype=bool)
         for addr, length in holes:
-            used[max(addr - bottom, 0):max(addr - bottom + length, 0)] = False
-        image[:, column] = used[: size - size % rows].reshape(rows, -1).mean(axis=1)
-        used_bytes.append(int(used.sum()))
-        hole_counts.append(len(holes))
+            used[column, max(addr - bottom, 0):max(addr - bottom + length, 0)] = False
+    in_use = np.flatnonzero(used.any(axis=0))
+    shown = size if not len(in_use) else min(size, -(-int(in_use[-1] * 1.15 + 64) // 256) * 256)
+    rows = min(HEAP_ROWS, shown)
+    shown -= shown % rows
+    image = used[:, :shown].reshape(len(seqs), rows, -1).mean(axis=2).T
     fig, (heap_ax, use_ax) = plt.subplots(2, 1, figsize=(11, 7), height_ratios=(3, 1), sharex=True,
                                           layout="constrained")
-    edges = [*seqs, seqs[-1] + 1]
-    mesh = heap_ax.pcolormesh(edges, np.linspace(0, size / 1024, rows + 1), image, cmap="Blues", vmin=0,
-                              vmax=1, shading="flat")
-    bar = fig.colorbar(mesh, ax=heap_ax, pad=0.01)
-    bar.set_label("share of the bin in live blocks")
-    heap_ax.set_ylabel(f"offset from heap start {bottom:#x} (KiB)")
+    edges = [*seqs, seqs[-1] + max(1, (seqs[-1] - seqs[0]) // len(seqs))]
+    mesh = heap_ax.pcolormesh(edges, np.linspace(0, shown, rows + 1), image, cmap="Blues", vmin=0, vmax=1,
+                              shading="flat")
+    fig.colorbar(mesh, ax=heap_ax, pad=0.01).set_label("share of the bytes in live blocks")
+    scope = "all of it" if shown == size else f"its lowest {shown:,} bytes"
+    heap_ax.set_ylabel(f"offset from the heap start (bytes)\nheap: {size:,} bytes at {bottom:#x}, {scope}")
     heap_ax.set_title(f"Heap map: live blocks (dark) and holes (light) after each allocator call — {title}")
-    use_ax.step(seqs, np.array(used_bytes) / 1024, where="post", color="tab:blue", label="in use (KiB)")
-    use_ax.set_ylabel("in use (KiB)")
+    use_ax.step(seqs, used.sum(axis=1), where="post", color="tab:blue", label="bytes in use")
+    use_ax.set_ylabel("bytes in use")
     holes_ax = use_ax.twinx()
-    holes_ax.step(seqs, hole_counts, where="post", color="tab:red", linewidth=0.9, label="holes")
+    holes_ax.step(seqs, [len(h) for h in snapshots], where="post", color="tab:red", linewidth=0.9,
+                  label="holes in the free list")
     holes_ax.set_ylabel("holes")
+    holes_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     use_ax.set_xlabel("operation number (seq)")
     use_ax.legend(handles=[*use_ax.get_lines(), *holes_ax.get_lines()], loc="upper left", fontsize=8)
     use_ax.grid(alpha=0.3)
@@ -236,13 +246,13 @@ def plot_heap_map(
 
 
 def plot_all(
-    out_dir: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str
+    out_dir: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str, *, backend: str
 ) -> list[Path]:
-    """Every plot of a run into `out_dir`; the heap map only when the run has a heap."""
+    """Every plot of a run on `backend` into `out_dir`; the heap map only when the run has a heap."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         plot_hit_rate(out_dir / "tlb_hit_rate.png", events, spans, title),
-        plot_walk_latency(out_dir / "walk_latency.png", events, title),
+        plot_walk_latency(out_dir / "walk_latency.png", events, title, estimated=backend == "reference"),
     ]
     heap_map = plot_heap_map(out_dir / "heap_map.png", events, spans, title)
     return [*written, *([heap_map] if heap_map else [])]

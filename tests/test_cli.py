@@ -1,0 +1,93 @@
+"""The `mmucosim` command line: help everywhere, clean errors with exit code 2, and a real run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cosim.cli import build_parser, main
+from cosim.trace import read_trace
+
+SUBCOMMANDS = ("demo", "run", "replay", "check", "verilog", "synth")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_prints_help():
+    script = Path(sys.executable).with_name("mmucosim")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    for command in (*SUBCOMMANDS, "bench"):
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(capsys, command):
+    code, out, _ = _cli(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: mmucosim {command}")
+
+
+def test_run_help_lists_the_workloads(capsys):
+    _, out, _ = _cli(capsys, "run", "--help")
+    for workload in ("demo-dummy", "many_boxes_long_lived", "random", "replay:FILE"):
+        assert workload in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run"], "the following arguments are required: WORKLOAD"),
+        (["run", "no_such_workload"], "unknown workload 'no_such_workload'"),
+        (["run", "demo", "--n", "5"], "workload 'demo' takes no --n"),
+        (["run", "many_boxes", "--n", "0"], "--n must be at least 1"),
+        (["run", "demo", "--tlb-entries", "12"], "tlb_entries must be a power of two, got 12"),
+        (["run", "demo", "--tlb-policy", "lru"], "invalid choice: 'lru'"),
+        (["run", "demo", "--mem-bytes", "lots"], "not a size: 'lots'"),
+        (["run", "demo", "--backend", "qemu"], "invalid choice: 'qemu'"),
+        (["run", "demo", "--waves"], "--waves needs an RTL backend"),
+        (["run", "replay:/no/such/script.txt"], "cannot read replay script '/no/such/script.txt'"),
+        (["check", "demo", "--backends", "reference"], "give at least two different backends"),
+        (["check", "demo", "--backends", "reference,bochs"], "unknown backend 'bochs'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, argv, message):
+    code, out, err = _cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_sizes_accept_binary_suffixes():
+    args = build_parser().parse_args(["run", "demo", "--mem-bytes", "2M"])
+    assert args.mem_bytes == 2 << 20
+    assert build_parser().parse_args(["run", "demo", "--mem-bytes", "64KiB"]).mem_bytes == 64 << 10
+
+
+def test_run_simple_allocation_on_the_reference_writes_trace_summary_and_plots(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = _cli(capsys, "run", "simple_allocation", "--backend", "reference", "--out", str(out_dir))
+    assert code == 0
+    assert "TLB by phase" in out and "TLB by firmware operation" in out
+    rows = read_trace(out_dir / "trace.jsonl")
+    assert rows and rows == read_trace(out_dir / "trace.csv")
+    assert [row.event.seq for row in rows] == list(range(len(rows)))
+    allocations = {row.path for row in rows if row.label == "alloc(4, 4)"}  # the seed boxes two i32s
+    assert allocations and all(path.startswith("simple_allocation/") for path in allocations)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["workload"] == "simple_allocation" and summary["backend"] == "reference"
+    assert summary["total"]["operations"] == len(rows)
+    assert sum(phase["operations"] for phase in summary["phases"]) == len(rows)
+    for plot in ("tlb_hit_rate.png", "walk_latency.png", "heap_map.png"):
+        assert (out_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
