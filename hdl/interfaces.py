@@ -54,3 +54,30 @@ class MemResponse:
         self.rdata = Signal(intbv(0)[DATA_WIDTH:])
         self.rvalid = Signal(bool(0))
         self.rvalid_next = Signal(bool(0))
+
+
+class WalkResult:
+    """What the page walker reports with `done`: a fault, or the leaf's translation; and what the walk cost.
+
+    `frame` is the page's base frame number (the low bits of a huge page's frame are zero) and `size` its TLB size
+    code; `writable`, `user`, `no_execute` are combined over the levels, `global_` and `dirty` are the leaf's own
+    (dirty as written back). A PAGE fault has `present` (the P bit of the error code) and `reserved` (RSVD).
+    """
+
+    def __init__(self, frame_width: int) -> None:
+        self.done = Signal(bool(0))
+        self.fault_page = Signal(bool(0))
+        self.fault_bus = Signal(bool(0))
+        self.present = Signal(bool(0))
+        self.reserved = Signal(bool(0))
+        self.frame = Signal(intbv(0)[frame_width:])
+        self.size = Signal(intbv(0)[2:])
+        self.writable = Signal(bool(0))
+        self.user = Signal(bool(0))
+        self.no_execute = Signal(bool(0))
+        self.global_ = Signal(bool(0))
+        self.dirty = Signal(bool(0))
+        self.levels = Signal(intbv(0)[3:])
+        self.cycles = Signal(intbv(0)[16:])
+        self.pwc_hit = Signal(bool(0))
+        self.ad_writes = Signal(intbv(0)[3:])

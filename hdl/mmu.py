@@ -10,17 +10,23 @@ from __future__ import annotations
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
 from hdl.csr import csr
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse
+from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
 from hdl.memory_controller import memory_controller
+from hdl.page_walker import page_walker
 from hdl.protocol import (
+    CR0_PG,
     DATA_WIDTH,
     ERRCODE_WIDTH,
-    FAULT_WIDTH,
+    LEVEL_BITS,
+    PAGE_SHIFT,
+    VPN_WIDTH,
     Csr,
     Fault,
     MmuConfig,
     Op,
 )
+from hdl.pwc import LEVEL_WIDTH, pwc
+from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_WIDTH, tlb
 
 State = enum("IDLE", "LOOKUP", "WALK", "MEMWAIT", "RESP")
 
@@ -63,19 +69,29 @@ def mmu(
     ram_bits = (config.mem_bytes - 1).bit_length()  # byte-address bits of the RAM
     word_addr_width = ram_bits - (WORD_BYTES - 1).bit_length()
     single_cycle_read = config.mem_latency == 1
+    maxphyaddr = config.maxphyaddr
+    frame_width = maxphyaddr - PAGE_SHIFT
     paddr_width = len(ev_paddr)
     vaddr_width = len(req_addr)
+    huge_2m_offset = (1 << LEVEL_BITS) - 1  # VPN bits that index into a 2 MiB page
+    huge_1g_offset = (1 << (2 * LEVEL_BITS)) - 1
 
-    # -- the registered request ---------------------------------------------------------------------------------
+    # -- the registered request ---------------------------------------------------------------------------
     state = Signal(State.IDLE)
     op = Signal(intbv(0)[len(req_op):])
     size = Signal(intbv(0)[len(req_size):])
     user = Signal(bool(0))
     fetch = Signal(bool(0))
-    vaddr = Signal(intbv(0)[len(req_addr):])
+    vaddr = Signal(intbv(0)[vaddr_width:])
     wdata = Signal(intbv(0)[len(req_wdata):])
+    rewalk = Signal(bool(0))  # the walk in progress re-walks a hit entry for a store (to set D)
 
-    # -- checks on it, combinational ----------------------------------------------------------------------------
+    # -- decoded, combinational -----------------------------------------------------------------------------
+    is_load = Signal(bool(0))
+    is_store = Signal(bool(0))
+    is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
+    vpn = Signal(intbv(0)[VPN_WIDTH:])
+    canonical = Signal(bool(0))
     aligned = Signal(bool(0))
     lane = Signal(intbv(0)[3:])  # byte lane of the access within its 64-bit word
     lane_shift = Signal(intbv(0)[6:])
@@ -83,38 +99,97 @@ def mmu(
     store_data = Signal(intbv(0)[DATA_WIDTH:])
     load_shifted = Signal(intbv(0)[DATA_WIDTH:])
     load_data = Signal(intbv(0)[DATA_WIDTH:])
+    frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
+    page_size = Signal(intbv(0)[SIZE_WIDTH:])
+    page_frame = Signal(intbv(0)[frame_width:])  # the frame of the accessed 4 KiB granule
+    translated = Signal(intbv(0)[maxphyaddr:])
+    phys = Signal(intbv(0)[paddr_width:])
     phys_in_ram = Signal(bool(0))
-    do_access = Signal(bool(0))  # start the data access this cycle
+    pg_changes = Signal(bool(0))  # a CR0 write that turns paging on or off
 
-    # -- response registers not on ports --------------------------------------------------------------------------
+    # -- decisions, combinational ---------------------------------------------------------------------------
+    translate = Signal(bool(0))  # a LOAD/STORE that passed the canonical and alignment checks looks up the TLB
+    hit_permitted = Signal(bool(0))
+    needs_dirty = Signal(bool(0))  # a permitted store hit an entry whose D is clear
+    walk_start = Signal(bool(0))
+    walk_ok = Signal(bool(0))
+    do_access = Signal(bool(0))  # start the data access this cycle
+    outcome_fault = Signal(intbv(0)[len(resp_fault):])
+    page_fault = Signal(bool(0))
+    fault_code = Signal(intbv(0)[ERRCODE_WIDTH:])
+
+    # -- response registers not on ports ----------------------------------------------------------------------
     rdata_from_memory = Signal(bool(0))
     rdata_reg = Signal(intbv(0)[DATA_WIDTH:])
     event_flush = Signal(bool(0))
 
-    # -- blocks ---------------------------------------------------------------------------------------------------
+    # -- memory ---------------------------------------------------------------------------------------------
     walk_port = MemPort(word_addr_width)
     data_port = MemPort(word_addr_width)
     mem_resp = MemResponse()
     memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words)
 
+    # -- CSRs -----------------------------------------------------------------------------------------------
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])
     csr_known = Signal(bool(0))
     csr_writable = Signal(bool(0))
     csr_write = Signal(bool(0))
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
-    page_fault = Signal(bool(0))
-    fault_code = Signal(intbv(0)[ERRCODE_WIDTH:])
     registers = csr(clk, rst, vaddr, wdata, csr_write, csr_rdata, csr_known, csr_writable, paging, cr3,
                     page_fault, vaddr, fault_code, resp_valid, op, resp_fault, event_flush, ev_tlb_hit,
-                    ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes, ev_cycle,
-                    config=config)
+                    ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes,
+                    ev_cycle, config=config)
+
+    # -- TLB ------------------------------------------------------------------------------------------------
+    tlb_hit = Signal(bool(0))
+    hit_frame = Signal(intbv(0)[frame_width:])
+    hit_size = Signal(intbv(0)[SIZE_WIDTH:])
+    hit_writable, hit_user, hit_no_execute, hit_dirty = (Signal(bool(0)) for _ in range(4))
+    tlb_evict = Signal(bool(0))
+    tlb_evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
+    tlb_touch, tlb_fill, tlb_refresh, tlb_drop, tlb_flush_all, tlb_flush_non_global = (
+        Signal(bool(0)) for _ in range(6))
+    walk = WalkResult(frame_width)
+    translations = tlb(clk, rst, vpn, tlb_hit, hit_frame, hit_size, hit_writable, hit_user, hit_no_execute,
+                       hit_dirty, tlb_evict, tlb_evict_vpn, tlb_touch, tlb_fill, tlb_refresh, tlb_drop,
+                       tlb_flush_all, tlb_flush_non_global, walk.frame, walk.size, walk.writable, walk.user,
+                       walk.no_execute, walk.global_, walk.dirty, entries=config.tlb_entries, ways=config.ways,
+                       policy=int(config.tlb_policy))
+
+    # -- page walker and paging-structure cache -------------------------------------------------------------
+    pwc_hit = Signal(bool(0))
+    pwc_next_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    pwc_table = Signal(intbv(0)[frame_width:])
+    pwc_writable, pwc_user, pwc_no_execute = (Signal(bool(0)) for _ in range(3))
+    pwc_insert = Signal(bool(0))
+    pwc_insert_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    pwc_insert_table = Signal(intbv(0)[frame_width:])
+    pwc_insert_writable, pwc_insert_user, pwc_insert_no_execute = (Signal(bool(0)) for _ in range(3))
+    pwc_flush = Signal(bool(0))
+    structure_cache = pwc(clk, rst, vpn, pwc_hit, pwc_next_level, pwc_table, pwc_writable, pwc_user,
+                          pwc_no_execute, pwc_insert, pwc_insert_level, pwc_insert_table, pwc_insert_writable,
+                          pwc_insert_user, pwc_insert_no_execute, pwc_flush, entries=config.pwc_entries)
+    walker = page_walker(clk, rst, walk_start, vaddr, is_store, user, is_fetch, cr3, pwc_hit, pwc_next_level,
+                         pwc_table, pwc_writable, pwc_user, pwc_no_execute, pwc_insert, pwc_insert_level,
+                         pwc_insert_table, pwc_insert_writable, pwc_insert_user, pwc_insert_no_execute,
+                         walk_port, mem_resp, walk, config=config)
 
     op_load, op_store, op_invlpg, op_flush, op_csr_read, op_csr_write = (
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
-    fault_gp, fault_align, fault_bus, fault_page = int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE)
-    csr_cr3 = int(Csr.CR3)
-    assert len(resp_fault) == FAULT_WIDTH
+    fault_none, fault_gp, fault_align, fault_bus, fault_page = (
+        int(Fault.NONE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE))
+    csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
+    pg_bit = CR0_PG.bit_length() - 1
+
+    @always_comb
+    def decode():
+        is_load.next = op == op_load
+        is_store.next = op == op_store
+        is_fetch.next = op == op_load and fetch
+        vpn.next = vaddr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
+        canonical.next = vaddr[vaddr_width:47] == 0 or vaddr[vaddr_width:47] == (1 << (vaddr_width - 47)) - 1
+        pg_changes.next = wdata[pg_bit] != paging
 
     @always_comb
     def check_alignment():
@@ -163,27 +238,123 @@ def mmu(
             load_data.next = load_shifted
 
     @always_comb
-    def check_bounds():
-        phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
+    def select_translation():
+        if state == State.WALK:
+            frame.next = walk.frame
+            page_size.next = walk.size
+        else:
+            frame.next = hit_frame
+            page_size.next = hit_size
 
     @always_comb
-    def decide_access():
-        do_access.next = False
-        if state == State.LOOKUP and (op == op_load or op == op_store):
-            if not paging:
-                do_access.next = aligned and phys_in_ram
+    def translate_address():
+        # A huge page's frame has zeros where the VPN's low bits select the 4 KiB granule within the page.
+        if page_size == SIZE_1G:
+            page_frame.next = frame | (vpn & huge_1g_offset)
+        elif page_size == SIZE_2M:
+            page_frame.next = frame | (vpn & huge_2m_offset)
+        else:
+            page_frame.next = frame
+
+    @always_comb
+    def append_offset():
+        translated.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
+
+    @always_comb
+    def bound_physical():
+        if paging:
+            phys.next = translated
+            phys_in_ram.next = translated[maxphyaddr:ram_bits] == 0
+        else:
+            phys.next = vaddr[paddr_width:]
+            phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
+
+    @always_comb
+    def check_hit():
+        translate.next = (state == State.LOOKUP and (is_load or is_store) and paging and canonical and aligned)
+        hit_permitted.next = ((not is_store or hit_writable) and (not user or hit_user)
+                              and (not is_fetch or not hit_no_execute))
+        needs_dirty.next = is_store and not hit_dirty
+
+    @always_comb
+    def decide():
+        walk_ok.next = walk.done and not walk.fault_page and not walk.fault_bus
+        walk_start.next = translate and (not tlb_hit or (hit_permitted and needs_dirty))
+        if state == State.LOOKUP:
+            if paging:
+                do_access.next = translate and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
+            else:
+                do_access.next = (is_load or is_store) and aligned and phys_in_ram
+        else:
+            do_access.next = state == State.WALK and walk_ok and phys_in_ram
+
+    @always_comb
+    def judge():
+        # The fault of an operation that ends this cycle without a data access (see `control` for the order).
+        fault = intbv(0)[len(resp_fault):]
+        fault[:] = fault_none
+        page_fault.next = False
+        if state == State.LOOKUP:
+            if is_load or is_store:
+                if paging and not canonical:
+                    fault[:] = fault_gp
+                elif not aligned:
+                    fault[:] = fault_align
+                elif paging and tlb_hit and not hit_permitted:
+                    fault[:] = fault_page
+                    page_fault.next = True
+                elif not phys_in_ram:
+                    fault[:] = fault_bus
+            elif op == op_csr_read:
+                if not csr_known:
+                    fault[:] = fault_gp
+            elif op == op_csr_write:
+                if not csr_writable:
+                    fault[:] = fault_gp
+            elif op != op_invlpg and op != op_flush:
+                fault[:] = fault_gp
+        elif state == State.WALK:
+            if walk.fault_page:
+                fault[:] = fault_page
+                page_fault.next = walk.done
+            elif walk.fault_bus or not phys_in_ram:
+                fault[:] = fault_bus
+        else:
+            fault[:] = fault_none  # MEMWAIT, RESP and IDLE end nothing
+        outcome_fault.next = fault
+
+    @always_comb
+    def explain_page_fault():
+        # A hit's violation is a protection fault (P); the walker reports P and RSVD for the faults it finds.
+        if state == State.WALK:
+            fault_code.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
+        else:
+            fault_code.next = concat(is_fetch, False, user, is_store, True)
+
+    @always_comb
+    def command_tlb():
+        invlpg = state == State.LOOKUP and op == op_invlpg and canonical
+        cr3_write = state == State.LOOKUP and op == op_csr_write and vaddr == csr_cr3
+        paging_switch = state == State.LOOKUP and op == op_csr_write and vaddr == csr_cr0 and pg_changes
+        flush = state == State.LOOKUP and op == op_flush
+        translation_failed = ((translate and tlb_hit and not hit_permitted)
+                              or (state == State.WALK and walk.done and not walk_ok))
+        tlb_touch.next = translate and tlb_hit
+        tlb_fill.next = state == State.WALK and walk_ok and not rewalk
+        tlb_refresh.next = state == State.WALK and walk_ok and rewalk
+        tlb_drop.next = invlpg or translation_failed
+        tlb_flush_all.next = flush or paging_switch
+        tlb_flush_non_global.next = cr3_write
+        pwc_flush.next = invlpg or flush or cr3_write or paging_switch
+        csr_write.next = state == State.LOOKUP and op == op_csr_write and csr_writable
 
     @always_comb
     def drive_data_port():
         data_port.valid.next = do_access
-        data_port.write.next = op == op_store
-        data_port.word_addr.next = vaddr[ram_bits:3]
+        data_port.write.next = is_store
+        data_port.word_addr.next = phys[ram_bits:3]
         data_port.byte_enable.next = lane_enable << lane
         data_port.wdata.next = store_data << lane_shift
-
-    @always_comb
-    def drive_csr_write():
-        csr_write.next = state == State.LOOKUP and op == op_csr_write and csr_writable
 
     @always_comb
     def drive_handshake():
@@ -197,6 +368,7 @@ def mmu(
     def control():
         resp_valid.next = False
         if state == State.IDLE or state == State.RESP:
+            state.next = State.IDLE
             if req_valid:
                 op.next = req_op
                 size.next = req_size
@@ -219,42 +391,39 @@ def mmu(
                 ev_pwc_hits.next = 0
                 ev_ad_writes.next = 0
                 state.next = State.LOOKUP
-            else:
-                state.next = State.IDLE
-        elif state == State.LOOKUP:
-            state.next = State.RESP
-            resp_valid.next = True
-            if op == op_load or op == op_store:
-                if paging:
-                    resp_fault.next = fault_page  # translation comes with the TLB and the walker
-                    resp_errcode.next = concat(fetch and op == op_load, user, op == op_store, False, False)
-                elif not aligned:
-                    resp_fault.next = fault_align
-                elif not phys_in_ram:
-                    resp_fault.next = fault_bus
-                else:
-                    ev_paddr.next = vaddr[paddr_width:]
-                    if op == op_load:
-                        rdata_from_memory.next = True
-                        if not single_cycle_read:
-                            state.next = State.MEMWAIT
-                            resp_valid.next = False
-            elif op == op_invlpg:
-                pass
-            elif op == op_flush:
-                event_flush.next = True
-            elif op == op_csr_read:
-                if csr_known:
+        elif state == State.LOOKUP or state == State.WALK:
+            if state == State.LOOKUP:
+                ev_tlb_hit.next = translate and tlb_hit
+                ev_tlb_miss.next = translate and not tlb_hit
+                event_flush.next = op == op_flush or (op == op_csr_write and vaddr == csr_cr3 and csr_writable)
+                if op == op_csr_read:
                     rdata_reg.next = csr_rdata
+            elif walk.done:
+                ev_walk_levels.next = walk.levels
+                ev_walk_cycles.next = walk.cycles
+                ev_pwc_hits.next = walk.pwc_hit
+                ev_ad_writes.next = walk.ad_writes
+                if tlb_fill and tlb_evict:
+                    ev_evict.next = True
+                    ev_evict_vpn.next = tlb_evict_vpn
+            # Order: the data access of a translated LOOKUP/STORE, else a walk, else the end of the operation.
+            if do_access:
+                ev_paddr.next = phys
+                rdata_from_memory.next = is_load
+                if is_load and not single_cycle_read:
+                    state.next = State.MEMWAIT
                 else:
-                    resp_fault.next = fault_gp
-            elif op == op_csr_write:
-                if csr_writable:
-                    event_flush.next = vaddr == csr_cr3
-                else:
-                    resp_fault.next = fault_gp
-            else:
-                resp_fault.next = fault_gp
+                    state.next = State.RESP
+                    resp_valid.next = True
+            elif walk_start:
+                rewalk.next = tlb_hit
+                state.next = State.WALK
+            elif state == State.LOOKUP or walk.done:
+                resp_fault.next = outcome_fault
+                if outcome_fault == fault_page:
+                    resp_errcode.next = fault_code
+                state.next = State.RESP
+                resp_valid.next = True
         elif state == State.MEMWAIT:
             if mem_resp.rvalid_next:
                 state.next = State.RESP
@@ -262,5 +431,6 @@ def mmu(
         else:
             state.next = State.IDLE
 
-    return (memory, registers, check_alignment, place_lanes, shift_load, size_load, check_bounds, decide_access,
-            drive_data_port, drive_csr_write, drive_handshake, control)
+    return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_lanes,
+            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, check_hit, decide,
+            judge, explain_page_fault, command_tlb, drive_data_port, drive_handshake, control)

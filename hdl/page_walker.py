@@ -1,0 +1,265 @@
+"""Synthesizable: the hardware page walker for x86_64 4-level paging (4 KiB, 2 MiB and 1 GiB pages).
+
+Starts from the paging-structure cache's longest-prefix hit or from CR3, and per level: reads the entry (READ issues
+the read, WAIT receives it), checks it (present, reserved bits), combines W/U/NX, and either descends — writing A
+back when it was clear and caching the entry in the PWC, in the cycle the entry arrives — or, at the leaf, checks
+the access and writes A (and D for a store) back when that changes the entry. DONE presents the result one cycle.
+"""
+
+from __future__ import annotations
+
+from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
+
+from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.protocol import (
+    HUGE_1G_RESERVED,
+    HUGE_1G_SHIFT,
+    HUGE_2M_RESERVED,
+    HUGE_2M_SHIFT,
+    LEVEL_BITS,
+    PAGE_SHIFT,
+    MmuConfig,
+    Pte,
+    pte_reserved_mask,
+)
+from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_4K
+
+WalkState = enum("IDLE", "READ", "WAIT", "DONE")
+
+
+@block
+def page_walker(
+    clk: SignalType,
+    rst: SignalType,
+    start: SignalType,
+    vaddr: SignalType,
+    is_store: SignalType,
+    is_user: SignalType,
+    is_fetch: SignalType,
+    cr3: SignalType,
+    pwc_hit: SignalType,
+    pwc_next_level: SignalType,
+    pwc_table: SignalType,
+    pwc_writable: SignalType,
+    pwc_user: SignalType,
+    pwc_no_execute: SignalType,
+    pwc_insert: SignalType,
+    pwc_insert_level: SignalType,
+    pwc_insert_table: SignalType,
+    pwc_insert_writable: SignalType,
+    pwc_insert_user: SignalType,
+    pwc_insert_no_execute: SignalType,
+    mem: MemPort,
+    mem_resp: MemResponse,
+    result: WalkResult,
+    config: MmuConfig,
+):
+    """Walk the tables for `vaddr` when `start` pulses (inputs held until `result.done`).
+
+    `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; `pwc_*` are the PWC's lookup of
+    `vaddr` and the insert command for it; `mem`/`mem_resp` the walker's port on the memory controller.
+    """
+    maxphyaddr = config.maxphyaddr
+    ram_bits = (config.mem_bytes - 1).bit_length()
+    frame_width = maxphyaddr - PAGE_SHIFT
+    reserved_mask = pte_reserved_mask(maxphyaddr)
+    accessed_dirty = Pte.ACCESSED | Pte.DIRTY
+    full_word = (1 << WORD_BYTES) - 1
+    all_frame_bits = (1 << frame_width) - 1
+    huge_2m_frame_mask = all_frame_bits & ~((1 << (HUGE_2M_SHIFT - PAGE_SHIFT)) - 1)  # frame bits of a 2 MiB base
+    huge_1g_frame_mask = all_frame_bits & ~((1 << (HUGE_1G_SHIFT - PAGE_SHIFT)) - 1)
+    accessed = Pte.ACCESSED
+    present_bit = Pte.PRESENT.bit_length() - 1
+    writable_bit = Pte.WRITABLE.bit_length() - 1
+    user_bit = Pte.USER_ACCESSIBLE.bit_length() - 1
+    accessed_bit = Pte.ACCESSED.bit_length() - 1
+    dirty_bit = Pte.DIRTY.bit_length() - 1
+    huge_bit = Pte.HUGE_PAGE.bit_length() - 1
+    global_bit = Pte.GLOBAL.bit_length() - 1
+    no_execute_bit = Pte.NO_EXECUTE.bit_length() - 1
+    addr_width = maxphyaddr
+
+    state = Signal(WalkState.IDLE)
+    level = Signal(intbv(4, min=0, max=5))
+    table = Signal(intbv(0)[frame_width:])  # frame of the table being read
+    writable = Signal(bool(0))  # permissions combined above the current level
+    user = Signal(bool(0))
+    no_execute = Signal(bool(0))
+    entry_addr = Signal(intbv(0)[addr_width:])  # physical address of the entry this level reads
+    entry_addr_reg = Signal(intbv(0)[addr_width:])
+    entry_in_ram = Signal(bool(0))
+    index = Signal(intbv(0)[LEVEL_BITS:])
+
+    entry = Signal(intbv(0)[64:])
+    present = Signal(bool(0))
+    reserved = Signal(bool(0))
+    leaf = Signal(bool(0))
+    combined_writable = Signal(bool(0))
+    combined_user = Signal(bool(0))
+    combined_no_execute = Signal(bool(0))
+    permitted = Signal(bool(0))
+    updated_entry = Signal(intbv(0)[64:])  # the entry with A (and, for a store's leaf, D) set
+    write_back = Signal(bool(0))
+    arrived = Signal(bool(0))  # the entry is on mem_resp.rdata this cycle
+
+    @always_comb
+    def address_entry():
+        if level == 4:
+            index.next = vaddr[48:39]
+        elif level == 3:
+            index.next = vaddr[39:30]
+        elif level == 2:
+            index.next = vaddr[30:21]
+        else:
+            index.next = vaddr[21:12]
+
+    @always_comb
+    def place_entry():
+        entry_addr.next = concat(table, index, intbv(0)[3:])
+
+    @always_comb
+    def bound_entry():
+        entry_in_ram.next = entry_addr[addr_width:ram_bits] == 0
+
+    @always_comb
+    def examine_entry():
+        entry.next = mem_resp.rdata
+        arrived.next = state == WalkState.WAIT and mem_resp.rvalid
+
+    @always_comb
+    def check_entry():
+        present.next = entry[present_bit]
+        is_huge = entry[huge_bit]
+        bad = (entry & reserved_mask) != 0
+        if level == 4 and is_huge:
+            bad = True
+        if level == 3 and is_huge and (entry & HUGE_1G_RESERVED) != 0:
+            bad = True
+        if level == 2 and is_huge and (entry & HUGE_2M_RESERVED) != 0:
+            bad = True
+        reserved.next = bad
+        leaf.next = level == 1 or ((level == 2 or level == 3) and is_huge)
+
+    @always_comb
+    def combine_permissions():
+        combined_writable.next = writable and entry[writable_bit]
+        combined_user.next = user and entry[user_bit]
+        combined_no_execute.next = no_execute or entry[no_execute_bit]
+
+    @always_comb
+    def check_access():
+        permitted.next = ((not is_store or combined_writable) and (not is_user or combined_user)
+                          and (not is_fetch or not combined_no_execute))
+        if leaf and is_store:
+            updated_entry.next = entry | accessed_dirty
+        else:
+            updated_entry.next = entry | accessed
+        if leaf:
+            write_back.next = permitted and (not entry[accessed_bit] or (is_store and not entry[dirty_bit]))
+        else:
+            write_back.next = not entry[accessed_bit]
+
+    @always_comb
+    def drive_memory():
+        mem.byte_enable.next = full_word
+        mem.wdata.next = updated_entry
+        if state == WalkState.READ:
+            mem.valid.next = entry_in_ram
+            mem.write.next = False
+            mem.word_addr.next = entry_addr[ram_bits:3]
+        else:
+            mem.valid.next = arrived and present and not reserved and write_back
+            mem.write.next = True
+            mem.word_addr.next = entry_addr_reg[ram_bits:3]
+
+    @always_comb
+    def drive_pwc():
+        pwc_insert.next = arrived and present and not reserved and not leaf
+        pwc_insert_level.next = level
+        pwc_insert_table.next = entry[addr_width:PAGE_SHIFT]
+        pwc_insert_writable.next = combined_writable
+        pwc_insert_user.next = combined_user
+        pwc_insert_no_execute.next = combined_no_execute
+
+    @always_comb
+    def report_done():
+        result.done.next = state == WalkState.DONE
+
+    @always_seq(clk.posedge, reset=rst)
+    def walk():
+        if state == WalkState.IDLE:
+            if start:
+                result.fault_page.next = False
+                result.fault_bus.next = False
+                result.present.next = False
+                result.reserved.next = False
+                result.levels.next = 0
+                result.cycles.next = 0
+                result.ad_writes.next = 0
+                result.pwc_hit.next = pwc_hit
+                if pwc_hit:
+                    level.next = pwc_next_level
+                    table.next = pwc_table
+                    writable.next = pwc_writable
+                    user.next = pwc_user
+                    no_execute.next = pwc_no_execute
+                else:
+                    level.next = 4
+                    table.next = cr3[addr_width:PAGE_SHIFT]
+                    writable.next = True
+                    user.next = True
+                    no_execute.next = False
+                state.next = WalkState.READ
+        elif state == WalkState.READ:
+            result.cycles.next = result.cycles + 1
+            result.levels.next = result.levels + 1
+            entry_addr_reg.next = entry_addr
+            if entry_in_ram:
+                state.next = WalkState.WAIT
+            else:
+                result.fault_bus.next = True
+                state.next = WalkState.DONE
+        elif state == WalkState.WAIT:
+            result.cycles.next = result.cycles + 1
+            if arrived:
+                if write_back and present and not reserved:
+                    result.ad_writes.next = result.ad_writes + 1
+                if not present:
+                    result.fault_page.next = True
+                    state.next = WalkState.DONE
+                elif reserved:
+                    result.fault_page.next = True
+                    result.present.next = True
+                    result.reserved.next = True
+                    state.next = WalkState.DONE
+                elif not leaf:
+                    writable.next = combined_writable
+                    user.next = combined_user
+                    no_execute.next = combined_no_execute
+                    table.next = entry[addr_width:PAGE_SHIFT]
+                    level.next = level - 1
+                    state.next = WalkState.READ
+                else:
+                    result.writable.next = combined_writable
+                    result.user.next = combined_user
+                    result.no_execute.next = combined_no_execute
+                    result.global_.next = entry[global_bit]
+                    result.dirty.next = updated_entry[dirty_bit]  # as written back on success
+                    if level == 3:
+                        result.size.next = SIZE_1G
+                        result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_1g_frame_mask
+                    elif level == 2:
+                        result.size.next = SIZE_2M
+                        result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_2m_frame_mask
+                    else:
+                        result.size.next = SIZE_4K
+                        result.frame.next = entry[addr_width:PAGE_SHIFT]
+                    if not permitted:
+                        result.fault_page.next = True
+                        result.present.next = True
+                    state.next = WalkState.DONE
+        else:
+            state.next = WalkState.IDLE
+
+    return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
+            drive_memory, drive_pwc, report_done, walk)

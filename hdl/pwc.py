@@ -1,0 +1,161 @@
+"""Synthesizable: the paging-structure cache — non-leaf entries that let a walk skip the upper levels.
+
+Fully associative, FIFO replacement (the lowest-numbered invalid entry first). An entry is tagged by the level of
+the table it was read from and by the address bits that select it (PML4E: addr[47:39], PDPTE: addr[47:30],
+PDE: addr[47:21]), and holds the next table's frame with the permissions combined from the root down to it.
+A lookup returns the longest-prefix hit, so the walk reads as few entries as possible.
+"""
+
+from __future__ import annotations
+
+from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
+
+from hdl.protocol import LEVEL_BITS
+
+LEVEL_WIDTH = 3  # walk levels 1 (PT) .. 4 (PML4)
+
+
+@block
+def pwc(
+    clk: SignalType,
+    rst: SignalType,
+    vpn: SignalType,
+    hit: SignalType,
+    hit_next_level: SignalType,
+    hit_table: SignalType,
+    hit_writable: SignalType,
+    hit_user: SignalType,
+    hit_no_execute: SignalType,
+    insert: SignalType,
+    insert_level: SignalType,
+    insert_table: SignalType,
+    insert_writable: SignalType,
+    insert_user: SignalType,
+    insert_no_execute: SignalType,
+    flush: SignalType,
+    entries: int,
+):
+    """Look up `vpn` (addr[47:12]) combinationally; `insert` an entry of level `insert_level` (4, 3 or 2) for `vpn`.
+
+    On `hit`, the walk continues at `hit_next_level` (the level below the entry) in the table `hit_table` (frame
+    number) with the combined permissions `hit_*`. `flush` empties the cache. With `entries` = 0 it never hits.
+    """
+    if entries == 0:
+        return ()  # the outputs stay at their reset value: no hit
+
+    index_bits = max(1, (entries - 1).bit_length())
+    vpn_width = len(vpn)
+    table_width = len(insert_table)
+    pde_mask = (1 << LEVEL_BITS) - 1  # the VPN bits below each entry's reach
+    pdpte_mask = (1 << (2 * LEVEL_BITS)) - 1
+    pml4e_mask = (1 << (3 * LEVEL_BITS)) - 1
+
+    levels = [Signal(intbv(0)[LEVEL_WIDTH:]) for _ in range(entries)]
+    tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
+    tables = [Signal(intbv(0)[table_width:]) for _ in range(entries)]
+    writable = [Signal(bool(0)) for _ in range(entries)]
+    user = [Signal(bool(0)) for _ in range(entries)]
+    no_execute = [Signal(bool(0)) for _ in range(entries)]
+    valid = Signal(intbv(0)[entries:])
+    oldest = Signal(intbv(0)[index_bits:])
+
+    vpn_pde = Signal(intbv(0)[vpn_width:])
+    vpn_pdpte = Signal(intbv(0)[vpn_width:])
+    vpn_pml4e = Signal(intbv(0)[vpn_width:])
+    hit_index = Signal(intbv(0)[index_bits:])
+    full = Signal(bool(0))
+    free_index = Signal(intbv(0)[index_bits:])
+    insert_index = Signal(intbv(0)[index_bits:])
+    insert_tag = Signal(intbv(0)[vpn_width:])
+
+    @always_comb
+    def prefixes():
+        vpn_pde.next = vpn & ~pde_mask
+        vpn_pdpte.next = vpn & ~pdpte_mask
+        vpn_pml4e.next = vpn & ~pml4e_mask
+
+    @always_comb
+    def lookup():
+        # Lowest-numbered match per level, then the deepest level wins.
+        pde_found = False
+        pdpte_found = False
+        pml4e_found = False
+        pde_index = intbv(0)[index_bits:]
+        pdpte_index = intbv(0)[index_bits:]
+        pml4e_index = intbv(0)[index_bits:]
+        for i in downrange(entries):
+            if valid[i]:
+                if levels[i] == 2 and tags[i] == vpn_pde:
+                    pde_found = True
+                    pde_index[:] = i
+                if levels[i] == 3 and tags[i] == vpn_pdpte:
+                    pdpte_found = True
+                    pdpte_index[:] = i
+                if levels[i] == 4 and tags[i] == vpn_pml4e:
+                    pml4e_found = True
+                    pml4e_index[:] = i
+        hit.next = pde_found or pdpte_found or pml4e_found
+        if pde_found:
+            hit_index.next = pde_index
+            hit_next_level.next = 1
+        elif pdpte_found:
+            hit_index.next = pdpte_index
+            hit_next_level.next = 2
+        else:
+            hit_index.next = pml4e_index
+            hit_next_level.next = 3
+
+    @always_comb
+    def read_hit():
+        hit_table.next = tables[hit_index]
+        hit_writable.next = writable[hit_index]
+        hit_user.next = user[hit_index]
+        hit_no_execute.next = no_execute[hit_index]
+
+    @always_comb
+    def find_free_entry():
+        is_full = True
+        index = intbv(0)[index_bits:]
+        for i in downrange(entries):
+            if not valid[i]:
+                is_full = False
+                index[:] = i
+        full.next = is_full
+        free_index.next = index
+
+    @always_comb
+    def place_insert():
+        if full:
+            insert_index.next = oldest
+        else:
+            insert_index.next = free_index
+        if insert_level == 2:
+            insert_tag.next = vpn_pde
+        elif insert_level == 3:
+            insert_tag.next = vpn_pdpte
+        else:
+            insert_tag.next = vpn_pml4e
+
+    @always_seq(clk.posedge, reset=rst)
+    def update_state():
+        if flush:
+            valid.next = 0
+        elif insert:
+            valid_bits = intbv(0)[entries:]
+            valid_bits[:] = valid
+            valid_bits[insert_index] = True
+            valid.next = valid_bits
+            if full:
+                oldest.next = (oldest + 1) & (entries - 1)
+
+    @always(clk.posedge)
+    def write_entry():
+        if insert and not flush:
+            levels[insert_index].next = insert_level
+            tags[insert_index].next = insert_tag
+            tables[insert_index].next = insert_table
+            writable[insert_index].next = insert_writable
+            user[insert_index].next = insert_user
+            no_execute[insert_index].next = insert_no_execute
+
+    return prefixes, lookup, read_hit, find_free_entry, place_insert, update_state, write_entry

@@ -1,0 +1,298 @@
+"""Synthesizable: the TLB — `sets` × `ways` entries with PLRU, FIFO or RANDOM replacement per the behaviour contract.
+
+Every entry compares its tag with the looked-up VPN at its own page size, all in parallel: the set's ways give
+the hit in the cycle of the lookup, and the same comparators find every entry INVLPG (or a fault) must drop, in
+every set, since a huge page may be splintered across several. Tags and translations are never reset (only the
+valid bits are), so large TLBs can map to distributed RAM.
+"""
+
+from __future__ import annotations
+
+from myhdl import Signal, SignalType, always, always_comb, always_seq, block, concat, downrange, intbv
+
+from hdl.protocol import LEVEL_BITS, TlbPolicy
+
+# Page sizes as the TLB (and the walker) encode them: the walk level of the leaf minus one.
+SIZE_4K, SIZE_2M, SIZE_1G = 0, 1, 2
+SIZE_WIDTH = 2
+LFSR_SEED = 0xACE1
+LFSR_TAPS = 0xB400
+
+
+def _bits_for(count: int) -> int:
+    """Bits of an index into `count` things; at least one, as MyHDL has no zero-width signals."""
+    return max(1, (count - 1).bit_length())
+
+
+@block
+def tlb(
+    clk: SignalType,
+    rst: SignalType,
+    vpn: SignalType,
+    hit: SignalType,
+    hit_frame: SignalType,
+    hit_size: SignalType,
+    hit_writable: SignalType,
+    hit_user: SignalType,
+    hit_no_execute: SignalType,
+    hit_dirty: SignalType,
+    evict: SignalType,
+    evict_vpn: SignalType,
+    touch: SignalType,
+    fill: SignalType,
+    refresh: SignalType,
+    drop: SignalType,
+    flush_all: SignalType,
+    flush_non_global: SignalType,
+    fill_frame: SignalType,
+    fill_size: SignalType,
+    fill_writable: SignalType,
+    fill_user: SignalType,
+    fill_no_execute: SignalType,
+    fill_global: SignalType,
+    fill_dirty: SignalType,
+    entries: int,
+    ways: int,
+    policy: int,
+):
+    """A TLB looked up by `vpn` (addr[47:12]).
+
+    Outputs, combinational on `vpn`: `hit` and the hit entry's translation (`hit_frame` is the page's base frame
+    number); `evict`/`evict_vpn`: whether a fill now would replace a valid entry, and that entry's base VPN.
+    Commands, one per cycle: `touch` (a hit: update PLRU), `fill` (insert the `fill_*` translation of `vpn`),
+    `refresh` (overwrite the hit entry with it), `drop` (invalidate every entry whose page holds `vpn`, in every
+    set), `flush_all`, `flush_non_global`.
+    """
+    sets = entries // ways
+    way_bits = _bits_for(ways)
+    index_bits = _bits_for(entries)
+    set_mask = sets - 1
+    way_shift = (ways - 1).bit_length()  # log2(ways): entry index = set << way_shift | way
+    plru_levels = way_shift
+    vpn_width = len(vpn)
+    frame_width = len(fill_frame)
+    huge_2m_mask = (1 << LEVEL_BITS) - 1
+    huge_1g_mask = (1 << (2 * LEVEL_BITS)) - 1
+    is_plru, is_fifo = policy == TlbPolicy.PLRU, policy == TlbPolicy.FIFO
+
+    # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
+    # one AND each.
+    tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
+    sizes = [Signal(intbv(0)[SIZE_WIDTH:]) for _ in range(entries)]
+    frames = [Signal(intbv(0)[frame_width:]) for _ in range(entries)]
+    writable = [Signal(bool(0)) for _ in range(entries)]
+    user = [Signal(bool(0)) for _ in range(entries)]
+    no_execute = [Signal(bool(0)) for _ in range(entries)]
+    dirty = [Signal(bool(0)) for _ in range(entries)]
+    valid = Signal(intbv(0)[entries:])
+    global_ = Signal(intbv(0)[entries:])
+
+    # Replacement state, per set (PLRU tree bits, heap-ordered from bit 1; FIFO pointer) or shared (LFSR).
+    plru = [Signal(intbv(0)[max(2, ways):]) for _ in range(sets)]
+    fifo = [Signal(intbv(0)[way_bits:]) for _ in range(sets)]
+    lfsr = Signal(intbv(LFSR_SEED)[16:])
+
+    vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
+    vpn_1g = Signal(intbv(0)[vpn_width:])
+    set_index = Signal(intbv(0)[_bits_for(sets):])
+    set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
+    matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
+    hit_way = Signal(intbv(0)[way_bits:])
+    hit_index = Signal(intbv(0)[index_bits:])
+    full = Signal(bool(0))
+    free_way = Signal(intbv(0)[way_bits:])
+    victim_way = Signal(intbv(0)[way_bits:])
+    fill_way = Signal(intbv(0)[way_bits:])
+    fill_index = Signal(intbv(0)[index_bits:])
+    fill_tag = Signal(intbv(0)[vpn_width:])
+    touched_way = Signal(intbv(0)[way_bits:])
+    touched_plru = Signal(intbv(0)[max(2, ways):])  # the set's PLRU bits after a touch or fill of touched_way
+
+    @always_comb
+    def split_vpn():
+        vpn_2m.next = vpn & ~huge_2m_mask
+        vpn_1g.next = vpn & ~huge_1g_mask
+        set_index.next = vpn & set_mask
+
+    @always_comb
+    def locate_set():
+        set_base.next = set_index << way_shift
+
+    @always_comb
+    def compare():
+        found = intbv(0)[entries:]
+        for i in range(entries):
+            entry_size = sizes[i]
+            entry_tag = tags[i]
+            if entry_size == SIZE_4K:
+                found[i] = valid[i] and entry_tag == vpn
+            elif entry_size == SIZE_2M:
+                found[i] = valid[i] and entry_tag == vpn_2m
+            else:
+                found[i] = valid[i] and entry_tag == vpn_1g
+        matches.next = found
+
+    @always_comb
+    def select_hit():
+        found = False
+        way = intbv(0)[way_bits:]
+        for w in downrange(ways):  # downwards, so the lowest-numbered matching way wins
+            if matches[set_base + w]:
+                found = True
+                way[:] = w
+        hit.next = found
+        hit_way.next = way
+
+    @always_comb
+    def index_hit():
+        hit_index.next = set_base | hit_way
+
+    @always_comb
+    def read_hit():
+        hit_frame.next = frames[hit_index]
+        hit_size.next = sizes[hit_index]
+        hit_writable.next = writable[hit_index]
+        hit_user.next = user[hit_index]
+        hit_no_execute.next = no_execute[hit_index]
+        hit_dirty.next = dirty[hit_index]
+
+    @always_comb
+    def find_free_way():
+        is_full = True
+        way = intbv(0)[way_bits:]
+        for w in downrange(ways):
+            if not valid[set_base + w]:
+                is_full = False
+                way[:] = w
+        full.next = is_full
+        free_way.next = way
+
+    @always_comb
+    def place_fill():
+        if full:
+            fill_way.next = victim_way
+        else:
+            fill_way.next = free_way
+        fill_index.next = set_base | fill_way
+        if fill_size == SIZE_4K:
+            fill_tag.next = vpn
+        elif fill_size == SIZE_2M:
+            fill_tag.next = vpn_2m
+        else:
+            fill_tag.next = vpn_1g
+
+    @always_comb
+    def report_eviction():
+        evict.next = full
+        evict_vpn.next = tags[fill_index]
+
+    @always(clk.posedge)
+    def write_entry():
+        if fill or refresh:
+            index = intbv(0)[index_bits:]
+            if fill:
+                index[:] = fill_index
+            else:
+                index[:] = hit_index
+            tags[index].next = fill_tag
+            sizes[index].next = fill_size
+            frames[index].next = fill_frame
+            writable[index].next = fill_writable
+            user[index].next = fill_user
+            no_execute[index].next = fill_no_execute
+            dirty[index].next = fill_dirty
+
+    @always_seq(clk.posedge, reset=rst)
+    def update_valid():
+        if flush_all:
+            valid.next = 0
+        elif flush_non_global:
+            valid.next = valid & global_
+        elif drop:
+            valid.next = valid & ~matches
+        elif fill or refresh:
+            index = intbv(0)[index_bits:]
+            if fill:
+                index[:] = fill_index
+            else:
+                index[:] = hit_index
+            valid_bits = intbv(0)[entries:]
+            valid_bits[:] = valid
+            valid_bits[index] = True
+            valid.next = valid_bits
+            global_bits = intbv(0)[entries:]
+            global_bits[:] = global_
+            global_bits[index] = fill_global
+            global_.next = global_bits
+
+    # The victim of a full set, and the policy's state updates; a one-way set has no choice to make.
+    replacement = []
+    if ways > 1 and is_plru:
+
+        @always_comb
+        def choose_plru_victim():
+            # Follow the tree bits from the root: each node points at the half holding the victim.
+            bits = intbv(0)[max(2, ways):]
+            bits[:] = plru[set_index]
+            node = intbv(1)[way_shift + 1:]
+            for _ in range(plru_levels):
+                node[:] = (node << 1) | bits[node]
+            victim_way.next = node - ways  # the leaf's index among the ways
+
+        @always_comb
+        def choose_touched_way():
+            if fill:
+                touched_way.next = fill_way
+            else:
+                touched_way.next = hit_way
+
+        @always_comb
+        def point_plru_away():
+            # Walk from the root to the touched way's leaf, pointing each node at the other half.
+            bits = intbv(0)[max(2, ways):]
+            bits[:] = plru[set_index]
+            node = intbv(1)[way_shift + 1:]
+            for level in range(plru_levels):
+                went_right = touched_way[way_shift - 1 - level]
+                bits[node] = not went_right
+                node[:] = (node << 1) | went_right
+            touched_plru.next = bits
+
+        @always_seq(clk.posedge, reset=rst)
+        def update_plru():
+            if touch or fill:
+                plru[set_index].next = touched_plru
+
+        replacement = [choose_plru_victim, choose_touched_way, point_plru_away, update_plru]
+
+    elif ways > 1 and is_fifo:
+
+        @always_comb
+        def choose_fifo_victim():
+            victim_way.next = fifo[set_index]
+
+        @always_seq(clk.posedge, reset=rst)
+        def advance_fifo():
+            if fill and full:
+                fifo[set_index].next = (fifo[set_index] + 1) & (ways - 1)
+
+        replacement = [choose_fifo_victim, advance_fifo]
+
+    elif ways > 1:
+
+        @always_comb
+        def choose_random_victim():
+            victim_way.next = lfsr & (ways - 1)
+
+        @always_seq(clk.posedge, reset=rst)
+        def step_lfsr():
+            if fill and full:
+                if lfsr[0]:
+                    lfsr.next = (lfsr >> 1) ^ LFSR_TAPS
+                else:
+                    lfsr.next = lfsr >> 1
+
+        replacement = [choose_random_victim, step_lfsr]
+
+    return (split_vpn, locate_set, compare, select_hit, index_hit, read_hit, find_free_way, place_fill, report_eviction,
+            write_entry, update_valid, replacement)
