@@ -22,14 +22,16 @@ The tables are built through the same `OffsetPageTable` the kernel uses, with of
 which it removes before jumping to the kernel; the resulting tables are the same.
 
 Deliberate differences: there is no kernel code image, kernel stack, boot-info page or bootloader image in our
-RAM (the firmware is Python), so the map has no Bootloader, KernelStack or BootInfo regions; and `BootInfo` is
-a Python value handed to the kernel, not a structure in RAM.
+RAM (the firmware is Python), so the map has no Bootloader, KernelStack or BootInfo regions; `BootInfo` is a
+Python value handed to the kernel, not a structure in RAM; and an offset that is not 2 MiB aligned, or whose
+mapping would be non-canonical or would meet the kernel statics, is a BootError where 0.9 would map garbage or
+panic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, auto
+from enum import Enum
 from itertools import pairwise
 
 from firmware.cpu import Cpu
@@ -57,22 +59,22 @@ PHYSICAL_MEMORY_FLAGS = PageTableFlags.PRESENT | PageTableFlags.WRITABLE
 
 
 class MemoryRegionType(Enum):
-    """`bootloader::bootinfo::MemoryRegionType` (0.9)."""
+    """`bootloader::bootinfo::MemoryRegionType` (0.9), with its `repr(C)` discriminants."""
 
-    Usable = auto()
-    InUse = auto()
-    Reserved = auto()
-    AcpiReclaimable = auto()
-    AcpiNvs = auto()
-    BadMemory = auto()
-    Kernel = auto()
-    KernelStack = auto()
-    PageTable = auto()
-    Bootloader = auto()
-    FrameZero = auto()
-    Empty = auto()
-    BootInfo = auto()
-    Package = auto()
+    Usable = 0
+    InUse = 1
+    Reserved = 2
+    AcpiReclaimable = 3
+    AcpiNvs = 4
+    BadMemory = 5
+    Kernel = 6
+    KernelStack = 7
+    PageTable = 8
+    Bootloader = 9
+    FrameZero = 10
+    Empty = 11
+    BootInfo = 12
+    Package = 13
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def test_page_range_inclusive_yields_every_page_through_end() -> None:
     start = Page.containing_address(VirtAddr(0xDEAD_BEAF))
     pages = Page.range_inclusive(start, start + 1000)
     assert list(pages) == [Page.containing_address(VirtAddr(0xDEAD_B000 + 0x1000 * i)) for i in range(1001)]
-    assert len(pages) == 1001 and len(Page.range(start, start + 1000)) == 1000
+    assert pages.len() == 1001 and Page.range(start, start + 1000).len() == 1000
     assert list(Page.range_inclusive(start + 1, start)) == []
 
 
@@ -189,6 +189,16 @@ def test_page_range_inclusive_stops_at_the_last_page_of_the_address_space() -> N
     last = Page.containing_address(VirtAddr(0xFFFF_FFFF_FFFF_FFFF))
     pages = list(Page.range_inclusive(last - 3, last))
     assert [int(p.start_address()) for p in pages] == [0xFFFF_FFFF_FFFF_C000 + i * 0x1000 for i in range(4)]
+
+
+def test_page_range_jumps_the_non_canonical_hole() -> None:
+    """`Page + 1` goes through `VirtAddr::new`, which sign-extends 0x8000_0000_0000."""
+    last_low = Page.containing_address(VirtAddr(0x7FFF_FFFF_FFFF))
+    first_high = Page(VirtAddr(0xFFFF_8000_0000_0000))
+    assert last_low + 1 == first_high
+    hole_crossing = Page.range_inclusive(last_low, first_high)
+    assert list(hole_crossing) == [last_low, first_high]
+    assert hole_crossing.len() == (0xFFFF_8000_0000_0000 - 0x7FFF_FFFF_F000) // 0x1000 + 1  # as the crate
 
 
 def test_pages_of_different_sizes_do_not_mix() -> None:

@@ -275,12 +275,13 @@ class PageRange(Generic[B]):
     def is_empty(self) -> bool:
         return self.start >= self.end
 
-    def __len__(self) -> int:
+    def len(self) -> int:
+        """The number of blocks (a method, as in Rust: see PageRangeInclusive.len for why not `__len__`)."""
         return 0 if self.is_empty() else self.end - self.start
 
     def size(self) -> int:
         """The bytes of all blocks in the range."""
-        return self.start.size() * len(self)
+        return self.start.size() * self.len()
 
     def __iter__(self) -> Iterator[B]:
         block, end = self.start, self.end
@@ -295,7 +296,7 @@ class PageRangeInclusive(Generic[B]):
 
     Iterates as the crate does: `start + 1` each step (so a page range jumps the non-canonical hole), and at
     the last block of the address space it stops instead of overflowing. The crate's frame ranges panic there;
-    ours stop too. `len` is `(end - start) / size + 1`, hole included, as in the crate.
+    ours stop too.
     """
 
     start: B
@@ -304,12 +305,14 @@ class PageRangeInclusive(Generic[B]):
     def is_empty(self) -> bool:
         return self.start > self.end
 
-    def __len__(self) -> int:
+    def len(self) -> int:
+        """`(end - start) / size + 1`. Not `__len__`: across the hole it counts the hole's pages, and `list()`
+        would try to preallocate that many."""
         return 0 if self.is_empty() else self.end - self.start + 1
 
     def size(self) -> int:
         """The bytes of all blocks in the range."""
-        return self.start.size() * len(self)
+        return self.start.size() * self.len()
 
     def __iter__(self) -> Iterator[B]:
         block, end = self.start, self.end
