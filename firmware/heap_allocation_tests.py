@@ -1,0 +1,126 @@
+"""The seed's integration tests, `tests/heap_allocation.rs`, and the next chapter's `many_boxes_long_lived`.
+
+Each entry point boots a fresh machine, runs the test kernel's `main` (memory, frame allocator, `init_heap`)
+and then one test, and returns a small JSON-able summary. `main` runs them all in one boot, as `test_main`
+does, and returns the `cargo test` lines. A failed `assert_eq!` raises `AssertionFailed`.
+
+`n` scales each test: the element count of `large_vec` (1000 in the seed), the iterations of `many_boxes` and
+`many_boxes_long_lived` (HEAP_SIZE, 102,400, in the seed), the repetitions of `simple_allocation` (1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from firmware.allocator import HEAP_SIZE, GlobalAlloc, KernelPanic
+from firmware.collections import U64, USIZE, Box, Vec
+from firmware.cpu import Cpu
+from firmware.kernel import init_kernel_heap, start
+from firmware.linked_list_allocator import LockedHeap
+
+
+class AssertionFailed(KernelPanic):
+    """`assert_eq!(left, right)` failed in a test kernel."""
+
+    def __init__(self, left: Any, right: Any) -> None:
+        super().__init__(f"assertion `left == right` failed\n  left: {left}\n right: {right}")
+
+
+def assert_eq(left: Any, right: Any) -> None:
+    if left != right:
+        raise AssertionFailed(left, right)
+
+
+def _simple_allocation(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
+    for _ in range(n):
+        heap_value_1 = Box.new_in(41, alloc)
+        heap_value_2 = Box.new_in(13, alloc)
+        assert_eq(heap_value_1.get(), 41)
+        assert_eq(heap_value_2.get(), 13)
+        addrs = [f"{heap_value_1.ptr:#x}", f"{heap_value_2.ptr:#x}"]
+        heap_value_2.drop()  # locals drop in reverse order of declaration
+        heap_value_1.drop()
+    return {"boxes": addrs}
+
+
+def _large_vec(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
+    vec = Vec.new_in(alloc, U64)
+    for i in range(n):
+        vec.push(i)
+    total = sum(vec)
+    assert_eq(total, (n - 1) * n // 2)
+    summary = {"sum": total, "capacity": vec.capacity(), "vec": f"{vec.as_ptr():#x}"}
+    vec.drop()
+    return summary
+
+
+def _many_boxes(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
+    for i in range(n):
+        x = Box.new_in(i, alloc, USIZE)
+        assert_eq(x.get(), i)
+        x.drop()
+    return {"boxes": n, "last_box": f"{x.ptr:#x}"}
+
+
+def _many_boxes_long_lived(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
+    long_lived = Box.new_in(1, alloc)
+    summary = _many_boxes(alloc, n)
+    assert_eq(long_lived.get(), 1)
+    summary["long_lived"] = f"{long_lived.ptr:#x}"
+    long_lived.drop()
+    return summary
+
+
+TESTS: dict[str, tuple[Callable[[GlobalAlloc, int], dict[str, Any]], int]] = {
+    "simple_allocation": (_simple_allocation, 1),
+    "large_vec": (_large_vec, 1000),
+    "many_boxes": (_many_boxes, HEAP_SIZE),
+    "many_boxes_long_lived": (_many_boxes_long_lived, HEAP_SIZE),
+}
+
+
+def _run(cpu: Cpu, alloc: LockedHeap, name: str, n: int | None) -> dict[str, Any]:
+    body, default_n = TESTS[name]
+    n = default_n if n is None else n
+    if n < 1:
+        raise ValueError(f"{name}: n must be at least 1, got {n}")
+    with cpu.context(name):
+        summary = body(alloc, n)
+    leaked = len(alloc.heap.live_blocks())
+    return {"test": name, "n": n, "result": "ok", **summary, "leaked_blocks": leaked}
+
+
+def _boot_test_kernel(cpu: Cpu) -> LockedHeap:
+    """The test kernel's `main` up to `test_main()`."""
+    alloc = init_kernel_heap(cpu, start(cpu))
+    assert isinstance(alloc, LockedHeap)
+    return alloc
+
+
+def simple_allocation(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu), "simple_allocation", n)
+
+
+def large_vec(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu), "large_vec", n)
+
+
+def many_boxes(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu), "many_boxes", n)
+
+
+def many_boxes_long_lived(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu), "many_boxes_long_lived", n)
+
+
+def main(cpu: Cpu, n: int | None = None) -> list[str]:
+    """All the tests in one boot, in order, as `cargo test --test heap_allocation` reports them."""
+    alloc = _boot_test_kernel(cpu)
+    lines = [f"Running {len(TESTS)} tests"]
+    for name in TESTS:
+        _run(cpu, alloc, name, n)
+        lines.append(f"{name}... [ok]")
+    for line in lines:
+        print(line)
+    return lines
