@@ -201,12 +201,16 @@ def test_page_range_jumps_the_non_canonical_hole() -> None:
     assert hole_crossing.len() == (0xFFFF_8000_0000_0000 - 0x7FFF_FFFF_F000) // 0x1000 + 1  # as the crate
 
 
-def test_pages_of_different_sizes_do_not_mix() -> None:
+def test_pages_and_frames_do_not_mix_sizes_or_address_kinds() -> None:
     with pytest.raises(TypeError):
         _ = Page(VirtAddr(0)) < Page(VirtAddr(0x20_0000), Size2MiB)
     with pytest.raises(TypeError):
         Page(VirtAddr(0), Size2MiB).p1_index()
     assert Page(VirtAddr(0)) != Page(VirtAddr(0), Size2MiB)
+    with pytest.raises(TypeError):
+        Page.containing_address(0x1000)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        PhysFrame.containing_address(VirtAddr(0x1000))  # type: ignore[arg-type]
 
 
 # -- flags and entries ---------------------------------------------------------------------------------------

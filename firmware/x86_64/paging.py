@@ -155,8 +155,7 @@ class _Block(Generic[A]):
 
     def __init__(self, start_address: A, size: type[PageSize] = Size4KiB) -> None:
         """The block starting at `start_address`; AddressNotAligned if it is not a multiple of the size."""
-        if not isinstance(start_address, self._ADDRESS):
-            raise TypeError(f"{type(self).__name__} needs a {self._ADDRESS.__name__}, got {start_address!r}")
+        self._check_address(start_address)
         if size not in PAGE_SIZES:
             raise TypeError(f"page size must be Size4KiB, Size2MiB or Size1GiB, got {size!r}")
         if not start_address.is_aligned(size.SIZE):
@@ -170,7 +169,13 @@ class _Block(Generic[A]):
 
     @classmethod
     def containing_address(cls: type[B], address: A, size: type[PageSize] = Size4KiB) -> B:
+        cls._check_address(address)
         return cls(address.align_down(size.SIZE), size)
+
+    @classmethod
+    def _check_address(cls, address: object) -> None:
+        if not isinstance(address, cls._ADDRESS):
+            raise TypeError(f"{cls.__name__} needs a {cls._ADDRESS.__name__}, got {address!r}")
 
     def start_address(self) -> A:
         return self._start
