@@ -4,8 +4,8 @@ What Rust keeps in the heap is in the simulated heap: a Box's value, a Vec's ele
 strong, weak, value }` with its counts. What Rust keeps in registers and on the stack (a Vec's `ptr, cap,
 len`, a Box or Rc pointer) is a Python object. Placement follows Rust exactly: `Layout`s of the element types
 (x86_64 sizes and alignments), `RawVec` growth (first capacity 8, 4 or 1 by element size, then `max(2 * cap,
-needed)`, grown with `realloc`), `vec![..]` and `String::from` allocating exactly their length, zero-sized
-allocations never reaching the allocator, and a null from the allocator ending in `handle_alloc_error`.
+needed)`, grown with `realloc`), `vec![..]` and `String::from` allocating exactly their length, empty Vecs
+and Strings never reaching the allocator, and a null from the allocator ending in `handle_alloc_error`.
 
 Allocators are passed explicitly, as with Rust's `*_in` constructors (`Box::new_in(x, alloc)`), since several
 simulated machines may run in one Python process. A handle that was dropped or moved refuses further use
@@ -154,8 +154,7 @@ class Box(_Owned):
 
     @classmethod
     def _new(cls, value: Any, alloc: GlobalAlloc, ty: ValueType) -> Box:
-        layout = ty.layout
-        ptr = _alloc_or_fail(alloc, layout) if layout.size else layout.align  # a ZST gets a dangling pointer
+        ptr = _alloc_or_fail(alloc, ty.layout)
         ty.write(alloc, ptr, value)
         return cls(alloc, ptr, ty)
 
@@ -172,8 +171,7 @@ class Box(_Owned):
 
     def _release(self) -> None:
         self.ty.drop_in_place(self.alloc, self.ptr)
-        if self.ty.layout.size:
-            self.alloc.dealloc(self.ptr, self.ty.layout)
+        self.alloc.dealloc(self.ptr, self.ty.layout)
 
 
 # ------------------------------------------------------------------------------------------------------------

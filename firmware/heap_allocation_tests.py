@@ -93,9 +93,7 @@ def _run(cpu: Cpu, alloc: LockedHeap, name: str, n: int | None) -> dict[str, Any
 
 def _boot_test_kernel(cpu: Cpu) -> LockedHeap:
     """The test kernel's `main` up to `test_main()`."""
-    alloc = init_kernel_heap(cpu, start(cpu))
-    assert isinstance(alloc, LockedHeap)
-    return alloc
+    return init_kernel_heap(cpu, start(cpu))
 
 
 def simple_allocation(cpu: Cpu, n: int | None = None) -> dict[str, Any]:

@@ -13,10 +13,11 @@ collections explicitly (`Box::new_in`) instead of being found through `#[global_
 from __future__ import annotations
 
 from firmware import allocator, memory
-from firmware.allocator import AllocError, Dummy, GlobalAlloc, KernelPanic
+from firmware.allocator import AllocError, Dummy, KernelPanic
 from firmware.boot import BootInfo, boot
 from firmware.collections import I32, Box, Rc, Vec, VecOf
 from firmware.cpu import Cpu
+from firmware.linked_list_allocator import LockedHeap
 from firmware.memory import BootInfoFrameAllocator
 from firmware.x86_64.addr import VirtAddr
 from firmware.x86_64.mapper import MapToError
@@ -39,7 +40,7 @@ def start(cpu: Cpu) -> BootInfo:
         return boot(cpu)
 
 
-def init_kernel_heap(cpu: Cpu, boot_info: BootInfo) -> GlobalAlloc:
+def init_kernel_heap(cpu: Cpu, boot_info: BootInfo) -> LockedHeap:
     """The lines of `kernel_main` (and of the test kernel's `main`) that set up memory and the heap."""
     with cpu.context("memory::init"):
         phys_mem_offset = VirtAddr.new(boot_info.physical_memory_offset)

@@ -19,6 +19,8 @@ store to a field is kept. `Option::take` leaves a 0 in the old node when nothing
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from firmware.allocator import Layout
 from firmware.cpu import Cpu
 
@@ -39,16 +41,10 @@ def align_up(addr: int, align: int) -> int:
     return (addr + align - 1) & -align
 
 
-_aligned_layouts: dict[Layout, Layout] = {}
-
-
+@lru_cache(maxsize=4096)  # a program uses few distinct layouts, and this runs on every alloc and dealloc
 def align_layout(layout: Layout) -> Layout:
     """`HoleList::align_layout`: the size grows to at least `min_size`, then to a multiple of 8."""
-    aligned = _aligned_layouts.get(layout)
-    if aligned is None:
-        size = align_up(max(layout.size, MIN_SIZE), HOLE_ALIGN)
-        aligned = _aligned_layouts[layout] = Layout.from_size_align(size, layout.align)
-    return aligned
+    return Layout.from_size_align(align_up(max(layout.size, MIN_SIZE), HOLE_ALIGN), layout.align)
 
 
 class HoleList:
@@ -127,7 +123,6 @@ class HoleList:
         hole_next = load(hole + HOLE_NEXT)
         next_size = load(hole_next + HOLE_SIZE) if hole_next else 0
         while True:
-            assert size >= MIN_SIZE
             hole_end = (hole if hole_size else 0) + hole_size  # the dummy hole counts as address 0
             if hole_end > addr:
                 raise InvalidDeallocation("invalid deallocation (probably a double free)")
