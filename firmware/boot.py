@@ -129,24 +129,28 @@ def boot(cpu: Cpu, *, physical_memory_offset: int = PHYSICAL_MEMORY_OFFSET) -> B
     mapper = OffsetPageTable(level_4_table, VirtAddr(0))
     table_frames = _PageTableFrames(memory_map)
 
-    statics = Page.containing_address(VirtAddr(KERNEL_STATICS))
-    for page in Page.range(statics, statics + KERNEL_STATICS_SIZE // PAGE_SIZE):
-        frame = memory_map.allocate_frame(MemoryRegionType.Kernel)
-        cpu.fill(frame.start_address().as_u64(), PAGE_SIZE)  # .bss starts zeroed
-        mapper.map_to(page, frame, KERNEL_STATICS_FLAGS, table_frames).flush()
+    with cpu.context("map kernel statics"):
+        statics = Page.containing_address(VirtAddr(KERNEL_STATICS))
+        for page in Page.range(statics, statics + KERNEL_STATICS_SIZE // PAGE_SIZE):
+            frame = memory_map.allocate_frame(MemoryRegionType.Kernel)
+            cpu.fill(frame.start_address().as_u64(), PAGE_SIZE)  # .bss starts zeroed
+            mapper.map_to(page, frame, KERNEL_STATICS_FLAGS, table_frames).flush()
 
-    start = PhysFrame.containing_address(PhysAddr(0), Size2MiB)
-    end = PhysFrame.containing_address(PhysAddr(max_phys_addr), Size2MiB)
-    try:
-        for frame in PhysFrame.range_inclusive(start, end):
-            virt = VirtAddr(frame.start_address().as_u64() + physical_memory_offset)
-            page = Page.containing_address(virt, Size2MiB)
-            mapper.map_to(page, frame, PHYSICAL_MEMORY_FLAGS, table_frames).flush()
-    except (VirtAddrNotValid, OverflowError, MapToError) as err:
-        raise BootError(f"cannot map physical memory at offset {physical_memory_offset:#x}: {err}") from err
+    with cpu.context("map physical memory"):
+        start = PhysFrame.containing_address(PhysAddr(0), Size2MiB)
+        end = PhysFrame.containing_address(PhysAddr(max_phys_addr), Size2MiB)
+        try:
+            for frame in PhysFrame.range_inclusive(start, end):
+                virt = VirtAddr(frame.start_address().as_u64() + physical_memory_offset)
+                page = Page.containing_address(virt, Size2MiB)
+                mapper.map_to(page, frame, PHYSICAL_MEMORY_FLAGS, table_frames).flush()
+        except (VirtAddrNotValid, OverflowError, MapToError) as err:
+            offset = f"{physical_memory_offset:#x}"
+            raise BootError(f"cannot map physical memory at offset {offset}: {err}") from err
 
-    cpu.write_cr3(p4.start_address().as_u64())
-    cpu.enable_paging()
+    with cpu.context("enable paging"):
+        cpu.write_cr3(p4.start_address().as_u64())
+        cpu.enable_paging()
     return BootInfo(memory_map.regions(), physical_memory_offset)
 
 

@@ -444,8 +444,9 @@ class PageTable:
         return ENTRIES_PER_TABLE
 
     def zero(self) -> None:
-        """Clear all 512 entries."""
-        self._cpu.fill(self._base, PAGE_SIZE)
+        """Clear all 512 entries (512 stores: the bursts a trace shows where a new table is made)."""
+        with self._cpu.context("PageTable::zero"):
+            self._cpu.fill(self._base, PAGE_SIZE)
 
     def __repr__(self) -> str:
         return f"PageTable(at {self._base:#x})"
