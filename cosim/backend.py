@@ -46,7 +46,7 @@ class Backend(ABC):
         """The events recorded since the last call, oldest first; empty unless built with trace=True."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a pure model has nothing to free
         """Finish the simulation: flush waveforms, free the simulator."""
 
     def __enter__(self) -> Backend:
