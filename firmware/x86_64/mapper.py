@@ -266,6 +266,8 @@ class OffsetPageTable:
 
     def __init__(self, level_4_table: PageTable, phys_offset: VirtAddr) -> None:
         """`OffsetPageTable::new`: `level_4_table` must be the active P4 seen through `phys_offset`."""
+        if not isinstance(level_4_table, PageTable) or not isinstance(phys_offset, VirtAddr):
+            raise TypeError(f"OffsetPageTable needs a PageTable and a VirtAddr, got {level_4_table!r}, {phys_offset!r}")
         self._level_4_table = level_4_table
         self._cpu = level_4_table.cpu
         self._phys_offset = phys_offset

@@ -415,6 +415,8 @@ class PageTable:
     __slots__ = ("_base", "_cpu")
 
     def __init__(self, cpu: Cpu, start: VirtAddr) -> None:
+        if not isinstance(start, VirtAddr):
+            raise TypeError(f"a page table is reached at a VirtAddr, got {start!r}")
         if not start.is_aligned(PAGE_SIZE):
             raise PageTablePanic(f"a page table must be 4 KiB aligned, got {start!r}")
         self._cpu = cpu
