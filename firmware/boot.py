@@ -14,7 +14,7 @@
 3. maps all physical memory, frame 0 up to the 2 MiB frame holding the highest address of the memory map
    (inclusive, so a RAM size that is a multiple of 2 MiB maps one 2 MiB page past its end, as 0.9 does), at
    `physical_memory_offset` with 2 MiB pages and exactly PRESENT | WRITABLE: 0.9 sets neither NO_EXECUTE nor
-   GLOBAL there (0.10 added GLOBAL). Missing tables get PRESENT | WRITABLE;
+   GLOBAL there. Missing tables get PRESENT | WRITABLE;
 4. loads CR3 and turns paging on.
 
 The tables are built through the same `OffsetPageTable` the kernel uses, with offset 0: with paging off,
