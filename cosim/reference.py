@@ -60,7 +60,6 @@ _MASK64 = (1 << 64) - 1
 _VPN_MASK = (1 << VPN_WIDTH) - 1
 _CANONICAL_HIGH = (1 << 17) - 1  # addr >> 47 of a canonical upper-half address
 _ALIGN_MASK = tuple((1 << s) - 1 for s in range(4))  # low address bits an access of each size must clear
-_PAGE_OFFSET = (1 << PAGE_SHIFT) - 1
 _SIZE_MASK = tuple((1 << (8 << s)) - 1 for s in range(4))  # value mask of each access size
 _PERM_BITS = Pte.WRITABLE | Pte.USER_ACCESSIBLE
 _NX_TO_I = 63 - 4  # shift taking NX (bit 63) to ErrorCode.I (bit 4)
@@ -353,7 +352,7 @@ class ReferenceBackend(Backend):
             state = self._plru_state
             s = entry[_E_SET]
             state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
-            paddr = entry[_E_FRAME] | (addr & _PAGE_OFFSET)
+            paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
             if op:
                 self._fast_stores += 1
             else:
