@@ -39,6 +39,10 @@ class UsageError(Exception):
     """Bad input found after argument parsing; exits with EXIT_USAGE like argparse's own errors."""
 
 
+class Unavailable(Exception):
+    """A command whose implementation is not installed (synthesis tools, the benchmark)."""
+
+
 # -- argument parsing ----------------------------------------------------------------------------------------
 
 
@@ -141,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "writes one as script.txt) on the kernel heap and write what each operation returned.",
     )
     replay.add_argument("script", metavar="TRACE", type=Path, help="the alloc/free script")
-    replay.add_argument("--out", type=Path, metavar="FILE",
+    replay.add_argument("--out", dest="results", type=Path, metavar="FILE",
                         help="where to write the results as JSON Lines (default: in the run's directory)")
     check = commands.add_parser(
         "check", parents=[config, knobs], formatter_class=raw,
@@ -282,8 +286,18 @@ def _out_dir(args: argparse.Namespace, job: Job, backend: str) -> Path:
     return getattr(args, "out", None) or Path("build") / "run" / f"{job.slug}-{backend}"
 
 
-def _print_run(output: RunOutput, *, kinds_limit: int | None = 15) -> None:
-    from cosim.summary import kind_table, phase_table
+GLOSSARY = """\
+How to read the tables
+  TLB hit     the translation was cached in the TLB: no page-table access at all
+  TLB miss    the MMU walked the page tables: up to 4 PTE reads (PML4, PDPT, PD, PT), fewer when the
+              paging-structure cache (PWC) still held the upper levels from an earlier walk
+  A/D writes  the MMU setting the Accessed (and, on a store, Dirty) bit in the entries it used
+  boot        the bootloader builds the page tables with paging off: no translation, so no TLB
+  self/incl.  operations a kernel function issued itself / including those of the functions it called"""
+
+
+def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: bool = False) -> None:
+    from cosim.summary import kind_table, percent, phase_table
 
     result = output.result
     value = result.value
@@ -299,13 +313,15 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15) -> None:
         text = repr(value)
         print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
     total = output.summary.total
-    rate = "—" if total.hit_rate is None else f"{100 * total.hit_rate:.1f} %"
-    print(f"\n{len(result.events):,} operations in {result.wall_s:.2f} s on {result.backend}; "
-          f"TLB hit rate {rate}")
+    cycles = f", {result.events[-1].cycle:,} cycles" if result.events and result.backend != "reference" else ""
+    print(f"\n{len(result.events):,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}; "
+          f"TLB hit rate {percent(total.hit_rate)}")
     print("\nTLB by phase")
     print(_indent(phase_table(output.summary)))
     print("\nTLB by firmware operation (self: issued by the operation itself; incl.: with what it calls)")
     print(_indent(kind_table(output.summary, limit=kinds_limit)))
+    if glossary:
+        print(f"\n{GLOSSARY}")
     if output.stale:
         print(f"\n{len(output.stale):,} accesses used a stale translation; the first:")
         print(_indent(output.stale[0].report()))
@@ -345,7 +361,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
     print(f"  {describe_config(config)}")
     output = _run_job(args, resolve("demo"), default_waves=True)
-    _print_run(output, kinds_limit=10)
+    _print_run(output, kinds_limit=10, glossary=True)
     return _exit_status(output)
 
 
@@ -359,7 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     job = resolve(f"{REPLAY_PREFIX}{args.script}")
     output = _run_job(args, job, default_waves=False)
-    results = args.out or output.out_dir / "replay.jsonl"
+    results = args.results or output.out_dir / "replay.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
     output.files["results"] = [results]
@@ -425,7 +441,7 @@ def _optional(module: str, name: str, what: str) -> Callable[..., Any]:
     try:
         return getattr(import_module(module), name)
     except (ImportError, AttributeError) as err:
-        raise BackendError(f"{what} is not available in this installation ({module}.{name}: {err})") from None
+        raise Unavailable(f"{what} is not available in this installation ({module}.{name}: {err})") from None
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -445,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (UsageError, WorkloadError) as err:
         parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
-    except ProgramError as err:  # a workload whose firmware is not installed
+    except (ProgramError, Unavailable) as err:  # a part of mmucosim that is not installed
         parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")

@@ -116,13 +116,20 @@ _STAT_HEADERS = (
 )
 
 
-def _stat_cells(stats: TlbStats) -> list[str]:
-    rate = stats.hit_rate
-    return [
-        f"{stats.memory_ops:,}", f"{stats.tlb_hits:,}", f"{stats.tlb_misses:,}",
-        "—" if rate is None else f"{100 * rate:.1f} %",
+def percent(rate: float | None) -> str:
+    """"99.8 %"; never "100.0 %" for a rate below 1, so that a rare miss stays visible; "—" for no rate."""
+    if rate is None:
+        return "—"
+    text = f"{100 * rate:.1f}"
+    return f"{min(100 * rate, 99.99):.2f} %" if text == "100.0" and rate < 1 else f"{text} %"
+
+
+def _stat_cells(stats: TlbStats, *, cycles: bool = True) -> list[str]:
+    cells = [
+        f"{stats.memory_ops:,}", f"{stats.tlb_hits:,}", f"{stats.tlb_misses:,}", percent(stats.hit_rate),
         f"{stats.walks:,}", f"{stats.pte_reads:,}", f"{stats.walk_cycles:,}", f"{stats.ad_writes:,}",
     ]
+    return cells if cycles else cells[:6] + cells[7:]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, footer: Sequence[str] = ()) -> str:
@@ -150,10 +157,13 @@ def phase_table(summary: Summary) -> str:
 
 
 def kind_table(summary: Summary, *, limit: int | None = 15) -> str:
-    """Kinds with the most memory operations first; `limit` keeps a teaching printout short (None: all)."""
+    """Kinds with the most memory operations first; `limit` keeps a teaching printout short (None: all).
+    Walk cycles are left to the phase table and summary.json, to keep the table within 120 columns."""
     shown = summary.kinds if limit is None else summary.kinds[:limit]
-    rows = [[k.kind, f"{k.own.calls:,}", f"{k.inclusive_memory_ops:,}", *_stat_cells(k.own)] for k in shown]
-    headers = ("operation", "calls", "mem ops incl.", "mem ops self", *_STAT_HEADERS[1:])
+    rows = [[k.kind, f"{k.own.calls:,}", f"{k.inclusive_memory_ops:,}", *_stat_cells(k.own, cycles=False)]
+            for k in shown]
+    headers = ("operation", "calls", "mem ops incl.", "mem ops self",
+               *(h for h in _STAT_HEADERS[1:] if h != "walk cycles"))
     table = format_table(headers, rows)
     hidden = len(summary.kinds) - len(shown)
     return table + (f"\n… and {hidden} more kinds in summary.json" if hidden > 0 else "")

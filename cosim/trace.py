@@ -103,33 +103,31 @@ class TraceRow(NamedTuple):
     path: str
 
 
-def row(event: AccessEvent, context: Context | None) -> dict[str, Any]:
-    """The record of one event, in COLUMNS order, as written to both file formats."""
-    return {
-        "seq": event.seq,
-        "cycle": event.cycle,
-        "op": Op(event.op).name,
-        "vaddr": f"{event.vaddr:#x}",
-        "paddr": f"{event.paddr:#x}",
-        "size": event.size,
-        "data": f"{event.data:#x}",
-        "tlb_hit": bool(event.tlb_hit),
-        "tlb_miss": bool(event.tlb_miss),
-        "evicted_vpn": None if event.evicted_vpn < 0 else f"{event.evicted_vpn:#x}",
-        "walk_levels": event.walk_levels,
-        "walk_cycles": event.walk_cycles,
-        "pwc_hits": event.pwc_hits,
-        "pte_reads": event.walk_levels,  # every level the walk visits is one page-table-entry read
-        "ad_writes": event.ad_writes,
-        "fault": Fault(event.fault).name,
-        "errcode": event.errcode,
-        "label": context.label if context else "",
-        "path": context.path if context else "",
-    }
+_OP_NAMES = {int(op): op.name for op in Op}
+_FAULT_NAMES = {int(fault): fault.name for fault in Fault}
+
+
+def _cells(event: AccessEvent, no_eviction: str | None) -> tuple[Any, ...]:
+    """The event's columns of COLUMNS (all but label and path), as written to both file formats."""
+    e = event
+    return (
+        e.seq, e.cycle, _OP_NAMES[e.op], hex(e.vaddr), hex(e.paddr), e.size, hex(e.data),
+        bool(e.tlb_hit), bool(e.tlb_miss), no_eviction if e.evicted_vpn < 0 else hex(e.evicted_vpn),
+        e.walk_levels, e.walk_cycles, e.pwc_hits,
+        e.walk_levels,  # pte_reads: every level the walk visits is one page-table-entry read
+        e.ad_writes, _FAULT_NAMES[e.fault], e.errcode,
+    )  # fmt: skip
+
+
+# A JSON object per line, built by formatting rather than json.dumps (traces run to millions of lines): every
+# value but label and path is a number, a bool or a name/hex string that needs no escaping.
+_QUOTED = frozenset(("op", "vaddr", "paddr", "data", "fault"))
+_JSON_LINE = "{" + ", ".join(f'"{n}": ' + ('"%s"' if n in _QUOTED else "%s") for n in COLUMNS) + "}\n"
+_JSON_BOOL = {False: "false", True: "true"}
 
 
 def _parse(record: dict[str, Any]) -> TraceRow:
-    """Inverse of `row`, for records from either format (CSV gives strings, JSON typed values)."""
+    """A record of either format read back (CSV gives strings, JSON typed values)."""
 
     def value(name: str) -> int:
         raw = record[name]
@@ -145,20 +143,33 @@ def _parse(record: dict[str, Any]) -> TraceRow:
 
 
 def write_jsonl(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
-    """One JSON object per line, keys in COLUMNS order."""
+    """One JSON object per line, keys in COLUMNS order; `evicted_vpn` is null when nothing was evicted."""
+    encoded: dict[int, tuple[str, str]] = {}  # id(context) -> its label and path as JSON strings
+
+    def line(event: AccessEvent, context: Context | None) -> str:
+        names = encoded.get(id(context))
+        if names is None:
+            names = encoded[id(context)] = (json.dumps(context.label if context else ""),
+                                            json.dumps(context.path if context else ""))
+        cells = list(_cells(event, "null"))
+        cells[7], cells[8] = _JSON_BOOL[cells[7]], _JSON_BOOL[cells[8]]
+        if event.evicted_vpn >= 0:
+            cells[9] = f'"{cells[9]}"'
+        return _JSON_LINE % (*cells, *names)
+
     with path.open("w") as out:
         for batch in _batches(events, contexts):
-            out.write("".join(json.dumps(row(e, c)) + "\n" for e, c in batch))
+            out.write("".join(line(e, c) for e, c in batch))
     return path
 
 
 def write_csv(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
-    """A header line with COLUMNS, then one line per event; an empty cell where JSON has null."""
+    """A header line with COLUMNS, then one line per event; `evicted_vpn` is empty when nothing was evicted."""
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(COLUMNS)
         for batch in _batches(events, contexts):
-            writer.writerows(["" if v is None else v for v in row(e, c).values()] for e, c in batch)
+            writer.writerows((*_cells(e, ""), *((c.label, c.path) if c else ("", ""))) for e, c in batch)
     return path
 
 

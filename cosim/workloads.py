@@ -39,7 +39,7 @@ class Job:
     slug: str
     program: str
     args: Mapping[str, Any] = field(default_factory=dict)
-    script: tuple[str, ...] = ()  # the allocation script of `random`/`replay:` jobs, kept to be written out
+    script: tuple[str, ...] = ()  # a generated allocation script (`random`), written out to be replayed
 
 
 _HEAP_TESTS = "firmware.heap_allocation_tests"
@@ -103,4 +103,4 @@ def _replay_job(path: Path) -> Job:
     except OSError as err:
         raise WorkloadError(f"cannot read replay script {str(path)!r}: {err.strerror}") from err
     slug = "replay-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
-    return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)}, script)
+    return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)})
