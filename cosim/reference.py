@@ -149,8 +149,8 @@ def _walk_from(
 
     `read_word(i)` returns the 64-bit word at physical address 8 * i. `access` holds the error-code bits of
     the access (W, U, I). Returns the end of the walk: on success (Fault.NONE) the leaf's level, address and
-    value as read and the combined `deny`; on a fault its kind and error code. Reads count only the entries
-    actually read (not one whose address is outside RAM).
+    value as read and the combined `deny`; on a fault its kind and error code. Reads count every entry the
+    walk reads, including one outside RAM, which ends it with BUS: a walk always reads at least one entry.
     """
     reads = 0
     addr_mask = rules.addr_mask
@@ -158,7 +158,7 @@ def _walk_from(
     while True:
         entry_addr = table | (((vaddr >> _LEVEL_SHIFT[level]) & 0x1FF) << 3)
         if entry_addr >= mem_bytes:
-            return (_BUS, 0, reads, level, entry_addr, 0, deny)
+            return (_BUS, 0, reads + 1, level, entry_addr, 0, deny)
         entry = read_word(entry_addr >> 3)
         reads += 1
         if not entry & _PRESENT:
@@ -189,7 +189,7 @@ class Translation(NamedTuple):
     no_execute: bool
     global_page: bool  # G of the leaf
     dirty: bool  # D of the leaf as read (the pure walk writes nothing back)
-    pte_reads: int  # entries the walk read
+    pte_reads: int  # entries the walk read (one outside RAM included: it ended the walk with BUS)
 
 
 _FAULTED = dict(
@@ -456,19 +456,20 @@ class ReferenceBackend(Backend):
     def _hit_slow(
         self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, entry: list[int]
     ) -> tuple[int, int, int]:
-        """A hit the cached permissions deny (a page fault dropping the entry), or a STORE to a clean page."""
+        """A hit the cached permissions deny (a page fault), or a STORE to a clean page (a re-walk)."""
         errcode = access & _EC_BITS
+        vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
         if entry[_E_DENY] & errcode:
-            self._remove(entry)
+            self._drop_page(vpn)
             return self._fail(seq, op, addr, size, wdata, _PAGE, errcode | ErrorCode.P, _HIT)
         # D is clear: re-walk as a write, which sets D in memory, and refresh the entry in place
         fault, errcode, reads, level, _, leaf, deny, pwc_hit, ad = self._walk(addr, errcode)
         info = (True, False, -1, reads, pwc_hit, ad)
         if fault:
-            self._remove(entry)
+            self._drop_page(vpn)
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
         self._unindex(entry)
-        self._set_translation(entry, (addr >> PAGE_SHIFT) & _VPN_MASK, level, leaf, deny)
+        self._set_translation(entry, vpn, level, leaf, deny)
         paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
         return self._complete(seq, op, addr, size, wdata, paddr, info, entry)
 
@@ -479,6 +480,7 @@ class ReferenceBackend(Backend):
         self._counters[_C_MISSES] += 1
         fault, errcode, reads, level, _, leaf, deny, pwc_hit, ad = self._walk(addr, access & _EC_BITS)
         if fault:
+            self._drop_page(vpn)  # splinters of a huge page in other sets may hold the address
             info = (False, True, -1, reads, pwc_hit, ad)
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
         entry, evicted = self._fill(vpn, level, leaf, deny)
@@ -492,7 +494,7 @@ class ReferenceBackend(Backend):
 
         Returns the `WalkEnd` fields, then pwc_hit and the number of A/D writes, after counting them.
         """
-        table, level, deny, pwc_hit = self._cr3, 4, 0, 0
+        table, level, deny, pwc_hit = self._cr3 & self._rules.addr_mask, 4, 0, 0
         if self._pwc_size:
             index = self._pwc_index
             v48 = vaddr & _MASK48
@@ -659,8 +661,9 @@ class ReferenceBackend(Backend):
                     del fast[page]
         entry[_E_FAST] = []
 
-    def _remove(self, entry: list[int]) -> None:
-        self._remove_where(lambda candidate: candidate is entry)
+    def _drop_page(self, vpn: int) -> None:
+        """Remove every entry, in every set, whose page holds `vpn`: what INVLPG and a failed translation do."""
+        self._remove_where(lambda entry: (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0)
 
     def _remove_where(self, doomed: Callable[[list[int]], bool]) -> None:
         for entry in self._tlb:
@@ -692,7 +695,7 @@ class ReferenceBackend(Backend):
             counters[_C_INVLPGS] += 1
             if is_canonical(addr):
                 vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
-                self._remove_where(lambda entry: (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0)
+                self._drop_page(vpn)
                 self._pwc_clear()
         elif op == _FLUSH:
             counters[_C_FLUSHES] += 1
@@ -760,7 +763,7 @@ class ReferenceBackend(Backend):
         elif addr == Csr.CR2:
             self._cr2 = value
         elif addr == Csr.CR3:
-            self._cr3 = value & self._rules.addr_mask
+            self._cr3 = value  # as written, flags included; the walk uses bits 12..M-1
             self._counters[_C_FLUSHES] += 1
             self._remove_where(lambda entry: not entry[_E_GLOBAL])
             self._pwc_clear()

@@ -186,10 +186,14 @@ def test_cr2_is_writable_and_pfec_is_read_only() -> None:
     assert tb.csr(Csr.PFEC) == 0
 
 
-def test_cr3_keeps_only_the_table_address_bits() -> None:
+def test_cr3_reads_back_as_written_and_the_walk_uses_only_its_address_bits() -> None:
     tb = TB(maxphyaddr=40)
-    tb.set_csr(Csr.CR3, (1 << 63) | (1 << 40) | 0xABCDE_F000 | 0x18)
-    assert tb.csr(Csr.CR3) == 0xABCDE_F000
+    tb.map(VA, FRAME)
+    tb.enable()
+    cr3 = (1 << 45) | tb.pml4 | Pte.WRITE_THROUGH | Pte.NO_CACHE  # bits above M and the PWT/PCD flags
+    tb.set_csr(Csr.CR3, cr3)
+    assert tb.csr(Csr.CR3) == cr3
+    assert tb.load(VA)[1] == Fault.NONE and tb.last.paddr == FRAME
 
 
 def test_config_csrs_report_the_configuration_and_are_read_only() -> None:
@@ -448,7 +452,7 @@ def test_table_outside_ram_is_a_bus_fault_with_no_error_code_and_cr2_unchanged()
     tb.set_csr(Csr.CR2, 3)
     tb.set_bits(VA, 2, set_mask=1 << 30)  # the PT now lies 1 GiB up, outside the 1 MiB of RAM
     assert tb.load(VA) == (0, Fault.BUS, 0)
-    assert tb.last.walk_levels == 3  # the PT entry was never read
+    assert tb.last.walk_levels == 4  # the read of the PT entry counts: it is the one that faulted
     assert tb.csr(Csr.CR2) == 3 and tb.counter(Counter.FAULTS_BUS) == 1
 
 
@@ -457,7 +461,8 @@ def test_cr3_outside_ram_is_a_bus_fault_on_the_first_read() -> None:
     tb.set_csr(Csr.CR3, 1 << 30)
     tb.set_csr(Csr.CR0, CR0_PG)
     assert tb.load(0) == (0, Fault.BUS, 0)
-    assert tb.last.walk_levels == 0 and tb.last.tlb_miss
+    assert tb.last.walk_levels == 1 and tb.last.tlb_miss
+    assert tb.counter(Counter.WALKS) == 1 and tb.counter(Counter.PTE_READS) == 1
 
 
 def test_frame_outside_ram_is_a_bus_fault_but_the_translation_stays_cached() -> None:
@@ -667,6 +672,31 @@ def test_huge_page_splinters_into_the_set_of_each_accessed_page() -> None:
     tb.op(Op.INVLPG, VA + 0x10_0000)  # any address in the page drops the entry in every set
     tb.load(VA)
     assert tb.last.tlb_miss
+    tb.load(VA + KIB4)
+    assert tb.last.tlb_miss
+
+
+def test_page_fault_drops_the_splinters_of_its_page_in_every_set() -> None:
+    tb = TB(mem_bytes=1 << 22, tlb_entries=8, tlb_ways=2)  # 4 sets
+    tb.map(VA, MIB2, page=MIB2)
+    tb.map(VA + MIB2, FRAME)
+    tb.enable()
+    tb.load(VA + KIB4)  # an entry for the 2 MiB page in set 1
+    tb.load(VA + 2 * KIB4)  # and one in set 2
+    tb.set_bits(VA, 2, clear_mask=W)
+    tb.store(VA + 2 * KIB4, 1)  # a hit in set 2 that the cached D (clear) sends to a walk, which faults
+    assert tb.last.tlb_hit and tb.last.fault == Fault.PAGE
+    tb.load(VA + KIB4)  # the splinter in set 1 went too
+    assert tb.last.tlb_miss
+
+
+def test_failed_walk_on_a_miss_drops_splinters_in_other_sets() -> None:
+    tb = TB(mem_bytes=1 << 22, tlb_entries=8, tlb_ways=2, pwc_entries=0)
+    tb.map(VA, MIB2, P | W | U, page=MIB2)
+    tb.enable()
+    tb.load(VA + KIB4)  # set 1 caches the page (U allowed)
+    tb.set_bits(VA, 2, clear_mask=U)
+    assert tb.load(VA, user=True)[1] == Fault.PAGE  # a miss in set 0; the walk faults
     tb.load(VA + KIB4)
     assert tb.last.tlb_miss
 
@@ -1071,7 +1101,7 @@ def test_pure_walk_translates_like_the_backend_and_writes_nothing() -> None:
 
 def test_pure_walk_reports_a_table_outside_ram_as_bus() -> None:
     t = walk(lambda paddr: 0, 1 << 30, 0, write=False, user=False, fetch=False, maxphyaddr=40, mem_bytes=1 << 20)
-    assert (t.fault, t.errcode, t.pte_reads) == (Fault.BUS, 0, 0)
+    assert (t.fault, t.errcode, t.pte_reads) == (Fault.BUS, 0, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
