@@ -71,16 +71,22 @@ class Divergence:
 
 
 def first_divergence(runs: Sequence[TracedRun], *, history: int = HISTORY) -> Divergence | None:
-    """The earliest divergence of any run from `runs[0]`, or None when all agree."""
+    """The earliest divergence among `runs`, or None when all agree.
+
+    Every run is compared with `runs[0]`; when that is the clock-less reference, the RTL runs are also compared
+    with the first of them, timing included, so that cycle counts are still cross-checked.
+    """
     if len(runs) < 2:
         raise ValueError("a lockstep check needs at least two runs")
-    baseline = runs[0]
-    found: list[Divergence] = []
-    for other in runs[1:]:
-        names = (baseline.backend, other.backend)
-        divergence = _compare_pair(baseline, other, compared_fields(names), history)
-        if divergence is not None:
-            found.append(divergence)
+    pairs = [(runs[0], other) for other in runs[1:]]
+    timed = [run for run in runs[1:] if run.backend != "reference"]
+    if runs[0].backend == "reference":
+        pairs += [(timed[0], other) for other in timed[1:]]
+    found = [
+        divergence
+        for a, b in pairs
+        if (divergence := _compare_pair(a, b, compared_fields((a.backend, b.backend)), history)) is not None
+    ]
     return min(found, key=lambda d: float("inf") if d.seq is None else d.seq, default=None)
 
 

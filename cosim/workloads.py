@@ -102,5 +102,11 @@ def _replay_job(path: Path) -> Job:
         script = tuple(line for line in path.read_text().splitlines() if line.strip())
     except OSError as err:
         raise WorkloadError(f"cannot read replay script {str(path)!r}: {err.strerror}") from err
+    from firmware.replay import ReplayError, parse
+
+    try:
+        parse(script)  # checked here so that a bad line is a clean error before anything runs
+    except ReplayError as err:
+        raise WorkloadError(f"bad replay script {str(path)!r}: {err}") from None
     slug = "replay-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
     return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)})

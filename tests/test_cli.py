@@ -91,3 +91,33 @@ def test_run_simple_allocation_on_the_reference_writes_trace_summary_and_plots(c
     assert sum(phase["operations"] for phase in summary["phases"]) == len(rows)
     for plot in ("tlb_hit_rate.png", "walk_latency.png", "heap_map.png"):
         assert (out_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_prints_the_seed_lines_the_tables_and_where_the_files_are(capsys, tmp_path):
+    code, out, _ = _cli(capsys, "demo", "--backend", "reference", "--no-plots", "--out", str(tmp_path))
+    assert code == 0
+    seed_lines = ["heap_value at 0x444444440000", "current reference count is 2", "reference count is 1 now",
+                  "It did not crash!"]
+    assert all(f"  {line}\n" in out for line in seed_lines)
+    assert out.count("heap_value at") == 1  # the kernel's own println! is not echoed twice
+    assert "TLB by phase" in out and "How to read the tables" in out
+    assert f"Files in {tmp_path}/" in out and "trace.jsonl" in out
+
+
+def test_replay_writes_what_each_operation_returned(capsys, tmp_path):
+    script = tmp_path / "script.txt"
+    code, _, _ = _cli(capsys, "run", "random", "--seed", "5", "--ops", "40", "--no-plots", "--out", str(tmp_path))
+    assert code == 0
+    results = tmp_path / "results.jsonl"
+    code, out, _ = _cli(capsys, "replay", str(script), "--no-plots", "--out", str(results))
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    allocations = [line for line in script.read_text().splitlines() if '"dealloc"' not in line]
+    assert len(records) == len(allocations) > 0  # one result per alloc and realloc
+    assert code == 0 and f"{len(records)} allocations replayed" in out
+
+
+def test_a_malformed_replay_script_is_a_clean_error(capsys, tmp_path):
+    script = tmp_path / "bad.txt"
+    script.write_text('{"op":"alloc","id":1,"size":8,"align":8}\n{"op":"free","id":1}\n')
+    code, _, err = _cli(capsys, "replay", str(script))
+    assert code == 2 and "bad replay script" in err and "line 2" in err

@@ -70,6 +70,13 @@ def test_a_backend_that_stops_early_diverges_where_it_stopped(baseline):
     assert "verilator has no operation" in divergence.report()
 
 
+def test_rtl_backends_are_compared_with_each_other_on_timing_too(baseline):
+    rtl = _as(baseline, "verilator")
+    slower = _perturbed(baseline, 13, "myhdl", cycle=baseline.events[13].cycle + 1)
+    divergence = first_divergence([baseline, rtl, slower])
+    assert (divergence.seq, divergence.backends, divergence.fields) == (13, ("verilator", "myhdl"), ("cycle",))
+
+
 def test_the_earliest_divergence_among_several_backends_wins(baseline):
     late = _perturbed(baseline, 15, "myhdl", paddr=0)
     early = _perturbed(baseline, 11, "cocotb-icarus", errcode=2)
