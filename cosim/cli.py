@@ -18,8 +18,9 @@ import contextlib
 import io
 import json
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -219,8 +220,26 @@ class RunOutput:
     stale: list[Any]  # cosim.stale.StaleAccess
 
 
-def _status(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def _ticking(message: str) -> Iterator[None]:
+    """`message` with a running clock on stderr while a simulation runs (just the message when not a TTY).
+
+    The runner offers no progress callback, so the clock is what a long run can show.
+    """
+    from tqdm import tqdm
+
+    with tqdm(desc=message, bar_format="{desc} {elapsed}", leave=False, disable=None, file=sys.stderr) as clock:
+        if clock.disable:
+            print(message, file=sys.stderr, flush=True)
+        done = threading.Event()
+        ticker = threading.Thread(target=lambda: [clock.refresh() for _ in iter(lambda: done.wait(0.5), True)],
+                                  daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
 
 def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
@@ -233,8 +252,8 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
     from cosim.runner import run_program
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _status(f"running {job.name} on {backend} …")
-    with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!: shown from the run's value
+    # the kernel's println! is shown from the run's value
+    with _ticking(f"running {job.name} on {backend} …"), contextlib.redirect_stdout(io.StringIO()):
         result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
     events, spans = result.events, result.contexts
     files: dict[str, list[Path]] = {}
