@@ -11,6 +11,11 @@ import pytest
 
 from cosim.cli import build_parser, main
 from cosim.trace import read_trace
+from cosim.workloads import WORKLOADS, Workload
+from firmware.allocator import KernelPanic
+from firmware.boot import boot
+from firmware.cpu import Cpu
+from hdl.protocol import Fault
 
 SUBCOMMANDS = ("demo", "run", "replay", "check", "verilog", "synth")
 
@@ -121,3 +126,34 @@ def test_a_malformed_replay_script_is_a_clean_error(capsys, tmp_path):
     script.write_text('{"op":"alloc","id":1,"size":8,"align":8}\n{"op":"free","id":1}\n')
     code, _, err = _cli(capsys, "replay", str(script))
     assert code == 2 and "bad replay script" in err and "line 2" in err
+
+
+def panicking_kernel(cpu: Cpu) -> None:
+    boot(cpu)
+    raise KernelPanic("out of cheese")
+
+
+def faulting_kernel(cpu: Cpu) -> int:
+    boot(cpu)
+    with cpu.context("touch unmapped"):
+        return cpu.load_u64(0x7777_0000_0000)
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    for name in ("panicking_kernel", "faulting_kernel"):
+        monkeypatch.setitem(WORKLOADS, name, Workload(name, f"test_cli:{name}", "a broken kernel"))
+
+
+def test_a_kernel_panic_is_reported_without_a_traceback(capsys, kernels, tmp_path):
+    code, out, err = _cli(capsys, "run", "panicking_kernel", "--out", str(tmp_path))
+    assert code == 1
+    assert "the kernel stopped: KernelPanic: out of cheese" in err and "Traceback" not in err + out
+
+
+def test_a_page_fault_is_a_result_with_its_trace(capsys, kernels, tmp_path):
+    code, out, _ = _cli(capsys, "run", "faulting_kernel", "--no-plots", "--out", str(tmp_path))
+    assert code == 1
+    assert "The kernel faulted: PageFault at 0x777700000000" in out
+    last = read_trace(tmp_path / "trace.csv")[-1]
+    assert last.path == "touch unmapped" and last.event.fault == Fault.PAGE
