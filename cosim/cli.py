@@ -343,7 +343,8 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
     if glossary:
         print(f"\n{GLOSSARY}")
     if output.stale:
-        print(f"\n{len(output.stale):,} accesses used a stale translation; the first:")
+        count = len(output.stale)
+        print(f"\n{count:,} access{'es' if count > 1 else ''} used a stale translation; the first:")
         print(_indent(output.stale[0].report()))
     elif "stale" in output.files:
         print("\nStale-TLB check: every access used the translation the page tables give.")

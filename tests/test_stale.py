@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from cosim.cli import main
 from cosim.runner import run_program
 from cosim.stale import find_stale
+from cosim.workloads import WORKLOADS, Workload
 from firmware import memory
 from firmware.boot import boot
 from firmware.cpu import Cpu
@@ -18,7 +20,7 @@ PAGE = 0x5555_0000_0000
 FLAGS = PageTableFlags.PRESENT | PageTableFlags.WRITABLE
 
 
-def remap_page(cpu: Cpu, *, flush: bool) -> dict[str, int]:
+def remap_page(cpu: Cpu, *, flush: bool = False) -> dict[str, int]:
     """Map a page, write 0x1111 to it, remap it to a fresh frame (`flush()` or `ignore()` both promises), and
     read it again: a correct kernel reads the new, zeroed frame."""
     info = boot(cpu)
@@ -71,3 +73,12 @@ def test_correct_kernel_has_no_stale_access(tlb_entries):
     run = _traced(flush=True, config=MmuConfig(tlb_entries=tlb_entries))
     assert run.value["value"] == 0
     assert find_stale(run.events, run.contexts, run.config) == []
+
+
+def test_check_stale_option_reports_the_bug_and_fails_the_run(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(WORKLOADS, "forgetful", Workload("forgetful", "test_stale:remap_page", "no flush"))
+    code = main(["run", "forgetful", "--check-stale", "--no-plots", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 access used a stale translation" in out and "made stale by the store" in out
+    assert (tmp_path / "stale.txt").read_text().startswith("stale translation at #")
