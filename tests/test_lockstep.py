@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import require_simulator
 
 from cosim.lockstep import compared_fields, first_divergence
 from cosim.runner import RunResult, run_program
@@ -93,7 +92,6 @@ def test_equal_events_but_different_results_are_reported(baseline):
 @pytest.mark.rtl
 @pytest.mark.parametrize("workload", ["demo", "random"])
 def test_verilator_runs_in_lockstep_with_the_reference(workload):
-    require_simulator("verilator")
     job = resolve(workload, seed=7, ops=300) if workload == "random" else resolve(workload)
     runs = [run_program(job.program, backend, args=dict(job.args), trace=True)
             for backend in ("reference", "verilator")]
