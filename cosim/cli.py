@@ -26,8 +26,12 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from cosim import trace
 from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError
-from cosim.runner import ProgramError
+from cosim.runner import ProgramError, RunResult, run_program
+from cosim.stale import StaleAccess, find_stale
+from cosim.summary import Summary, kind_table, percent, phase_table, summarize
+from cosim.summary import write_json as write_summary
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
 
@@ -213,11 +217,11 @@ def describe_config(config: MmuConfig) -> str:
 class RunOutput:
     """A finished run and the files written for it."""
 
-    result: Any  # cosim.runner.RunResult
+    result: RunResult
     out_dir: Path
-    files: dict[str, list[Path]]
-    summary: Any  # cosim.summary.Summary
-    stale: list[Any]  # cosim.stale.StaleAccess
+    files: dict[str, list[Path]]  # what was written, by kind ("trace", "plots", ...)
+    summary: Summary
+    stale: list[StaleAccess]
 
 
 @contextlib.contextmanager
@@ -232,8 +236,12 @@ def _ticking(message: str) -> Iterator[None]:
         if clock.disable:
             print(message, file=sys.stderr, flush=True)
         done = threading.Event()
-        ticker = threading.Thread(target=lambda: [clock.refresh() for _ in iter(lambda: done.wait(0.5), True)],
-                                  daemon=True)
+
+        def tick() -> None:
+            while not done.wait(0.5):
+                clock.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
         try:
             yield
@@ -242,14 +250,10 @@ def _ticking(message: str) -> Iterator[None]:
             ticker.join()
 
 
-def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
-            check_stale: bool, plots: bool) -> RunOutput:
+def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
+                   check_stale: bool, plots: bool) -> RunOutput:
     """Run `job` with tracing, then write its trace, summary, plots (and stale-TLB report) into `out_dir`."""
     from tqdm import tqdm
-
-    from cosim import summary as summaries
-    from cosim import trace
-    from cosim.runner import run_program
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # the kernel's println! is shown from the run's value
@@ -262,16 +266,16 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
         script.write_text("\n".join(job.script) + "\n")
         files["script"] = [script]
     steps = ["trace", "summary", *(["plots"] if plots else []), *(["stale"] if check_stale else [])]
-    stale: list[Any] = []
+    stale: list[StaleAccess] = []
     with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
               file=sys.stderr) as progress:
         contexts = trace.attribute(events, spans)
         files["trace"] = [trace.write_jsonl(out_dir / "trace.jsonl", events, contexts),
                           trace.write_csv(out_dir / "trace.csv", events, contexts)]
         progress.update()
-        summary = summaries.summarize(events, contexts, spans)
-        files["summary"] = [summaries.write_json(out_dir / "summary.json", summary, workload=job.name,
-                                                 backend=backend, config=config, wall_s=result.wall_s)]
+        summary = summarize(events, contexts, spans)
+        files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name, backend=backend,
+                                          config=config, wall_s=result.wall_s)]
         progress.update()
         if plots:
             from cosim.plots import plot_all
@@ -279,8 +283,6 @@ def execute(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: 
             files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend)
             progress.update()
         if check_stale:
-            from cosim.stale import find_stale
-
             stale = find_stale(events, spans, config)
             report = out_dir / "stale.txt"
             report.write_text("".join(s.report() + "\n\n" for s in stale) or "no stale translation used\n")
@@ -316,8 +318,6 @@ How to read the tables
 
 
 def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: bool = False) -> None:
-    from cosim.summary import kind_table, percent, phase_table
-
     result = output.result
     value = result.value
     print()
@@ -365,7 +365,7 @@ def _run_job(args: argparse.Namespace, job: Job, *, default_waves: bool) -> RunO
     config = config_from(args)
     out_dir = _out_dir(args, job, args.backend)
     waves = _waves_path(args, out_dir, default_on=default_waves)
-    return execute(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
+    return run_and_report(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
                    plots=not args.no_plots)
 
 
@@ -408,7 +408,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cosim.lockstep import first_divergence
-    from cosim.runner import run_program
 
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
     config = config_from(args)
