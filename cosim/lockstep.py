@@ -65,8 +65,11 @@ class Divergence:
                 for name in self.compared]
         lines += ["", _indent(format_table(("field", a, b, ""), rows)), ""]
         if self.preceding:
-            lines.append(f"  preceding operations ({a}):")
-            lines += [f"    {describe(event)}   [{path or '-'}]" for event, path in self.preceding]
+            lines.append(f"  preceding operations ({a}), with their context when it changes:")
+            shown = None
+            for event, path in self.preceding:
+                lines.append(f"    {describe(event)}" + (f"   [{path or '-'}]" if path != shown else ""))
+                shown = path
         return "\n".join(lines)
 
 
@@ -124,6 +127,8 @@ def _cell(record: AccessEvent | None, name: str) -> str:
         return Op(value).name
     if name == "fault":
         return Fault(value).name
+    if name == "evicted_vpn":
+        return "none" if value < 0 else f"{value:#x}"
     return f"{value:#x}" if name in ("vaddr", "paddr", "data") else str(value)
 
 

@@ -141,7 +141,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, foote
     def line(cells: Sequence[str]) -> str:
         first, *rest = cells
         cells = (f"{c:>{w}}" for c, w in zip(rest, widths[1:], strict=True))
-        return "  ".join([f"{first:<{widths[0]}}", *cells])
+        return "  ".join([f"{first:<{widths[0]}}", *cells]).rstrip()
 
     rule = "  ".join("─" * w for w in widths)
     lines = [line(headers), rule, *(line(r) for r in rows)]
