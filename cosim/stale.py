@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cosim.trace import Context, SpanLike, attribute, describe
+
+if TYPE_CHECKING:
+    from cosim.reference import Translation
 from hdl.protocol import CR0_PG, AccessEvent, Csr, ErrorCode, Fault, MmuConfig, Op
 
 _LOAD, _STORE, _CSR_WRITE = int(Op.LOAD), int(Op.STORE), int(Op.CSR_WRITE)
@@ -85,7 +89,7 @@ class _ShadowRam:
         return self.words.get(paddr, 0)
 
 
-WalkFn = Callable[..., object]
+WalkFn = Callable[..., "Translation"]  # the signature of cosim.reference.walk
 
 
 def find_stale(
@@ -123,9 +127,10 @@ def find_stale(
                 cache[key] = _walk(walk, ram, cr3, event.vaddr & ~0xFFF, key[1:], config)
                 table_words.update(cache[key][1])
             expected, read = cache[key]
-            expected = Outcome(expected.fault, expected.paddr | (event.vaddr & 0xFFF))
-            if expected.fault == Fault.NONE and expected.paddr + event.size > config.mem_bytes:
-                expected = Outcome(Fault.BUS, 0)
+            if expected.fault == Fault.NONE:
+                paddr = expected.paddr | (event.vaddr & 0xFFF)
+                expected = Outcome(Fault.BUS, 0) if paddr + event.size > config.mem_bytes else Outcome(
+                    Fault.NONE, paddr)
             used = Outcome(Fault(fault), event.paddr)
             if used.fault != expected.fault or (used.fault == Fault.NONE and used.paddr != expected.paddr):
                 found.append(_stale(index, events, contexts, used, expected, read, ram))
