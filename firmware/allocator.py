@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
+from firmware.boot import KERNEL_STATICS
 from firmware.cpu import Cpu
 from firmware.x86_64.addr import VirtAddr
 from firmware.x86_64.mapper import MapToError
@@ -174,9 +175,7 @@ def global_allocator(cpu: Cpu) -> LockedHeap:
 
     The handle touches no memory; the loader's zeroed statics are `LockedHeap::empty()`.
     """
-    # Imported here: the crate builds on this module's Layout and GlobalAlloc.
-    from firmware.boot import KERNEL_STATICS
-    from firmware.linked_list_allocator import LockedHeap
+    from firmware.linked_list_allocator import LockedHeap  # here: the crate imports this module's Layout
 
     return LockedHeap(cpu, KERNEL_STATICS + ALLOCATOR_OFFSET)
 
