@@ -129,8 +129,8 @@ class HoleList:
             if hole_end == addr:
                 if hole_next and addr + size == hole_next:
                     # ___XXXFFFFYYYYY___: the freed block fills the gap between this hole and the next
-                    successor = load(hole_next + HOLE_NEXT)
                     store(hole + HOLE_SIZE, hole_size + size + next_size)
+                    successor = load(hole_next + HOLE_NEXT)
                     store(hole_next + HOLE_NEXT, 0)  # the next hole's `next.take()`
                     store(hole + HOLE_NEXT, successor)
                 else:
