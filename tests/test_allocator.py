@@ -27,6 +27,7 @@ from firmware.linked_list_allocator import (
     LockedHeap,
     SpinlockDeadlock,
 )
+from hdl.protocol import Op
 
 STATIC = 0x1000  # where the Heap / LockedHeap value lives
 BOTTOM = 0x10000  # heap memory, 64 KiB aligned
@@ -507,4 +508,25 @@ def test_global_alloc_calls_are_labelled_for_traces(cpu: Cpu) -> None:
     assert recorder.labels == [
         "alloc(16, 8)", "realloc(0x10000, 16, 8, 32)", "alloc(32, 8)", "dealloc(0x10000, 16, 8)",
         "dealloc(0x10010, 32, 8)",
+    ]
+
+
+def test_allocation_memory_traffic_follows_the_crate() -> None:
+    """One alloc from a fresh heap, access by access: the spinlock, the dummy hole's `next` in the static, the
+    hole's node, `take()` leaving 0 inside the block, the back-padding node, the link, `used`, the unlock."""
+    backend = open_backend("reference", trace=True)
+    locked = new_locked_heap(Cpu(backend))
+    backend.drain_events()
+    locked.alloc(layout(16, 8))
+    first_next, used = STATIC + 8 + 24 + 8, STATIC + 8 + 16
+    accesses = [(Op(e.op).name, e.vaddr, e.size, e.data) for e in backend.drain_events()]
+    assert accesses == [
+        ("LOAD", STATIC, 1, 0), ("STORE", STATIC, 1, 1),  # lock: compare_exchange(false, true)
+        ("LOAD", first_next, 8, BOTTOM),
+        ("LOAD", BOTTOM, 8, HEAP_SIZE), ("LOAD", BOTTOM + 8, 8, 0),  # the hole's size and next
+        ("STORE", BOTTOM + 8, 8, 0),  # current.next.take()
+        ("STORE", BOTTOM + 16, 8, HEAP_SIZE - 16), ("STORE", BOTTOM + 24, 8, 0),  # the back padding hole
+        ("STORE", first_next, 8, BOTTOM + 16),
+        ("LOAD", used, 8, 0), ("STORE", used, 8, 16),
+        ("STORE", STATIC, 1, 0),  # unlock
     ]
