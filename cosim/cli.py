@@ -222,6 +222,7 @@ class RunOutput:
     files: dict[str, list[Path]]  # what was written, by kind ("trace", "plots", ...)
     summary: Summary
     stale: list[StaleAccess]
+    console: list[str]  # the lines the kernel printed
 
 
 @contextlib.contextmanager
@@ -256,9 +257,13 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # the kernel's println! is shown from the run's value
-    with _ticking(f"running {job.name} on {backend} …"), contextlib.redirect_stdout(io.StringIO()):
-        result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
+    console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
+    try:
+        with _ticking(f"running {job.name} on {backend} …"), contextlib.redirect_stdout(console):
+            result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
+    except Exception:
+        sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
+        raise
     events, spans = result.events, result.contexts
     files: dict[str, list[Path]] = {}
     if job.script:
@@ -290,7 +295,7 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
             progress.update()
     if waves is not None:
         files["waveform"] = [waves]
-    return RunOutput(result, out_dir, files, summary, stale)
+    return RunOutput(result, out_dir, files, summary, stale, console.getvalue().splitlines())
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
@@ -320,16 +325,19 @@ How to read the tables
 def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: bool = False) -> None:
     result = output.result
     value = result.value
+    returned_lines = isinstance(value, list) and all(isinstance(line, str) for line in value)
+    # a simulator running in its own process keeps the kernel's stdout: then the lines it returned stand in
+    printed = output.console or (value if returned_lines else [])
     print()
+    if printed:
+        print("Kernel output")
+        print("".join(f"  {line}\n" for line in printed), end="")
     if result.fault is not None:
         print(f"The kernel faulted: {value}")
-    elif isinstance(value, list) and all(isinstance(line, str) for line in value):
-        print("Kernel output")
-        print("".join(f"  {line}\n" for line in value), end="")
     elif isinstance(value, list) and all(isinstance(r, dict) and "addr" in r for r in value):
         failed = sum(r["addr"] is None for r in value)
         print(f"Result: {len(value):,} allocations replayed (alloc and realloc), {failed:,} of them failed")
-    elif value is not None:
+    elif value is not None and not returned_lines:
         text = repr(value)
         print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
     total = output.summary.total
@@ -366,7 +374,7 @@ def _run_job(args: argparse.Namespace, job: Job, *, default_waves: bool) -> RunO
     out_dir = _out_dir(args, job, args.backend)
     waves = _waves_path(args, out_dir, default_on=default_waves)
     return run_and_report(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
-                   plots=not args.no_plots)
+                          plots=not args.no_plots)
 
 
 def _exit_status(output: RunOutput) -> int:
@@ -396,10 +404,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     job = resolve(f"{REPLAY_PREFIX}{args.script}")
     output = _run_job(args, job, default_waves=False)
-    results = args.results or output.out_dir / "replay.jsonl"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
-    output.files["results"] = [results]
+    if output.result.fault is None:
+        results = args.results or output.out_dir / "replay.jsonl"
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
+        output.files["results"] = [results]
     _print_run(output)
     return _exit_status(output)
 
