@@ -37,7 +37,14 @@ from cosim.runner import (
     hdl_event,
     resolve_program,
 )
-from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, verilator_env
+from cosim.verilator_backend import (
+    BUILD_ROOT,
+    explain_build_failure,
+    exported_verilog,
+    file_lock,
+    verilator_env,
+    waves_format,
+)
 from hdl.protocol import AccessEvent, MmuConfig
 
 SIMULATORS = {"cocotb-verilator": "verilator", "cocotb-icarus": "icarus"}
@@ -77,8 +84,7 @@ def run_in_simulator(
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
     simulator = SIMULATORS[backend]
-    waves_format = None if waves is None else ("vcd" if waves.suffix.lower() == ".vcd" else "fst")
-    build_dir = build_simulation(simulator, config, waves_format)
+    build_dir = build_simulation(simulator, config, _waves_format(simulator, waves))
     runs = BUILD_ROOT / "cocotb" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
@@ -113,15 +119,25 @@ def run_in_simulator(
     return payload
 
 
-def build_simulation(simulator: str, config: MmuConfig, waves_format: str | None = None) -> Path:
+def _waves_format(simulator: str, waves: Path | None) -> str | None:
+    """The trace format the simulator writes `waves` in: Verilator's by suffix, Icarus (through cocotb) FST only."""
+    if simulator == "verilator" or waves is None:
+        return waves_format(waves)
+    if waves.suffix.lower() != ".fst":
+        raise BackendError(f"cocotb-icarus writes FST waves: name the file *.fst, not {waves.name}")
+    return "fst"
+
+
+def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Path:
     """Build `config` for `simulator` unless the cached build came from the same Verilog and options."""
     from hdl.export import config_tag
 
     verilog = exported_verilog(config)
     build_args: list[str] = []
     if simulator == "verilator":
-        build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if waves_format == "fst" else [])]
-    name = config_tag(config) + (f"-waves-{waves_format}" if waves_format else "")
+        # cocotb adds --trace (VCD) to a build with waves; --trace-fst turns that into FST
+        build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if trace_format == "fst" else [])]
+    name = config_tag(config) + (f"-waves-{trace_format}" if trace_format else "")
     build_dir = BUILD_ROOT / "cocotb" / simulator / name
     digest = hashlib.sha256(verilog.read_bytes() + "\0".join(build_args).encode() + cocotb.__version__.encode())
     stamp = build_dir / "mmucosim.stamp"
@@ -135,11 +151,12 @@ def build_simulation(simulator: str, config: MmuConfig, waves_format: str | None
         with _tool_environment(simulator):
             try:
                 runner.build(
-                    verilog_sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
-                    waves=waves_format is not None, always=True, log_file=log_path,
+                    sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                    waves=trace_format is not None, always=True, log_file=log_path,
                 )  # fmt: skip
             except (SystemExit, RuntimeError) as exc:
-                raise BackendError(f"building for {simulator} failed ({exc}):\n{_tail(log_path)}") from None
+                failure = explain_build_failure(_tail(log_path))
+                raise BackendError(f"building for {simulator} failed ({exc}):\n{failure}") from None
         stamp.write_text(digest.hexdigest())
     return build_dir
 

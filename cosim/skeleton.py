@@ -6,7 +6,7 @@ tests/, because the cocotb backends import them inside the simulator process.
 
 from __future__ import annotations
 
-from firmware.cpu import Cpu
+from firmware.cpu import Cpu, CpuFault
 from hdl.protocol import Csr
 
 SCRATCH = 0x1000  # a physical address every RAM size holds
@@ -80,3 +80,28 @@ def nested_contexts(cpu: Cpu) -> int:
         with cpu.context("inner"):
             cpu.store_u64(SCRATCH + 8, 2)
         return cpu.load_u64(SCRATCH) + cpu.load_u64(SCRATCH + 8)
+
+
+def caught_faults(cpu: Cpu) -> list[tuple[str, int]]:
+    """Provoke each fault of the skeleton and catch it, as a kernel's handler would: (exception name, address)."""
+    faults = []
+    for provoke in (misaligned_load, load_beyond_ram, read_unknown_csr, write_read_only_csr):
+        try:
+            provoke(cpu)
+        except CpuFault as fault:
+            faults.append((type(fault).__name__, fault.addr))
+    return faults
+
+
+class KernelPanic(Exception):
+    """A firmware error that is no CPU fault; its __init__ does not take its own args, as with CpuFault."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(f"kernel panic: {reason} (code {code})")
+        self.code = code
+
+
+def panics(cpu: Cpu) -> None:
+    """Store one word, then fail the way buggy firmware does: the caller must see a KernelPanic."""
+    cpu.store_u64(SCRATCH, 1)
+    raise KernelPanic("deliberate", code=7)

@@ -132,14 +132,26 @@ def run_tool(command: list[str], *, cwd: Path, env: dict[str, str], what: str) -
         raise BackendError(f"{what} could not start: {exc}") from exc
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip().splitlines()
-        raise BackendError(f"{what} failed (exit {done.returncode}):\n" + "\n".join(output[-40:]))
+        tail = "\n".join(output[-40:])
+        raise BackendError(f"{what} failed (exit {done.returncode}):\n{explain_build_failure(tail)}")
 
 
-def _waves_format(waves: Path | None) -> str | None:
-    """'vcd' for a *.vcd file, else 'fst' (the compact default); None without waves."""
+WAVES_FORMATS = {".vcd": "vcd", ".fst": "fst"}  # waveform file suffix -> Verilator's trace format
+_FST_HINT = "Verilator writes FST through liblz4 (apt-get install liblz4-dev); a *.vcd waves file needs nothing"
+
+
+def waves_format(waves: Path | None) -> str | None:
+    """Verilator's trace format for a waves file, chosen by its suffix; None without waves."""
     if waves is None:
         return None
-    return "vcd" if waves.suffix.lower() == ".vcd" else "fst"
+    if waves.suffix.lower() not in WAVES_FORMATS:
+        raise BackendError(f"Verilator writes *.vcd or *.fst waves, not {waves.name}")
+    return WAVES_FORMATS[waves.suffix.lower()]
+
+
+def explain_build_failure(output: str) -> str:
+    """The tool's output, with the cure appended when it is a known gap of the installation."""
+    return f"{output}\n{_FST_HINT}" if "lz4.h" in output else output
 
 
 def build_library(config: MmuConfig, waves_format: str | None = None) -> Path:
@@ -189,7 +201,7 @@ class VerilatorBackend(Backend):
 
     def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
         super().__init__(config, trace=trace, waves=waves)
-        self.library_path = build_library(config, _waves_format(waves))
+        self.library_path = build_library(config, waves_format(waves))
         lib = ctypes.CDLL(str(self.library_path))
         lib.mmu_open.argtypes = [ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
         lib.mmu_open.restype = ctypes.c_void_p

@@ -1,0 +1,205 @@
+"""The backends as the runner sees them: faults as results, events, build caches, waves, and bad input."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import require_simulator
+
+import cosim.cocotb_backend
+import cosim.verilator_backend
+import hdl.export
+from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError, open_backend
+from cosim.runner import ProgramError, RunResult, Span, run_program
+from cosim.skeleton import SCRATCH, KernelPanic
+from firmware.cpu import AlignmentCheck
+from hdl.protocol import TIMING_FIELDS, Csr, MmuConfig, Op
+
+COCOTB_BACKENDS = [b for b in BACKENDS if b.startswith("cocotb-")]
+
+
+@pytest.fixture(scope="session")
+def traced() -> Callable[[str, str], RunResult]:
+    """The traced run of a program on a backend, run once per session."""
+    runs: dict[tuple[str, str], RunResult] = {}
+
+    def run(program: str, backend: str) -> RunResult:
+        require_simulator(backend)
+        if (program, backend) not in runs:
+            runs[program, backend] = run_program(f"cosim.skeleton:{program}", backend, trace=True)
+        return runs[program, backend]
+
+    return run
+
+
+# -- faults and firmware errors are results, identical everywhere ----------------------------------------------
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_caught_align_bus_and_gp_faults_are_identical_on_every_backend(
+    backend: str, traced: Callable[[str, str], RunResult]
+) -> None:
+    mem_bytes = MmuConfig().mem_bytes
+    assert traced("caught_faults", backend).value == [
+        ("AlignmentCheck", SCRATCH + 2),
+        ("BusError", mem_bytes),
+        ("GeneralProtection", 0x7FF),
+        ("GeneralProtection", int(Csr.CFG_MEM_BYTES)),
+    ]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fault_escaping_the_program_becomes_the_run_result(backend: str) -> None:
+    require_simulator(backend)
+    result = run_program("cosim.skeleton:misaligned_load", backend)
+    assert isinstance(result.value, AlignmentCheck)
+    assert result.fault is result.value
+    assert result.value.addr == SCRATCH + 2
+    assert str(result.value) == str(AlignmentCheck(SCRATCH + 2))
+    assert result.ops == 1
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", ["reference", *COCOTB_BACKENDS])
+def test_firmware_exception_reaches_the_caller_with_its_type_and_attributes(backend: str) -> None:
+    require_simulator(backend)
+    with pytest.raises(KernelPanic, match="deliberate") as raised:
+        run_program("cosim.skeleton:panics", backend)
+    assert raised.value.code == 7
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", [b for b in HDL_BACKENDS if b != "verilator"])
+def test_fault_events_are_identical_between_rtl_backends(
+    backend: str, traced: Callable[[str, str], RunResult]
+) -> None:
+    events = traced("caught_faults", backend).events
+    assert [e.fault for e in events if e.fault] == [3, 4, 2, 2]  # ALIGN, BUS, GP, GP
+    assert events == traced("caught_faults", "verilator").events
+
+
+@pytest.mark.rtl
+def test_rtl_events_match_the_reference_model_apart_from_timing(traced: Callable[[str, str], RunResult]) -> None:
+    untimed = {field: 0 for field in TIMING_FIELDS}
+    for program in ("memory_roundtrip", "caught_faults"):
+        rtl = [e._replace(**untimed) for e in traced(program, "verilator").events]
+        model = [e._replace(**untimed) for e in traced(program, "reference").events]
+        assert rtl == model
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", ["reference", "cocotb-icarus"])
+def test_nested_contexts_come_back_as_spans_over_operation_numbers(backend: str) -> None:
+    require_simulator(backend)
+    result = run_program("cosim.skeleton:nested_contexts", backend)
+    assert result.value == 3
+    # outer: store (0), inner: store (1), then two loads (2, 3); end_seq is exclusive
+    assert result.contexts == [Span("outer", 0, 0, 4), Span("inner", 1, 1, 2)]
+
+
+# -- builds are cached --------------------------------------------------------------------------------------------
+
+
+def _forbid(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+    def rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} ran although nothing changed")
+
+    monkeypatch.setattr(owner, name, rebuild)
+
+
+@pytest.mark.rtl
+def test_second_verilator_open_reuses_the_built_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = MmuConfig()
+    with open_backend("verilator", config) as first:
+        library = first.library_path
+    _forbid(monkeypatch, hdl.export, "export_verilog")
+    _forbid(monkeypatch, cosim.verilator_backend, "run_tool")
+    with open_backend("verilator", config) as second:
+        assert second.library_path == library
+        assert second.transact(0, SCRATCH, 3) == (0, 0, 0)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", COCOTB_BACKENDS)
+def test_second_cocotb_build_reuses_the_built_simulation(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_simulator(backend)
+    simulator = cosim.cocotb_backend.SIMULATORS[backend]
+    build_dir = cosim.cocotb_backend.build_simulation(simulator, MmuConfig())
+    _forbid(monkeypatch, hdl.export, "export_verilog")
+    _forbid(monkeypatch, cosim.cocotb_backend, "_runner")
+    assert cosim.cocotb_backend.build_simulation(simulator, MmuConfig()) == build_dir
+
+
+# -- waves ----------------------------------------------------------------------------------------------------------
+
+WAVES_CASES = [
+    ("myhdl", "run.vcd"),
+    ("verilator", "run.vcd"),
+    ("cocotb-icarus", "run.fst"),
+    pytest.param("cocotb-verilator", "run.vcd", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("backend", "name"), WAVES_CASES)
+def test_waves_file_is_written_where_asked(backend: str, name: str, tmp_path: Path) -> None:
+    require_simulator(backend)
+    waves = tmp_path / "waves" / name
+    result = run_program("cosim.skeleton:memory_roundtrip", backend, waves=waves)
+    assert result.value["u64"] == 0x0123_4567_89AB_CDEF
+    assert waves.stat().st_size > 0
+    if waves.suffix == ".vcd":
+        text = waves.read_text()
+        assert "$enddefinitions" in text and "req_valid" in text
+
+
+@pytest.mark.parametrize(
+    ("backend", "name"), [("myhdl", "run.fst"), ("verilator", "run.ghw"), ("cocotb-icarus", "run.vcd")]
+)
+def test_waves_file_of_a_format_the_simulator_cannot_write_is_refused(backend: str, name: str, tmp_path: Path) -> None:
+    require_simulator(backend)
+    with pytest.raises(BackendError, match="waves"):
+        run_program("cosim.skeleton:memory_roundtrip", backend, waves=tmp_path / name)
+
+
+# -- one MyHDL simulation per process, bad input --------------------------------------------------------------------
+
+
+@pytest.mark.rtl
+def test_second_open_myhdl_backend_is_refused_until_the_first_closes() -> None:
+    with open_backend("myhdl") as first:
+        with pytest.raises(BackendError, match="one simulation"):
+            open_backend("myhdl")
+        assert first.transact(Op.CSR_READ, Csr.CFG_MEM_BYTES) == (MmuConfig().mem_bytes, 0, 0)
+    with contextlib.closing(open_backend("myhdl")) as again:
+        assert again.transact(Op.CSR_READ, Csr.CFG_MEM_BYTES)[1] == 0
+
+
+@pytest.mark.parametrize(
+    "program", ["memory_roundtrip", "cosim.skeleton", "cosim.no_such_module:run", "cosim.skeleton:no_such_function"]
+)
+def test_program_that_names_no_function_is_a_program_error(program: str) -> None:
+    with pytest.raises(ProgramError):
+        run_program(program, "reference")
+
+
+def test_unknown_backend_is_a_backend_error() -> None:
+    with pytest.raises(BackendError, match="unknown backend"):
+        run_program("cosim.skeleton:memory_roundtrip", "modelsim")
+
+
+# -- large memories -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_verilator_runs_a_64_mib_memory_to_its_last_word() -> None:
+    config = MmuConfig(mem_bytes=64 << 20)
+    result = run_program("cosim.skeleton:memory_roundtrip", "verilator", config)
+    assert result.value["mem_bytes"] == 64 << 20
+    assert result.value["last_word"] == 0x7E57_0F_7A11
