@@ -129,9 +129,9 @@ def _entry_rules(maxphyaddr: int) -> _EntryRules:
 
 
 # (fault, errcode, pte_reads, level, entry_addr, entry, deny): a tuple, not a record: the miss path is hot too
-WalkEnd = tuple[int, int, int, int, int, int, int]
+_WalkEnd = tuple[int, int, int, int, int, int, int]
 # called for each non-leaf entry the walk descends through: (level, entry_addr, entry, deny, vaddr)
-NonLeafVisitor = Callable[[int, int, int, int, int], None]
+_NonLeafVisitor = Callable[[int, int, int, int, int], None]
 
 
 def _walk_from(
@@ -143,8 +143,8 @@ def _walk_from(
     table: int,
     level: int,
     deny: int,
-    visit: NonLeafVisitor | None,
-) -> WalkEnd:
+    visit: _NonLeafVisitor | None,
+) -> _WalkEnd:
     """Walk from the table of `level` at `table`, with the permissions above it already combined in `deny`.
 
     `read_word(i)` returns the 64-bit word at physical address 8 * i. `access` holds the error-code bits of
@@ -274,6 +274,8 @@ class ReferenceBackend(Backend):
 
     def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
         super().__init__(config, trace=trace, waves=waves)
+        if waves is not None:
+            raise BackendError("the reference backend has no clock and writes no waveforms: use an HDL backend")
         if config.tlb_policy not in set(TlbPolicy):
             choices = [p.name for p in TlbPolicy]
             raise ValueError(f"tlb_policy must be one of {choices}, got {config.tlb_policy}")
@@ -301,7 +303,7 @@ class ReferenceBackend(Backend):
         self._policy = TlbPolicy(config.tlb_policy)
         self._plru_state = [0] * sets
         plru = self._policy == TlbPolicy.PLRU
-        self._plru_masks = [_plru_masks(ways, w) if plru else (-1, 0) for w in range(ways)]
+        self._plru_updates = [_plru_masks(ways, w) if plru else (-1, 0) for w in range(ways)]
         self._fifo = [0] * sets
         self._lfsr = _LFSR_SEED
         self._tlb: list[list[int] | None] = [None] * config.tlb_entries
@@ -492,7 +494,7 @@ class ReferenceBackend(Backend):
     def _walk(self, vaddr: int, access: int) -> tuple[int, int, int, int, int, int, int, int, int]:
         """One walk: `_walk_from` started below the longest PWC hit, plus A/D write-backs and PWC fills.
 
-        Returns the `WalkEnd` fields, then pwc_hit and the number of A/D writes, after counting them.
+        Returns the `_WalkEnd` fields, then pwc_hit and the number of A/D writes, after counting them.
         """
         table, level, deny, pwc_hit = self._cr3 & self._rules.addr_mask, 4, 0, 0
         if self._pwc_size:
@@ -587,7 +589,7 @@ class ReferenceBackend(Backend):
             evicted = victim[_E_BASE]
             self._unindex(victim)
             self._counters[_C_EVICTIONS] += 1
-        keep, point = self._plru_masks[way]
+        keep, point = self._plru_updates[way]
         self._plru_state[s] = self._plru_state[s] & keep | point
         entry: list = [first + way, s, 0, 0, 0, 0, 0, 0, 0, keep, point, []]
         tlb[first + way] = entry

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import random
 import struct
+from pathlib import Path
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backend import BackendError, open_backend
 from cosim.reference import ReferenceBackend, Translation, walk
 from hdl.protocol import (
     CR0_PE,
@@ -1138,3 +1139,8 @@ def test_bad_request_is_a_value_error(op: int, addr: int, size: int, message: st
     mmu.transact(Op.CSR_WRITE, Csr.CR0, 3, CR0_PG)
     with pytest.raises(ValueError, match=message):
         mmu.transact(op, addr, size)
+
+
+def test_waveforms_are_refused_as_the_model_has_no_clock(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="no clock"):
+        open_backend("reference", MmuConfig(), waves=tmp_path / "waves.vcd")
