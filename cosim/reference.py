@@ -319,6 +319,7 @@ class ReferenceBackend(Backend):
         # path as it uses entries; both stay empty while tracing or while entries overlap.
         self._fast_load: dict[int, list[int]] = {}
         self._fast_store: dict[int, list[int]] = {}
+        self._last_touched: list | None = None  # the entry the last hit or fill pointed the PLRU bits away from
 
         self._pwc_size = config.pwc_entries
         self._pwc_key = [-1] * self._pwc_size
@@ -351,9 +352,11 @@ class ReferenceBackend(Backend):
             return self._operate(op, addr, size, wdata, user, fetch)
         entry = (self._fast_store if op else self._fast_load).get(addr >> PAGE_SHIFT)
         if entry is not None:
-            state = self._plru_state
-            s = entry[_E_SET]
-            state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
+            if entry is not self._last_touched:  # touching the same entry again leaves PLRU as it is
+                self._last_touched = entry
+                state = self._plru_state
+                s = entry[_E_SET]
+                state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
             paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
             if op:
                 self._fast_stores += 1
@@ -400,6 +403,7 @@ class ReferenceBackend(Backend):
         if entry is None:
             return self._miss(seq, op, addr, size, wdata, access, vpn)
         self._counters[_C_HITS] += 1
+        self._last_touched = entry
         state = self._plru_state
         s = entry[_E_SET]
         state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
@@ -591,6 +595,7 @@ class ReferenceBackend(Backend):
             self._counters[_C_EVICTIONS] += 1
         keep, point = self._plru_updates[way]
         self._plru_state[s] = self._plru_state[s] & keep | point
+        self._last_touched = None
         entry: list = [first + way, s, 0, 0, 0, 0, 0, 0, 0, keep, point, []]
         tlb[first + way] = entry
         self._set_translation(entry, vpn, level, leaf, deny)
