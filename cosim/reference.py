@@ -10,10 +10,22 @@ Two layers share one walker (`_walk_from`), so entry decoding, reserved bits and
 - `walk`: pure and side-effect free, over any `read_u64` (tools run it on a shadow copy of RAM);
 - `ReferenceBackend`: adds the TLB, the paging-structure cache and the A/D write-backs.
 
-Speed: the firmware runs on this backend, so a TLB hit is a few dict and list operations (no object is built
-unless tracing). Entries are small lists indexed by the `_E_*` positions below, the TLB index is three
-int-keyed dicts (4 KiB, 2 MiB, 1 GiB pages), and RAM is a bytearray read through memoryviews cast to each
-access width.
+Where the contract leaves room, this model (and hdl/, checked in lockstep) reads it so:
+- entries of one set can overlap when tables change under cached translations: the lowest matching way wins;
+- a failed translation (a page fault on a hit, a walk ending in PAGE or BUS) drops every entry whose page holds
+  the address, in every set, as INVLPG does, but leaves the PWC alone;
+- `walk_levels` counts the entry read outside RAM that ends a walk with BUS, so a walk reads at least one;
+- every hit updates PLRU, a faulting one too; INVLPG counts in INVLPGS even when non-canonical;
+- `fetch` only marks LOADs; `user` is ignored by non-memory operations;
+- CR3 reads back as written; the walk uses its bits 12..M-1. CSR numbers are compared in full (0x1000 is
+  not CR0);
+- an event's data for a STORE is the part of wdata it writes (its low `size` bytes), even when it faults;
+- an op outside Op, a size outside 0..3 or an address outside 64 bits is a ValueError, not a fault.
+
+Speed: the firmware runs on this backend, so `transact` serves a supervisor hit (or a paging-off access) from
+two int-keyed dicts and a few list operations; everything else, and every operation while tracing, takes the
+general path `_operate`. TLB entries are small lists indexed by the `_E_*` positions below, and RAM is a
+bytearray read through memoryviews cast to each access width.
 """
 
 from __future__ import annotations
@@ -444,7 +456,7 @@ class ReferenceBackend(Backend):
             rdata = self._views[size][paddr >> size]
             self._counters[_C_LOADS] += 1
         if self._trace:
-            self._record(seq, op, addr, paddr, size, wdata & _MASK64 if op else rdata, info, 0, 0)
+            self._record(seq, op, addr, paddr, size, wdata & _SIZE_MASK[size] if op else rdata, info, 0, 0)
         return (rdata, 0, 0)
 
     def _fail(
@@ -456,7 +468,7 @@ class ReferenceBackend(Backend):
             self._cr2 = addr
             self._pfec = errcode
         if self._trace:
-            self._record(seq, op, addr, 0, size, wdata & _MASK64 if op else 0, info, fault, errcode)
+            self._record(seq, op, addr, 0, size, wdata & _SIZE_MASK[size] if op else 0, info, fault, errcode)
         return (0, fault, errcode)
 
     def _hit_slow(

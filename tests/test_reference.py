@@ -144,11 +144,14 @@ def test_paging_off_store_then_narrower_loads_are_little_endian() -> None:
     assert not tb.last.tlb_hit and not tb.last.tlb_miss
 
 
-def test_paging_off_store_writes_only_the_low_bytes_of_wdata() -> None:
+def test_paging_off_store_writes_and_reports_only_the_low_bytes_of_wdata() -> None:
     tb = TB()
     tb.store(0x200, 0)
     tb.store(0x201, 0xABCD, size=0)
+    assert tb.last.data == 0xCD
     assert tb.load(0x200)[0] == 0xCD00
+    tb.store(0x203, 0x1234, size=1)  # misaligned: the event still carries the data the store would write
+    assert tb.last.fault == Fault.ALIGN and tb.last.data == 0x1234
 
 
 def test_paging_off_misaligned_is_align_before_bus() -> None:
