@@ -236,7 +236,7 @@ class Mapping:
     vaddr: int  # first address the entry covers
     level: int  # of the table holding it
     leaf: bool
-    shared: bool  # in the subtree both address spaces use
+    root: int | None  # the PML4 of its address space; None in the subtree both address spaces share
 
 
 class TableBuilder:
@@ -274,7 +274,7 @@ class TableBuilder:
             return self.rng.randrange(self.frames, 4 * self.frames) * PAGE_SIZE
         return self.rng.randrange(self.frames // 2, self.frames) * PAGE_SIZE
 
-    def fill(self, table: int, level: int, base: int, slots: list[int], shared: bool) -> None:
+    def fill(self, table: int, level: int, base: int, slots: list[int], root: int | None) -> None:
         memory = self.memory
         for index in slots:
             vaddr = base | index << (12 + 9 * (level - 1))
@@ -284,20 +284,20 @@ class TableBuilder:
             huge = level in (2, 3) and self.rng.random() < 0.3
             if level == 1 or huge:
                 frame = self.data_frame() if level == 1 else (0 if self.rng.random() < 0.9 else 1 << 30)
-                entry = frame | self.flags(True, shared) | Pte.HUGE_PAGE * huge
+                entry = frame | self.flags(True, root is None) | Pte.HUGE_PAGE * huge
                 if huge and self.rng.random() < 0.05:
                     entry |= 1 << 13  # the low address bits of a huge page are reserved
                 memory.write(entry_addr, entry)
-                self.mappings.append(Mapping(entry_addr, vaddr, level, True, shared))
+                self.mappings.append(Mapping(entry_addr, vaddr, level, True, root))
                 continue
+            self.mappings.append(Mapping(entry_addr, vaddr, level, False, root))
             if self.rng.random() < 0.04:  # a table outside RAM: the walk ends with BUS
                 memory.write(entry_addr, self.frames * PAGE_SIZE * 2 | Pte.PRESENT | Pte.WRITABLE)
                 continue
             child = self.table()
-            memory.write(entry_addr, child | self.flags(False, shared) | Pte.HUGE_PAGE * (
+            memory.write(entry_addr, child | self.flags(False, root is None) | Pte.HUGE_PAGE * (
                 level == 4 and self.rng.random() < 0.03))  # PS in a PML4E is reserved
-            self.mappings.append(Mapping(entry_addr, vaddr, level, False, shared))
-            self.fill(child, level - 1, vaddr, self.pick_slots(level - 1), shared)
+            self.fill(child, level - 1, vaddr, self.pick_slots(level - 1), root)
 
     def pick_slots(self, level: int) -> list[int]:
         count = {3: 2, 2: 3, 1: 6}[level]
@@ -308,14 +308,14 @@ class TableBuilder:
         memory = self.memory
         window_pdpt, shared_pdpt = self.table(), self.table()
         memory.write(window_pdpt, Pte.PRESENT | Pte.WRITABLE | Pte.HUGE_PAGE | Pte.NO_EXECUTE | Pte.GLOBAL)
-        self.fill(shared_pdpt, 3, SHARED_REGION, self.pick_slots(3), shared=True)
+        self.fill(shared_pdpt, 3, SHARED_REGION, self.pick_slots(3), None)
         for _ in range(2):
             root = self.table()
             self.roots.append(root)
             memory.write(root + 8 * table_index(PHYS_WINDOW, 4), window_pdpt | Pte.PRESENT | Pte.WRITABLE)
             memory.write(root + 8 * table_index(SHARED_REGION, 4),
                          shared_pdpt | Pte.PRESENT | Pte.WRITABLE | Pte.USER_ACCESSIBLE)
-            self.fill(root, 4, 0, list(PRIVATE_SLOTS), shared=False)
+            self.fill(root, 4, 0, list(PRIVATE_SLOTS), root)
 
 
 # -- random streams ------------------------------------------------------------------------------------------------
@@ -392,12 +392,12 @@ class StreamGenerator:
         mapping = self.rng.choice(self.tables.mappings)
         entry = self.machine.memory.read(mapping.entry_addr)
         change = self.rng.choice((Pte.PRESENT, Pte.WRITABLE, Pte.USER_ACCESSIBLE, Pte.NO_EXECUTE, Pte.ACCESSED,
-                                  Pte.DIRTY * mapping.leaf, Pte.GLOBAL * (mapping.leaf and mapping.shared)))
+                                  Pte.DIRTY * mapping.leaf, Pte.GLOBAL * (mapping.leaf and mapping.root is None)))
         self.issue(Request(Op.STORE, PHYS_WINDOW + mapping.entry_addr, 3, entry ^ change))
         if mapping.leaf:
             span = 1 << LEVEL_PAGE_SHIFT[mapping.level]
             self.issue(Request(Op.INVLPG, mapping.vaddr + self.rng.randrange(0, span, 8)))
-        elif mapping.shared or self.rng.random() < 0.5:
+        elif mapping.root is None or self.rng.random() < 0.5:
             self.issue(Request(Op.FLUSH, 0))
         else:
             self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.machine.cr3))  # private entries are never global

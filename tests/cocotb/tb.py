@@ -41,15 +41,14 @@ CLOCK_PERIOD_NS = 10
 PARAMS_ENV = "MMUCOSIM_TB"  # JSON: {"params": ..., "trace_dir": ...} for the cocotb module inside the simulator
 BLOCK_BUILD_ROOT = BUILD_ROOT / "cocotb_blocks"
 TESTS_DIR = Path(__file__).resolve().parent
-# MyHDL writes Verilog-2001; a standalone block keeps its bare signal names, and the TLB's `matches` is a
-# SystemVerilog keyword (inside the `mmu` top it is prefixed), so block builds compile as Verilog-2005.
 # The testbenches run a few thousand cycles: compiling without optimisation saves most of the build time.
-_VERILATOR_QUICK = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"]
 _BUILD_ARGS = {
-    "verilator": [*_VERILATOR_QUICK, "--default-language", "1364-2005"],
-    "icarus": ["-g2005"],
+    "verilator": ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"],
+    "icarus": [],
 }
-_MMU_BUILD_ARGS = {"verilator": _VERILATOR_QUICK, "icarus": []}
+# A block converted on its own keeps its internal signals' bare names, and two are (System)Verilog keywords:
+# the walker's `table` and the TLB's `matches`. Inside the `mmu` top they are prefixed with the instance name.
+_KEYWORD_NAMES = re.compile(r"\b(table|matches)\b")
 CONTROL_LEVEL = 3  # bits of the walker/PWC level signals (hdl.pwc.LEVEL_WIDTH)
 
 
@@ -152,7 +151,7 @@ def convert_block(design: BlockDesign) -> Path:
     out_dir = BLOCK_BUILD_ROOT / design.tag
     verilog = out_dir / f"{design.name}.v"
     stamp = out_dir / f"{design.name}.v.sources"
-    digest = _sources_digest(design.tag)
+    digest = _sources_digest(design.tag, _KEYWORD_NAMES.pattern)
     with file_lock(out_dir.with_suffix(".lock")):
         if verilog.exists() and stamp.exists() and stamp.read_text() == digest:
             return verilog
@@ -163,7 +162,8 @@ def convert_block(design: BlockDesign) -> Path:
             warnings.simplefilter("ignore")  # MyHDL warns about every constant-driven signal
             instance_.convert(hdl="Verilog", name=design.name, path=tmp, testbench=False)
             text = (Path(tmp) / f"{design.name}.v").read_text()
-        verilog.write_text(re.sub(r"^// Date:.*\n", "", text, flags=re.M))
+        text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
+        verilog.write_text(_KEYWORD_NAMES.sub(r"\1_", text))
         stamp.write_text(digest)
     return verilog
 
@@ -184,13 +184,16 @@ def _tool_environment(simulator: str) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def build_simulation(simulator: str, verilog: Path, toplevel: str, build_dir: Path) -> Path:
-    """Compile `verilog` for `simulator` into `build_dir`, unless a build of the same text is there."""
-    build_args = (_MMU_BUILD_ARGS if toplevel == "mmu" else _BUILD_ARGS)[simulator]
+def build_simulation(
+    simulator: str, sources: list[Path], toplevel: str, build_dir: Path, extra_args: tuple[str, ...] = ()
+) -> Path:
+    """Compile `sources` for `simulator` into `build_dir`, unless a build of the same texts is there."""
     from cocotb_tools.runner import get_runner
 
+    build_args = [*_BUILD_ARGS[simulator], *extra_args]
     stamp = build_dir / "mmucosim.stamp"
-    digest = hashlib.sha256(verilog.read_bytes() + "\0".join([simulator, *build_args]).encode()).hexdigest()
+    texts = b"\0".join(source.read_bytes() for source in sources)
+    digest = hashlib.sha256(texts + "\0".join([simulator, *build_args]).encode()).hexdigest()
     with file_lock(build_dir.with_suffix(".lock")):
         if stamp.exists() and stamp.read_text() == digest:
             return build_dir
@@ -198,7 +201,7 @@ def build_simulation(simulator: str, verilog: Path, toplevel: str, build_dir: Pa
         build_dir.mkdir(parents=True)
         with _tool_environment(simulator):
             get_runner(simulator).build(
-                sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
                 build_args=build_args, log_file=build_dir / "build.log",
             )  # fmt: skip
         stamp.write_text(digest)
@@ -206,25 +209,25 @@ def build_simulation(simulator: str, verilog: Path, toplevel: str, build_dir: Pa
 
 
 def run_cocotb_module(
-    simulator: str, verilog: Path, toplevel: str, build_name: str, test_module: str, params: dict[str, Any]
-) -> Path:
-    """Run every cocotb test of `test_module` on `verilog`; return the directory of the traces they wrote.
+    simulator: str, sources: list[Path], toplevel: str, build_name: str, test_module: str, params: dict[str, Any],
+    extra_args: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
+    """Run every cocotb test of `test_module` on `sources`; return the directory of the traces they wrote.
 
     Raises AssertionError naming the failed cocotb tests and their messages.
     """
     from cocotb_tools.runner import get_runner
 
-    build_dir = build_simulation(simulator, verilog, toplevel, BLOCK_BUILD_ROOT / build_name / simulator)
+    build_dir = build_simulation(simulator, sources, toplevel, BLOCK_BUILD_ROOT / build_name / simulator, extra_args)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_BUILD_ROOT))
     results = run_dir / "results.xml"
-    with _tool_environment(simulator):
-        with suppress(SystemExit):  # cocotb's runner exits on a failed test; the results file says which
-            get_runner(simulator).test(
-                test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
-                test_dir=run_dir,
-                extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
-                results_xml=str(results), log_file=run_dir / "sim.log",
-            )  # fmt: skip
+    # cocotb's runner exits when a test fails; the results file says which
+    with _tool_environment(simulator), suppress(SystemExit):
+        get_runner(simulator).test(
+            test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
+            test_dir=run_dir, extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
+            results_xml=str(results), log_file=run_dir / "sim.log",
+        )  # fmt: skip
     failures = _failures(results, run_dir / "sim.log")
     if failures:
         raise AssertionError(f"cocotb tests of {test_module} failed on {simulator}:\n" + "\n".join(failures))
@@ -371,7 +374,7 @@ def check_block(
     """The pytest half of a block test: run the cocotb module on the converted block, then every scenario on the
     MyHDL block, and require the same traces."""
     verilog = convert_block(design)
-    run_dir = run_cocotb_module(simulator, verilog, design.name, design.tag, test_module, design.params)
+    run_dir = run_cocotb_module(simulator, [verilog], design.name, design.tag, test_module, design.params)
     for name, scenario in scenarios.items():
         verilog_trace = load_trace(run_dir, name)
         myhdl_trace = run_myhdl(design, scenario(design.params))
@@ -380,7 +383,98 @@ def check_block(
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def mmu_verilog(config: MmuConfig) -> Path:
-    """The whole MMU's Verilog (hdl.export, cached by cosim.verilator_backend)."""
-    return exported_verilog(config)
+RAM_ZERO_MODULE = "mmu_ram_zero"
 
+
+def _ram_zero(verilog: Path, out_dir: Path) -> Path:
+    """A second Icarus root that zeroes the RAM at time 0, as Verilator's model and the other backends start.
+
+    The RAM is never reset (it is block RAM), so Icarus would read X where the tests expect RAM's initial zeros.
+    """
+    match = re.search(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];", verilog.read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"no RAM array in {verilog}")
+    name, words = match.groups()
+    path = out_dir / f"{RAM_ZERO_MODULE}.v"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"module {RAM_ZERO_MODULE};\ninteger i;\n"
+                    f"initial for (i = 0; i < {words}; i = i + 1) mmu.{name}[i] = 64'd0;\nendmodule\n")
+    return path
+
+
+def run_mmu_module(simulator: str, config: MmuConfig, test_module: str, params: dict[str, Any]) -> Path:
+    """Run the cocotb tests of `test_module` on the `mmu` exported for `config` (see run_cocotb_module)."""
+    from hdl.export import config_tag
+
+    verilog = exported_verilog(config)
+    build_name = f"mmu-{config_tag(config)}"
+    if simulator != "icarus":
+        return run_cocotb_module(simulator, [verilog], "mmu", build_name, test_module, params)
+    sources = [verilog, _ram_zero(verilog, BLOCK_BUILD_ROOT / build_name)]
+    return run_cocotb_module(simulator, sources, "mmu", build_name, test_module, params, ("-s", RAM_ZERO_MODULE))
+
+
+
+# -- the whole MMU ----------------------------------------------------------------------------------------------------
+
+
+class MmuTB:
+    """The `mmu` under cocotb: clock, reset and the request/response handshake of cosim.runner, plus a knob for
+    random idle cycles before each request (so the handshake runs after stalls, not only back to back).
+
+    With `max_gap` = 0 it drives exactly as the verilator and myhdl backends do, so events agree cycle for cycle.
+    """
+
+    def __init__(self, dut: Any, *, seed: int = 0, max_gap: int = 0, gap_probability: float = 0.5) -> None:
+        from cosim.runner import EVENT_PORTS
+
+        self.dut = dut
+        self.rng = random.Random(seed)
+        self.max_gap, self.gap_probability = max_gap, gap_probability
+        self.request_ports = [getattr(dut, name) for name in
+                              ("req_op", "req_addr", "req_size", "req_wdata", "req_user", "req_fetch")]
+        self.response_ports = [dut.resp_rdata, dut.resp_fault, dut.resp_errcode]
+        self.event_ports = [getattr(dut, name) for name in EVENT_PORTS]
+        self.events: list[Any] = []
+
+    async def cycle_reset(self) -> None:
+        from cocotb.clock import Clock
+        from cocotb.triggers import FallingEdge, RisingEdge
+
+        self.dut.rst.value = 1
+        self.dut.req_valid.value = 0
+        Clock(self.dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
+        for _ in range(RESET_CYCLES):
+            await RisingEdge(self.dut.clk)
+        await FallingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+
+    async def transact(self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False,
+                       fetch: bool = False) -> tuple[int, int, int]:
+        """One operation, presented with clk low after the idle cycles the knob draws; returns the response."""
+        from cocotb.triggers import FallingEdge
+
+        from cosim.runner import MAX_OP_CYCLES, hdl_event
+
+        falling = FallingEdge(self.dut.clk)
+        for _ in range(self.max_gap and self.rng.randint(1, self.max_gap) * (self.rng.random() < self.gap_probability)):
+            await falling
+        ready = self.dut.req_ready.value  # registered: what the next rising edge samples
+        for port, value in zip(self.request_ports, (op, addr, size, wdata, user, fetch), strict=True):
+            port.value = int(value)
+        self.dut.req_valid.value = 1
+        while not ready:
+            await falling
+            ready = self.dut.req_ready.value
+        await falling
+        self.dut.req_valid.value = 0
+        cycles = 0
+        while not self.dut.resp_valid.value:
+            cycles += 1
+            if cycles > MAX_OP_CYCLES:
+                raise AssertionError(f"no response to op {op} at {addr:#x}")
+            await falling
+        response = tuple(read_handle(port) for port in self.response_ports)
+        ev = tuple(read_handle(port) for port in self.event_ports)
+        self.events.append(hdl_event(len(self.events), op, addr, size, wdata, *response, ev))
+        return response
