@@ -105,3 +105,13 @@ def panics(cpu: Cpu) -> None:
     """Store one word, then fail the way buggy firmware does: the caller must see a KernelPanic."""
     cpu.store_u64(SCRATCH, 1)
     raise KernelPanic("deliberate", code=7)
+
+
+def repeated_loads(cpu: Cpu, count: int = 10_000) -> int:
+    """`count` loads of one word (a TLB hit each, once paging is on): the backends' throughput on the hot path."""
+    cpu.store_u64(SCRATCH, 1)
+    total = 0
+    load = cpu.load_u64
+    for _ in range(count):
+        total += load(SCRATCH)
+    return total

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,10 @@ SHIM_SOURCE = Path(__file__).with_name("verilator_shim.cpp")
 
 _HUNG = 0xFFFF_FFFF  # mmu_transact's status when MAX_OP_CYCLES passed without a response
 _STATUS_FAULT_MASK = 0xFF
+# The shim's `Mailbox`: op, addr, size, wdata, user, fetch written by Python, then rdata written by mmu_step.
+_pack_request = struct.Struct("=6Q").pack_into
+_RDATA = 6
+_MAILBOX_WORDS = 7
 
 # The shim's `Event` struct, field by field (numpy's align=True reproduces the C layout).
 EVENT_DTYPE = np.dtype(
@@ -194,6 +199,10 @@ def build_library(config: MmuConfig, waves_format: str | None = None) -> Path:
     return library
 
 
+def _closed(*_args: object) -> int:
+    raise BackendError("the verilator backend is closed")
+
+
 class VerilatorBackend(Backend):
     """The MMU as a Verilated model in this process."""
 
@@ -207,11 +216,9 @@ class VerilatorBackend(Backend):
         lib.mmu_open.restype = ctypes.c_void_p
         lib.mmu_close.argtypes = [ctypes.c_void_p]
         lib.mmu_close.restype = None
-        lib.mmu_transact.argtypes = [
-            ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32,
-            ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64),
-        ]  # fmt: skip
-        lib.mmu_transact.restype = ctypes.c_uint32
+        lib.mmu_mailbox.argtypes = [ctypes.c_void_p]
+        lib.mmu_mailbox.restype = ctypes.c_void_p
+        lib.mmu_step.restype = ctypes.c_uint32  # no argtypes: the handle goes as a c_void_p, unconverted
         lib.mmu_events.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
         lib.mmu_events.restype = ctypes.c_uint64
         lib.mmu_events_clear.argtypes = [ctypes.c_void_p]
@@ -223,20 +230,25 @@ class VerilatorBackend(Backend):
         if waves is not None:
             waves.parent.mkdir(parents=True, exist_ok=True)
         waves_arg = str(waves).encode() if waves is not None else None
-        self._handle: int | None = lib.mmu_open(RESET_CYCLES, MAX_OP_CYCLES, int(trace), waves_arg)
-        if not self._handle:
+        handle = lib.mmu_open(RESET_CYCLES, MAX_OP_CYCLES, int(trace), waves_arg)
+        if not handle:
             raise BackendError(f"{self.library_path} could not open the model")
-        self._transact = lib.mmu_transact
-        self._rdata = ctypes.c_uint64()
-        self._rdata_ref = ctypes.byref(self._rdata)
+        self._handle: ctypes.c_void_p | None = ctypes.c_void_p(handle)
+        self._step = lib.mmu_step
+        self._mailbox = (ctypes.c_uint64 * _MAILBOX_WORDS).from_address(lib.mmu_mailbox(self._handle))
+        self._rdata = memoryview(self._mailbox).cast("B").cast("Q")  # word _RDATA of the mailbox
 
     def transact(
         self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
     ) -> tuple[int, int, int]:
-        status = self._transact(self._handle, op, addr, size, wdata, user, fetch, self._rdata_ref)
+        try:
+            _pack_request(self._mailbox, 0, op, addr, size, wdata, user, fetch)
+        except struct.error as exc:
+            raise ValueError(f"operation {op} at {addr:#x} does not fit the ports: {exc}") from None
+        status = self._step(self._handle)
         if status == _HUNG:
             raise BackendError(f"the design did not answer op {op} at {addr:#x} within {MAX_OP_CYCLES} cycles")
-        return self._rdata.value, status & _STATUS_FAULT_MASK, status >> 8
+        return self._rdata[_RDATA], status & _STATUS_FAULT_MASK, status >> 8
 
     def drain_events(self) -> list[AccessEvent]:
         if self._handle is None:
@@ -254,3 +266,5 @@ class VerilatorBackend(Backend):
         if self._handle is not None:
             self._lib.mmu_close(self._handle)
             self._handle = None
+            self._step = _closed
+            self._mailbox = (ctypes.c_uint64 * _MAILBOX_WORDS)()  # the model's mailbox is gone with it

@@ -1,7 +1,7 @@
 // C ABI around the Verilated `mmu`, loaded by cosim/verilator_backend.py with ctypes.
 //
 // The shim owns the clock so that one Python call runs one whole operation: it drives req_*, ticks until
-// resp_valid, and returns the response. When tracing it also appends the ev_* record of the operation to a
+// resp_valid, and returns the response; each cycle is two evaluations (rising and falling edge), nothing else. When tracing it also appends the ev_* record of the operation to a
 // C-side buffer that Python drains in batches. Driving discipline (shared by every HDL backend, see
 // cosim/runner.py): inputs change only while clk is low; the request of an operation is presented in the cycle
 // that carried the previous response and held until a rising edge samples req_ready = 1.
@@ -48,7 +48,14 @@ struct Event {
 constexpr uint32_t kOpLoad = MMU_OP_LOAD, kOpStore = MMU_OP_STORE;
 constexpr uint32_t kOpCsrRead = MMU_OP_CSR_READ, kOpCsrWrite = MMU_OP_CSR_WRITE;
 
+// The request and response of one operation, in memory Python writes and reads directly (see mmu_mailbox).
+struct Mailbox {
+    uint64_t op, addr, size, wdata, user, fetch;  // written by Python before mmu_step
+    uint64_t rdata;                               // written by mmu_step
+};
+
 struct Sim {
+    Mailbox mailbox{};
     std::unique_ptr<VerilatedContext> context;
     std::unique_ptr<Vmmu> top;
 #if MMU_WAVES
@@ -123,35 +130,40 @@ void mmu_close(void* handle) {
     delete sim;
 }
 
-// Run one operation. Returns fault | errcode << 8, or 0xFFFFFFFF when the design did not respond within
-// max_cycles; *rdata receives resp_rdata.
-uint32_t mmu_transact(void* handle, uint32_t op, uint64_t addr, uint32_t size, uint64_t wdata, uint32_t user,
-                      uint32_t fetch, uint64_t* rdata) {
+// The mailbox of a model: Python maps it once and fills it before each mmu_step.
+Mailbox* mmu_mailbox(void* handle) { return &static_cast<Sim*>(handle)->mailbox; }
+
+// Run the operation in the mailbox and leave resp_rdata there. Returns fault | errcode << 8, or 0xFFFFFFFF when
+// the design did not respond within max_cycles. Python fills the mailbox through a buffer rather than passing
+// arguments, because ctypes' per-argument conversion would cost about as much as the simulation itself.
+uint32_t mmu_step(void* handle) {
     auto* sim = static_cast<Sim*>(handle);
+    Mailbox& box = sim->mailbox;
     Vmmu& top = *sim->top;
+    const uint32_t op = box.op, size = box.size;
     top.req_op = op & ((1u << MMU_OP_WIDTH) - 1);  // a port holds no bits beyond its width
     top.req_size = size & ((1u << MMU_SIZE_WIDTH) - 1);
-    top.req_user = user;
-    top.req_fetch = fetch;
-    top.req_addr = addr;
-    top.req_wdata = wdata;
+    top.req_user = box.user != 0;
+    top.req_fetch = box.fetch != 0;
+    top.req_addr = box.addr;
+    top.req_wdata = box.wdata;
     top.req_valid = 1;
     uint64_t cycles = 0;
-    for (;;) {  // hold the request until a rising edge samples req_ready
-        top.eval();
-        const bool accepted = top.req_ready;
-        sim->tick();
-        if (++cycles > sim->max_cycles) return 0xFFFFFFFFu;
-        if (accepted) break;
-    }
-    top.req_valid = 0;
-    for (;;) {
-        top.eval();
-        if (top.resp_valid) break;
-        sim->tick();
+    bool accepted = false;
+    while (!accepted) {  // hold the request until a rising edge samples req_ready
+        accepted = top.req_ready;  // a register: the value the coming rising edge samples
+        top.clk = 1;
+        sim->step();  // Verilator settles the new inputs' combinational logic before the edge's processes
+        top.clk = 0;
+        if (accepted) top.req_valid = 0;
+        sim->step();
         if (++cycles > sim->max_cycles) return 0xFFFFFFFFu;
     }
-    *rdata = top.resp_rdata;
+    while (!top.resp_valid) {
+        sim->tick();
+        if (++cycles > sim->max_cycles) return 0xFFFFFFFFu;
+    }
+    box.rdata = top.resp_rdata;
     const uint32_t fault = top.resp_fault, errcode = top.resp_errcode;
     if (sim->trace) {
         const bool memory = op == kOpLoad || op == kOpStore;
@@ -159,11 +171,11 @@ uint32_t mmu_transact(void* handle, uint32_t op, uint64_t addr, uint32_t size, u
         Event ev;
         ev.seq = sim->seq;
         ev.cycle = top.ev_cycle;
-        ev.vaddr = addr;
+        ev.vaddr = box.addr;
         ev.paddr = top.ev_paddr;
-        ev.data = op == kOpStore      ? wdata & size_mask
-                  : op == kOpCsrWrite ? wdata
-                  : op == kOpLoad || op == kOpCsrRead ? static_cast<uint64_t>(top.resp_rdata)
+        ev.data = op == kOpStore      ? box.wdata & size_mask
+                  : op == kOpCsrWrite ? box.wdata
+                  : op == kOpLoad || op == kOpCsrRead ? box.rdata
                                                        : 0;
         ev.evicted_vpn = top.ev_evict ? static_cast<int64_t>(top.ev_evict_vpn) : -1;
         ev.op = op;
