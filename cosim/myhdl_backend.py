@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from greenlet import greenlet
 from myhdl import StopSimulation, block, delay, instance, traceSignals
+from myhdl._simulator import _signals as myhdl_signals
 
 from cosim.backend import Backend, BackendError
 from cosim.runner import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
@@ -37,10 +38,12 @@ class MyhdlBackend(Backend):
         from hdl.interfaces import top_ports
         from hdl.mmu import mmu
 
+        first_signal = len(myhdl_signals)
         self._ports = top_ports()
         self._events: list[AccessEvent] = []
         self._seq = 0
         self._bench = _bench(mmu, self._ports, config, self)
+        self._own_signals = myhdl_signals[first_signal:]
         if waves is not None:
             waves.parent.mkdir(parents=True, exist_ok=True)
             _trace_to(self._bench, waves)
@@ -84,12 +87,15 @@ class MyhdlBackend(Backend):
         return events
 
     def close(self) -> None:
-        if not self._simulation.dead:
-            if self._simulation:  # started: let the driver stop the simulation, which closes the VCD file
-                self._simulation.switch(None)
-            else:
-                self._simulation.throw()
-        self._bench.quit_sim()
+        # MyHDL keeps every Signal ever made in one global list and resets them all when a simulation ends: a
+        # second or so per RAM megabyte, and a leak per backend. Ours are done with, so they leave the list first.
+        own = {id(signal) for signal in self._own_signals}
+        myhdl_signals[:] = [signal for signal in myhdl_signals if id(signal) not in own]
+        self._own_signals = []
+        if self._simulation:  # running: the driver stops the simulation, which also closes the VCD file
+            self._simulation.switch(None)
+        else:
+            self._bench.quit_sim()  # never started, or ended by an error
         if MyhdlBackend._open is self:
             MyhdlBackend._open = None
 
