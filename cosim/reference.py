@@ -255,6 +255,11 @@ def walk(
 # The backend
 
 
+def _pwc_key(vaddr48: int, level: int) -> int:
+    """PWC key of the entry of `level` (2, 3, 4) mapping `vaddr48`: its level below the prefix addr[47:shift]."""
+    return (vaddr48 >> _LEVEL_SHIFT[level]) << 3 | level  # 3 bits: level 4 must not spill into the prefix
+
+
 def _plru_masks(ways: int, way: int) -> tuple[int, int]:
     """(keep, point) so that `state & keep | point` points every node on `way`'s path away from it.
 
@@ -517,13 +522,13 @@ class ReferenceBackend(Backend):
             index = self._pwc_index
             v48 = vaddr & _MASK48
             level = 1  # the longest prefix first: a PDE starts the walk at the PT
-            slot = index.get((v48 >> _LEVEL_SHIFT[2]) << 2 | 2)
+            slot = index.get(_pwc_key(v48, 2))
             if slot is None:
                 level = 2  # a PDPTE: at the PD
-                slot = index.get((v48 >> _LEVEL_SHIFT[3]) << 2 | 3)
+                slot = index.get(_pwc_key(v48, 3))
                 if slot is None:
                     level = 3  # a PML4E: at the PDPT
-                    slot = index.get((v48 >> _LEVEL_SHIFT[4]) << 2 | 4)
+                    slot = index.get(_pwc_key(v48, 4))
             if slot is None:
                 level = 4
             else:
@@ -561,7 +566,7 @@ class ReferenceBackend(Backend):
                 slot = self._pwc_fifo
                 self._pwc_fifo = (slot + 1) % self._pwc_size
                 del self._pwc_index[self._pwc_key[slot]]
-            key = ((vaddr & _MASK48) >> _LEVEL_SHIFT[level]) << 2 | level
+            key = _pwc_key(vaddr & _MASK48, level)
             self._pwc_key[slot] = key
             self._pwc_table[slot] = entry & self._rules.addr_mask
             self._pwc_deny[slot] = deny

@@ -880,6 +880,19 @@ def test_pwc_starts_below_the_longest_matching_prefix() -> None:
     assert (tb.last.walk_levels, tb.last.pwc_hits) == (3, 1)
 
 
+def test_pwc_entries_of_neighbouring_pml4_slots_stay_apart() -> None:
+    tb = TB()
+    slot0, slot1 = 0x0000_0000_4000_0000, 0x0000_0080_4000_0000  # PML4 entries 0 and 1
+    tb.map(slot0, FRAME)
+    tb.map(slot1, FRAME + KIB4)
+    tb.enable()
+    tb.load(slot1)  # caches PML4E 1, its PDPTE and PDE
+    tb.load(slot0)
+    assert (tb.last.walk_levels, tb.last.pwc_hits, tb.last.paddr) == (4, 0, FRAME)
+    tb.load(slot1 + KIB4)  # still PML4 slot 1: its PDE is cached
+    assert (tb.last.walk_levels, tb.last.pwc_hits) == (1, 1)
+
+
 def test_pwc_carries_the_permissions_combined_above_it() -> None:
     tb = TB()
     tb.map(VA, FRAME, P | W | U)
