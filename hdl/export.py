@@ -56,12 +56,13 @@ def convert_text(config: MmuConfig) -> str:
     """The Verilog of the `mmu` top for `config` (module `mmu`), byte-for-byte reproducible.
 
     The conversion runs in a fresh interpreter: MyHDL numbers instance names from process-wide counters, so a
-    second conversion in the same process would rename every internal signal (and defeat the build caches).
+    second conversion in the same process would rename every internal signal (and defeat the build caches); and
+    with a fixed hash seed, as MyHDL writes sensitivity lists in set order.
     """
     config.validate()
     fields = {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)}
     result = subprocess.run([sys.executable, "-m", "hdl.export", json.dumps(fields)], capture_output=True,
-                            text=True, check=False)
+                            text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"})
     if result.returncode != 0:
         raise RuntimeError(f"MyHDL conversion of {config} failed:\n{result.stderr.strip()}")
     return result.stdout
@@ -77,6 +78,7 @@ def _convert_here(config: MmuConfig) -> str:
         top.convert(hdl="Verilog", name=TOP_MODULE, path=tmp, testbench=False)
         text = (Path(tmp) / f"{TOP_MODULE}.v").read_text()
     text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
+    text = re.sub(r"^// File: .*$", f"// File: {TOP_MODULE}.v", text, count=1, flags=re.M)
     text, declarations = _RAM_DECLARATION.subn(rf"\g<1>{config.mem_bytes // WORD_BYTES}\g<2>", text)
     if declarations != 1:
         raise RuntimeError(f"expected one RAM array declaration in the converted Verilog, found {declarations}")

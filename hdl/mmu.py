@@ -93,10 +93,7 @@ def mmu(
     vpn = Signal(intbv(0)[VPN_WIDTH:])
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
-    lane = Signal(intbv(0)[3:])  # byte lane of the access within its 64-bit word
-    lane_shift = Signal(intbv(0)[6:])
-    lane_enable = Signal(intbv(0)[WORD_BYTES:])
-    store_data = Signal(intbv(0)[DATA_WIDTH:])
+    lane_shift = Signal(intbv(0)[6:])  # bit position of the access within its 64-bit word
     load_shifted = Signal(intbv(0)[DATA_WIDTH:])
     load_data = Signal(intbv(0)[DATA_WIDTH:])
     frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
@@ -193,34 +190,35 @@ def mmu(
 
     @always_comb
     def check_alignment():
+        # Sizes and shifts come from the same registered size and address, in one block, so the lanes below can
+        # never see a size with a stale offset (a 64-bit store shifted out of its word).
         if size == 0:
             aligned.next = True
-            lane.next = vaddr[3:0]
-            lane_enable.next = 0x01
+            lane_shift.next = concat(vaddr[3:0], intbv(0)[3:])
         elif size == 1:
             aligned.next = not vaddr[0]
-            lane.next = concat(vaddr[3:1], False)
-            lane_enable.next = 0x03
+            lane_shift.next = concat(vaddr[3:1], intbv(0)[4:])
         elif size == 2:
             aligned.next = vaddr[2:0] == 0
-            lane.next = concat(vaddr[2], intbv(0)[2:])
-            lane_enable.next = 0x0F
+            lane_shift.next = concat(vaddr[2], intbv(0)[5:])
         else:
             aligned.next = vaddr[3:0] == 0
-            lane.next = 0
-            lane_enable.next = 0xFF
+            lane_shift.next = 0
 
     @always_comb
-    def place_lanes():
-        lane_shift.next = concat(lane, intbv(0)[3:])
+    def place_store():
         if size == 0:
-            store_data.next = wdata[8:0]
+            data_port.byte_enable.next = 0x01 << vaddr[3:0]
+            data_port.wdata.next = wdata[8:0] << concat(vaddr[3:0], intbv(0)[3:])
         elif size == 1:
-            store_data.next = wdata[16:0]
+            data_port.byte_enable.next = 0x03 << concat(vaddr[3:1], False)
+            data_port.wdata.next = wdata[16:0] << concat(vaddr[3:1], intbv(0)[4:])
         elif size == 2:
-            store_data.next = wdata[32:0]
+            data_port.byte_enable.next = 0x0F << concat(vaddr[2], intbv(0)[2:])
+            data_port.wdata.next = wdata[32:0] << concat(vaddr[2], intbv(0)[5:])
         else:
-            store_data.next = wdata
+            data_port.byte_enable.next = 0xFF
+            data_port.wdata.next = wdata
 
     @always_comb
     def shift_load():
@@ -353,8 +351,6 @@ def mmu(
         data_port.valid.next = do_access
         data_port.write.next = is_store
         data_port.word_addr.next = phys[ram_bits:3]
-        data_port.byte_enable.next = lane_enable << lane
-        data_port.wdata.next = store_data << lane_shift
 
     @always_comb
     def drive_handshake():
@@ -431,6 +427,6 @@ def mmu(
         else:
             state.next = State.IDLE
 
-    return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_lanes,
-            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, check_hit, decide,
-            judge, explain_page_fault, command_tlb, drive_data_port, drive_handshake, control)
+    return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_store,
+            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, check_hit,
+            decide, judge, explain_page_fault, command_tlb, drive_data_port, drive_handshake, control)

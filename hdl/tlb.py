@@ -8,7 +8,7 @@ valid bits are), so large TLBs can map to distributed RAM.
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always, always_comb, always_seq, block, concat, downrange, intbv
+from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
 
 from hdl.protocol import LEVEL_BITS, TlbPolicy
 
