@@ -1021,21 +1021,27 @@ def test_untraced_backend_records_nothing() -> None:
 
 
 def random_workload(mmu: ReferenceBackend, seed: int) -> list[tuple[int, int, int]]:
-    """Build tables with a mix of page sizes and permissions, then run random operations; return responses."""
+    """Build tables with a mix of page sizes, permissions and PML4 slots, then run random operations (table
+    edits included, without invalidation); return the responses."""
     rng = random.Random(seed)
     tb = TB.__new__(TB)
     tb.mmu, tb.next_frame, tb.last, tb.paging = mmu, 0x10000, None, False
     tb.pml4 = tb.alloc()
-    base = 0x0000_4000_0000_0000
+    bases = [0x0000_0000_0000_0000, 0x0000_0080_0000_0000, 0xFFFF_FF80_0000_0000]  # PML4 slots 0, 1, 511
     flags = [P | W, P, P | W | U, P | W | G, P | W | NX, 0]
-    for i in range(24):
-        tb.map(base + i * KIB4, 0x40000 + (i % 16) * KIB4, rng.choice(flags))
-    tb.map(base + MIB2, 0, P | W | U, page=MIB2)  # 2 MiB page over the start of RAM and beyond it
+    for base in bases:
+        for i in range(24):
+            tb.map(base + i * KIB4, 0x40000 + (i % 16) * KIB4, rng.choice(flags))
+        tb.map(base + MIB2, 0, P | W | U, page=MIB2)  # 2 MiB page over the start of RAM and beyond it
+    tb.map(bases[1] + GIB1, 0, P | W, page=GIB1)
     tb.enable()
     out = []
-    for _ in range(3000):
+    for _ in range(4000):
         r = rng.random()
+        base = rng.choice(bases)
         vaddr = base + rng.randrange(24 + 600) * KIB4 if rng.random() < 0.95 else rng.getrandbits(64)
+        if rng.random() < 0.05:
+            vaddr = bases[1] + GIB1 + rng.randrange(1 << 18) * KIB4
         if r < 0.02:
             out.append(mmu.transact(Op.INVLPG, vaddr))
         elif r < 0.03:
