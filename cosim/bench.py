@@ -361,6 +361,17 @@ def reference_rate(measurements: Sequence[Measurement], spec: RunSpec, trace: bo
     return None
 
 
+def rtl_cycles_agree(measurements: Sequence[Measurement]) -> bool | None:
+    """Whether the RTL backends' CYCLES counters agree on every workload and size two or more of them ran (None
+    when no two did): they simulate the same Verilog, driven the same way (cosim.runner)."""
+    runs: dict[tuple[str, int | None], list[int]] = {}
+    for m in measurements:
+        if m.rtl and m.error is None:
+            runs.setdefault((m.spec.workload, m.spec.n), []).append(m.counters["cycles"])
+    compared = [cycles for cycles in runs.values() if len(cycles) > 1]
+    return all(len(set(cycles)) == 1 for cycles in compared) if compared else None
+
+
 def checks(measurements: Sequence[Measurement], rebuild: dict[str, float] | None, *, quick: bool) -> list[Check]:
     """The targets besides the per-run rates: full many_boxes on verilator, and the rebuild time."""
     out = []
@@ -370,6 +381,10 @@ def checks(measurements: Sequence[Measurement], rebuild: dict[str, float] | None
             measured_ = "error" if m.error else f"{m.wall:.2f} s"
             status = "ERROR" if m.error else ("PASS" if m.wall < limit else "MISS")
             out.append(Check("verilator many_boxes n=102,400 wall", f"< {limit:g} s", measured_, status))
+    agree = rtl_cycles_agree(measurements)
+    if agree is not None:
+        out.append(Check("RTL backends count the same cycles", "equal per workload and size",
+                         "equal" if agree else "different: see the hardware table", "PASS" if agree else "MISS"))
     if rebuild is not None:
         status = "PASS" if rebuild["verilate_s"] < REBUILD_MAX_S else "MISS"
         out.append(Check("verilator rebuild (Verilate + compile)", f"< {REBUILD_MAX_S:g} s",
@@ -443,8 +458,7 @@ def throughput_table(records: Sequence[dict[str, Any]]) -> str:
     for r in records:
         target = f">= {r['target_ops_per_s']:,.0f}"
         if "error" in r:
-            rows.append([r["backend"], r["workload"], r["size"], "-", "-", "-", "-", target,
-                         f"ERROR: {_first_line(r['error'])[:60]}", "-"])
+            rows.append([r["backend"], r["workload"], r["size"], "-", "-", "-", "-", target, "ERROR", "-"])
             continue
         rows.append([r["backend"], r["workload"], r["size"], f"{r['wall_s']:.2f}", f"{r['mem_ops']:,}",
                      f"{r['ops_per_s']:,.0f}", _fmt(r["ratio_to_reference"], ".3f"), target, r["status"],
@@ -513,24 +527,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _probe(measurements: Sequence[Measurement], config: MmuConfig, progress: _Progress) -> None:
-    """Give untraced RTL runs the hit and miss latencies of one traced run of their workload, at its smallest
-    size, on the fastest RTL backend benchmarked. Latencies are per operation, so size does not change them, and
-    every RTL backend has the same cycles (`mmucosim check` holds them to it)."""
+    """Give untraced RTL runs the hit and miss latencies of one traced run of their workload, at the smallest
+    size benchmarked, on the fastest RTL backend benchmarked. Latencies are per operation, so size does not change
+    them, and every RTL backend has the same cycles (see `rtl_cycles_agree`)."""
     rtl = [m for m in measurements if m.rtl and m.error is None and m.latencies is None]
+    if not rtl:
+        return
+    backend = min({m.spec.backend for m in rtl}, key=PROBE_PREFERENCE.index)
     for workload in dict.fromkeys(m.spec.workload for m in rtl):
-        same = [m for m in rtl if m.spec.workload == workload]
-        chosen = min(same, key=lambda m: (m.spec.n or 0, PROBE_PREFERENCE.index(m.spec.backend)))
-        label = f"{chosen.spec.backend} {workload} {chosen.spec.size} traced, for the latencies"
+        smallest = min((m.spec for m in measurements if m.spec.workload == workload), key=lambda s: s.n or 0)
+        spec = RunSpec(backend, workload, smallest.n, smallest.reduced)
+        label = f"{backend} {workload} {spec.size} traced, for the latencies"
         try:
-            timing = run_once(chosen.spec, config, trace=True).latencies
+            timing = run_once(spec, config, trace=True).latencies
         except BenchError as err:
             progress.line(f"{label}: ERROR {_first_line(str(err))}")
             continue
         assert timing is not None  # a traced RTL run
         progress.line(f"{label}: {_fmt(timing.cycles_per_hit, '.2f')} cycles per hit, "
                       f"{_fmt(timing.cycles_per_miss, '.2f')} per miss")
-        for m in same:
-            m.latencies = timing
+        for m in rtl:
+            if m.spec.workload == workload:
+                m.latencies = timing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -611,6 +629,9 @@ def print_report(records: Sequence[dict[str, Any]], found: Sequence[Check], args
           f"the same workload and size; tracing {'on, targets halved' if args.trace else 'off'}; ops/CPU-s = "
           "over the CPU time of the process that ran the workload, what an idle machine would show)")
     print(throughput_table(records))
+    for r in records:
+        if "error" in r:
+            print(f"ERROR {r['backend']} {r['workload']} {r['size']}: {_first_line(r['error'])}")
     if any(r["reduced"] for r in records):
         print(f"(reduced): {', '.join(SLOW_BACKENDS)} are too slow for the full sizes and run smaller ones; "
               "reference runs them too, for the ratio.")

@@ -94,7 +94,7 @@ def test_a_run_that_fails_is_an_error_row_and_exit_1(tmp_path, monkeypatch, caps
     assert bench.main(["--backends", "reference", "--workloads", "demo", "--out", str(out)]) == 1
     (run,) = json.loads(out.read_text())["runs"]
     assert run["status"] == "ERROR" and "the simulator crashed" in run["error"]
-    assert "ERROR: backend error: the simulator crashed" in capsys.readouterr().out
+    assert "ERROR reference demo -: backend error: the simulator crashed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
