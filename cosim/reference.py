@@ -665,7 +665,7 @@ class ReferenceBackend(Backend):
         return False
 
     def _index_add(self, entry: list[int]) -> None:
-        """Enter `entry` in the lookup index and, if the fast path may use it, in the fast dicts."""
+        """Enter `entry` in the lookup index (the fast dicts learn of it when `_complete` uses it)."""
         vshift = entry[_E_VSHIFT]
         self._index[vshift // LEVEL_BITS][entry[_E_KEY]] = entry
         if vshift:
