@@ -20,7 +20,8 @@ Where the contract leaves room, this model (and hdl/, checked in lockstep) reads
 - CR3 reads back as written; the walk uses its bits 12..M-1. CSR numbers are compared in full (0x1000 is
   not CR0);
 - an event's data for a STORE is the part of wdata it writes (its low `size` bytes), even when it faults;
-- an op outside Op, a size outside 0..3 or an address outside 64 bits is a ValueError, not a fault.
+- ops 6 and 7 (the rest of the 3-bit req_op) are GP; an op outside 0..7, a size outside 0..3 or an address
+  outside 64 bits cannot reach the ports and is a ValueError.
 
 Speed: the firmware runs on this backend, so `transact` serves a supervisor hit (or a paging-off access) from
 two int-keyed dicts and a few list operations; everything else, and every operation while tracing, takes the
@@ -44,6 +45,7 @@ from hdl.protocol import (
     HUGE_1G_RESERVED,
     HUGE_2M_RESERVED,
     LEVEL_BITS,
+    OP_WIDTH,
     PAGE_SHIFT,
     VPN_WIDTH,
     AccessEvent,
@@ -395,8 +397,8 @@ class ReferenceBackend(Backend):
         self, op: int, addr: int, size: int, wdata: int, user: bool, fetch: bool
     ) -> tuple[int, int, int]:
         """Any operation, exactly as the contract orders its checks, with its event when tracing."""
-        if not _LOAD <= op <= _CSR_WRITE:
-            raise ValueError(f"unknown operation {op} (an hdl.protocol.Op)")
+        if not 0 <= op < 1 << OP_WIDTH:
+            raise ValueError(f"operation {op} does not fit the {OP_WIDTH}-bit req_op (see hdl.protocol.Op)")
         if size & ~3:
             raise ValueError(f"access size must be log2 bytes 0..3, got {size}")
         if not 0 <= addr <= _MASK64:
@@ -711,7 +713,7 @@ class ReferenceBackend(Backend):
 
     # -- INVLPG, FLUSH and CSRs ------------------------------------------------------------------------------
     def _control(self, seq: int, op: int, addr: int, wdata: int) -> tuple[int, int, int]:
-        """INVLPG, FLUSH, CSR_READ or CSR_WRITE."""
+        """INVLPG, FLUSH, CSR_READ, CSR_WRITE, or an undefined op (GP)."""
         wdata &= _MASK64
         rdata = fault = 0
         counters = self._counters
@@ -730,7 +732,7 @@ class ReferenceBackend(Backend):
                 fault = _GP
             else:
                 rdata = value
-        elif not self._csr_write(addr, wdata):
+        elif op != _CSR_WRITE or not self._csr_write(addr, wdata):
             fault = _GP
         if fault:
             counters[_C_FAULTS_GP] += 1

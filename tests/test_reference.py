@@ -228,6 +228,14 @@ def test_csr_not_in_the_map_is_gp_and_leaves_cr2_alone(csr: int) -> None:
     assert tb.csr(Csr.CR2) == 77
 
 
+@pytest.mark.parametrize("op", [6, 7])
+def test_undefined_op_is_gp(op: int) -> None:
+    tb = TB()
+    assert tb.op(op, Csr.CR2, 3, 5) == (0, Fault.GP, 0)  # type: ignore[arg-type]
+    assert (tb.last.op, tb.last.size, tb.last.data, tb.last.fault) == (op, 0, 0, Fault.GP)
+    assert tb.counter(Counter.FAULTS_GP) == 1 and tb.csr(Csr.CR2) == 0
+
+
 def test_counters_are_read_only() -> None:
     tb = TB()
     assert tb.set_csr(Csr.COUNTER_BASE + Counter.LOADS, 5)[1] == Fault.GP
@@ -1153,7 +1161,7 @@ def test_bad_configuration_is_refused_naming_the_parameter(config: dict, message
 
 @pytest.mark.parametrize(
     ("op", "addr", "size", "message"),
-    [(6, 0, 3, "operation"), (-1, 0, 3, "operation"), (Op.LOAD, 0, 4, "size"), (Op.LOAD, -8, 3, "address"),
+    [(8, 0, 3, "operation"), (-1, 0, 3, "operation"), (Op.LOAD, 0, 4, "size"), (Op.LOAD, -8, 3, "address"),
      (Op.STORE, 1 << 64, 3, "address"), (Op.CSR_READ, -1, 3, "address")],
 )
 def test_bad_request_is_a_value_error(op: int, addr: int, size: int, message: str) -> None:
