@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import traceback
@@ -26,6 +27,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.handle import Immediate
 from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb_tools.runner import Icarus, Runner, get_runner
 from greenlet import greenlet
 
 from cosim.backend import BackendError
@@ -85,7 +87,8 @@ def run_in_simulator(
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
     simulator = SIMULATORS[backend]
-    build_dir = build_simulation(simulator, config, _waves_format(simulator, waves))
+    trace_format = waves_format(waves)  # by suffix, *.vcd or *.fst, for both simulators
+    build_dir = build_simulation(simulator, config, trace_format)
     runs = BUILD_ROOT / "cocotb" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
@@ -100,7 +103,7 @@ def run_in_simulator(
             test_args = ["--trace-file", str(waves)]
         else:
             plusargs = [f"+dumpfile_path={waves}"]
-    runner = _runner(simulator)
+    runner = _runner(simulator, dump_vcd=trace_format == "vcd")
     with _tool_environment(simulator):
         try:
             runner.test(
@@ -120,39 +123,41 @@ def run_in_simulator(
     return payload
 
 
-def _waves_format(simulator: str, waves: Path | None) -> str | None:
-    """The trace format the simulator writes `waves` in: Verilator's by suffix, Icarus (through cocotb) FST only."""
-    if simulator == "verilator" or waves is None:
-        return waves_format(waves)
-    if waves.suffix.lower() != ".fst":
-        raise BackendError(f"cocotb-icarus writes FST waves: name the file *.fst, not {waves.name}")
-    return "fst"
-
-
 def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Path:
     """Build `config` for `simulator` unless the cached build came from the same Verilog and options."""
     from hdl.export import config_tag
 
     verilog = exported_verilog(config)
     build_args: list[str] = []
+    zeroing = ""
     if simulator == "verilator":
         # cocotb adds --trace (VCD) to a build with waves; --trace-fst turns that into FST
         build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if trace_format == "fst" else [])]
-    name = config_tag(config) + (f"-waves-{trace_format}" if trace_format else "")
+    else:
+        zeroing = _zero_memories_module(verilog.read_text())
+        build_args = ["-s", _ZEROING_MODULE]
+    variant = "" if trace_format is None else f"-waves-{trace_format}" if simulator == "verilator" else "-waves"
+    name = config_tag(config) + variant  # Icarus picks the trace format at run time
     build_dir = BUILD_ROOT / "cocotb" / simulator / name
-    digest = hashlib.sha256(verilog.read_bytes() + "\0".join(build_args).encode() + cocotb.__version__.encode())
+    digest = hashlib.sha256(b"\0".join(
+        [verilog.read_bytes(), zeroing.encode(), "\0".join(build_args).encode(), cocotb.__version__.encode()]
+    ))  # fmt: skip
     stamp = build_dir / "mmucosim.stamp"
     with file_lock(build_dir.with_suffix(".lock")):
         if stamp.exists() and stamp.read_text() == digest.hexdigest():
             return build_dir
         shutil.rmtree(build_dir, ignore_errors=True)
         build_dir.mkdir(parents=True)
+        sources = [verilog]
+        if zeroing:
+            sources.append(build_dir / f"{_ZEROING_MODULE}.v")
+            sources[-1].write_text(zeroing)
         runner = _runner(simulator)
         log_path = build_dir / "build.log"
         with _tool_environment(simulator):
             try:
                 runner.build(
-                    sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
+                    sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
                     waves=trace_format is not None, always=True, log_file=log_path,
                 )  # fmt: skip
             except (SystemExit, RuntimeError) as exc:
@@ -162,11 +167,51 @@ def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None
     return build_dir
 
 
-def _runner(simulator: str) -> Any:
-    from cocotb_tools.runner import get_runner
+_ZEROING_MODULE = "mmucosim_zero_memories"
+_MEMORY_DECLARATION = re.compile(r"^reg (?:signed )?(?:\[[^\]]*\] )?(\w+) \[0:(\d+)-1\];$", re.MULTILINE)
 
-    if simulator == "icarus" and shutil.which("iverilog") is None:
-        raise BackendError("Icarus Verilog is not installed (no `iverilog` on PATH): apt-get install iverilog")
+
+def _zero_memories_module(verilog_text: str) -> str:
+    """A second top module that zeroes every memory of the mmu at time 0.
+
+    Icarus starts an array that no reset touches (the RAM above all) as X, where Verilator and MyHDL start it as
+    zero: a page-table entry read from untouched RAM would then be neither present nor absent.
+    """
+    loops = [
+        f"        for (i = 0; i < {depth}; i = i + 1) {TOPLEVEL}.{name}[i] = 0;"
+        for name, depth in _MEMORY_DECLARATION.findall(verilog_text)
+    ]
+    return "\n".join([
+        "// Generated by cosim/cocotb_backend.py: memories start as zero, as on Verilator and MyHDL.",
+        f"module {_ZEROING_MODULE};",
+        "    integer i;",
+        "    initial begin",
+        *loops,
+        "    end",
+        "endmodule",
+        "",
+    ])  # fmt: skip
+
+
+class _IcarusRunner(Icarus):
+    """cocotb's Icarus runner, dumping VCD instead of FST when asked (cocotb always passes vvp `-fst`)."""
+
+    dump_vcd = False
+
+    def _test_command(self) -> list[list[str]]:
+        commands = super()._test_command()
+        if not self.dump_vcd:
+            return commands
+        return [["-vcd" if arg == "-fst" else arg for arg in command] for command in commands]
+
+
+def _runner(simulator: str, *, dump_vcd: bool = False) -> Runner:
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None:
+            raise BackendError("Icarus Verilog is not installed (no `iverilog` on PATH): apt-get install iverilog")
+        runner = _IcarusRunner()
+        runner.dump_vcd = dump_vcd
+        return runner
     with _tool_environment(simulator):
         return get_runner(simulator)
 

@@ -24,7 +24,9 @@ Program = Callable[..., Any]
 # -- How every HDL backend drives the `mmu` ports, so that their events agree cycle for cycle ------------------
 # Inputs change only while clk is low. Reset holds rst high for RESET_CYCLES rising edges; rst falls with clk low
 # and the first request is presented at once. A request is presented in the cycle that carried the previous
-# response, held until a rising edge samples req_ready = 1, and req_valid falls in the next low phase.
+# response, held until a rising edge samples req_ready = 1, and req_valid falls in the next low phase. The Verilator
+# and cocotb drivers read req_ready before their own writes settle, so they rely on the mmu deriving it from
+# registers only (hdl/mmu.py: state IDLE or RESP), not combinationally from req_*.
 
 RESET_CYCLES = 2
 MAX_OP_CYCLES = 1_000_000  # a design that has not answered one operation after this many cycles is hung

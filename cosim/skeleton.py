@@ -6,8 +6,8 @@ tests/, because the cocotb backends import them inside the simulator process.
 
 from __future__ import annotations
 
-from firmware.cpu import Cpu, CpuFault
-from hdl.protocol import Csr
+from firmware.cpu import Cpu, CpuFault, PageFault
+from hdl.protocol import CR0_PG, PAGE_SIZE, Csr, Pte, table_index
 
 SCRATCH = 0x1000  # a physical address every RAM size holds
 
@@ -115,3 +115,30 @@ def repeated_loads(cpu: Cpu, count: int = 10_000) -> int:
     for _ in range(count):
         total += load(SCRATCH)
     return total
+
+
+def one_mapped_page(cpu: Cpu) -> dict[str, int]:
+    """Map one 4 KiB page through four fresh tables, turn paging on, and use it: a walk, TLB hits, a page fault
+    on the page next to it, an `invlpg` and the walk again (from the paging-structure cache)."""
+    pml4, pdpt, pd, pt, frame = (0x10000 + n * PAGE_SIZE for n in range(5))
+    page = 0x0000_7F12_3456_7000
+    flags = Pte.PRESENT | Pte.WRITABLE
+    for table, level, entry in ((pml4, 4, pdpt), (pdpt, 3, pd), (pd, 2, pt), (pt, 1, frame)):
+        cpu.store_u64(table + 8 * table_index(page, level), entry | flags)
+    cpu.store_u64(frame + 8, 0xF00D)
+    cpu.write_cr3(pml4)
+    cpu.enable_paging()
+    seen = {"first_load": cpu.load_u64(page + 8)}  # a TLB miss and a walk
+    cpu.store_u32(page + 16, 0xBEEF)  # a hit; sets D in the PT entry
+    seen["hit_load"] = cpu.load_u32(page + 16)
+    try:
+        cpu.load_u64(page + PAGE_SIZE)
+    except PageFault as fault:
+        seen["fault_error_code"] = fault.error_code
+        seen["cr2"] = cpu.read_cr2()
+    cpu.invlpg(page)
+    seen["after_invlpg"] = cpu.load_u64(page + 8)
+    cpu.write_csr(Csr.CR0, cpu.read_csr(Csr.CR0) & ~CR0_PG)
+    seen["pt_entry"] = cpu.load_u64(pt + 8 * table_index(page, 1))  # with A and D set by the hardware
+    seen["stored_physically"] = cpu.load_u32(frame + 16)
+    return seen

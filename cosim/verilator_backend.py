@@ -141,16 +141,16 @@ def run_tool(command: list[str], *, cwd: Path, env: dict[str, str], what: str) -
         raise BackendError(f"{what} failed (exit {done.returncode}):\n{explain_build_failure(tail)}")
 
 
-WAVES_FORMATS = {".vcd": "vcd", ".fst": "fst"}  # waveform file suffix -> Verilator's trace format
+WAVES_FORMATS = {".vcd": "vcd", ".fst": "fst"}  # waveform file suffix -> trace format
 _FST_HINT = "Verilator writes FST through liblz4 (apt-get install liblz4-dev); a *.vcd waves file needs nothing"
 
 
 def waves_format(waves: Path | None) -> str | None:
-    """Verilator's trace format for a waves file, chosen by its suffix; None without waves."""
+    """The trace format of a waves file, chosen by its suffix; None without waves."""
     if waves is None:
         return None
     if waves.suffix.lower() not in WAVES_FORMATS:
-        raise BackendError(f"Verilator writes *.vcd or *.fst waves, not {waves.name}")
+        raise BackendError(f"waves are written as *.vcd or *.fst, not {waves.name}")
     return WAVES_FORMATS[waves.suffix.lower()]
 
 

@@ -16,7 +16,7 @@ from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError, open_backend
 from cosim.runner import ProgramError, RunResult, Span, run_program
 from cosim.skeleton import SCRATCH, KernelPanic
 from firmware.cpu import AlignmentCheck
-from hdl.protocol import TIMING_FIELDS, Csr, MmuConfig, Op
+from hdl.protocol import TIMING_FIELDS, Csr, MmuConfig, Op, Pte
 
 COCOTB_BACKENDS = [b for b in BACKENDS if b.startswith("cocotb-")]
 
@@ -84,9 +84,36 @@ def test_fault_events_are_identical_between_rtl_backends(
 
 
 @pytest.mark.rtl
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_mapped_page_walks_hits_faults_and_sets_accessed_and_dirty(
+    backend: str, traced: Callable[[str, str], RunResult]
+) -> None:
+    page, frame = 0x7F12_3456_7000, 0x14000
+    assert traced("one_mapped_page", backend).value == {
+        "first_load": 0xF00D,
+        "hit_load": 0xBEEF,
+        "fault_error_code": 0,  # not present, a read, in supervisor mode
+        "cr2": page + 0x1000,
+        "after_invlpg": 0xF00D,
+        "pt_entry": frame | Pte.PRESENT | Pte.WRITABLE | Pte.ACCESSED | Pte.DIRTY,
+        "stored_physically": 0xBEEF,
+    }
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", [b for b in HDL_BACKENDS if b != "verilator"])
+def test_translation_events_are_identical_between_rtl_backends(
+    backend: str, traced: Callable[[str, str], RunResult]
+) -> None:
+    events = traced("one_mapped_page", backend).events
+    assert any(e.tlb_hit for e in events) and any(e.walk_levels == 4 for e in events)
+    assert events == traced("one_mapped_page", "verilator").events
+
+
+@pytest.mark.rtl
 def test_rtl_events_match_the_reference_model_apart_from_timing(traced: Callable[[str, str], RunResult]) -> None:
     untimed = {field: 0 for field in TIMING_FIELDS}
-    for program in ("memory_roundtrip", "caught_faults"):
+    for program in ("memory_roundtrip", "caught_faults", "one_mapped_page"):
         rtl = [e._replace(**untimed) for e in traced(program, "verilator").events]
         model = [e._replace(**untimed) for e in traced(program, "reference").events]
         assert rtl == model
@@ -100,6 +127,17 @@ def test_nested_contexts_come_back_as_spans_over_operation_numbers(backend: str)
     assert result.value == 3
     # outer: store (0), inner: store (1), then two loads (2, 3); end_seq is exclusive
     assert result.contexts == [Span("outer", 0, 0, 4), Span("inner", 1, 1, 2)]
+
+
+@pytest.mark.rtl
+def test_slow_memory_stretches_operations_alike_on_myhdl_and_icarus() -> None:
+    require_simulator("cocotb-icarus")
+    slow = MmuConfig(mem_latency=3)
+    runs = [run_program("cosim.skeleton:one_mapped_page", b, slow, trace=True) for b in ("myhdl", "cocotb-icarus")]
+    assert runs[0].events == runs[1].events
+    fast = run_program("cosim.skeleton:one_mapped_page", "cocotb-icarus", trace=True)
+    assert runs[0].value == fast.value
+    assert runs[0].events[-1].cycle > fast.events[-1].cycle
 
 
 # -- builds are cached --------------------------------------------------------------------------------------------
@@ -141,6 +179,7 @@ WAVES_CASES = [
     ("myhdl", "run.vcd"),
     ("verilator", "run.vcd"),
     ("cocotb-icarus", "run.fst"),
+    ("cocotb-icarus", "run.vcd"),
     pytest.param("cocotb-verilator", "run.vcd", marks=pytest.mark.slow),
 ]
 
@@ -159,7 +198,7 @@ def test_waves_file_is_written_where_asked(backend: str, name: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("backend", "name"), [("myhdl", "run.fst"), ("verilator", "run.ghw"), ("cocotb-icarus", "run.vcd")]
+    ("backend", "name"), [("myhdl", "run.fst"), ("verilator", "run.ghw"), ("cocotb-icarus", "run.lxt")]
 )
 def test_waves_file_of_a_format_the_simulator_cannot_write_is_refused(backend: str, name: str, tmp_path: Path) -> None:
     require_simulator(backend)
