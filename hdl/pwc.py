@@ -46,9 +46,10 @@ def pwc(
     index_bits = max(1, (entries - 1).bit_length())
     vpn_width = len(vpn)
     table_width = len(insert_table)
-    pde_mask = (1 << LEVEL_BITS) - 1  # the VPN bits below each entry's reach
-    pdpte_mask = (1 << (2 * LEVEL_BITS)) - 1
-    pml4e_mask = (1 << (3 * LEVEL_BITS)) - 1
+    all_vpn_bits = (1 << vpn_width) - 1
+    pde_prefix = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that select each kind of entry
+    pdpte_prefix = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
+    pml4e_prefix = all_vpn_bits & ~((1 << (3 * LEVEL_BITS)) - 1)
 
     levels = [Signal(intbv(0)[LEVEL_WIDTH:]) for _ in range(entries)]
     tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
@@ -70,9 +71,9 @@ def pwc(
 
     @always_comb
     def prefixes():
-        vpn_pde.next = vpn & ~pde_mask
-        vpn_pdpte.next = vpn & ~pdpte_mask
-        vpn_pml4e.next = vpn & ~pml4e_mask
+        vpn_pde.next = vpn & pde_prefix
+        vpn_pdpte.next = vpn & pdpte_prefix
+        vpn_pml4e.next = vpn & pml4e_prefix
 
     @always_comb
     def lookup():

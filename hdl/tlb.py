@@ -71,8 +71,9 @@ def tlb(
     plru_levels = way_shift
     vpn_width = len(vpn)
     frame_width = len(fill_frame)
-    huge_2m_mask = (1 << LEVEL_BITS) - 1
-    huge_1g_mask = (1 << (2 * LEVEL_BITS)) - 1
+    all_vpn_bits = (1 << vpn_width) - 1
+    base_2m_mask = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that name a 2 MiB page
+    base_1g_mask = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
     is_plru, is_fifo = policy == TlbPolicy.PLRU, policy == TlbPolicy.FIFO
 
     # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
@@ -87,11 +88,6 @@ def tlb(
     valid = Signal(intbv(0)[entries:])
     global_ = Signal(intbv(0)[entries:])
 
-    # Replacement state, per set (PLRU tree bits, heap-ordered from bit 1; FIFO pointer) or shared (LFSR).
-    plru = [Signal(intbv(0)[max(2, ways):]) for _ in range(sets)]
-    fifo = [Signal(intbv(0)[way_bits:]) for _ in range(sets)]
-    lfsr = Signal(intbv(LFSR_SEED)[16:])
-
     vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
     vpn_1g = Signal(intbv(0)[vpn_width:])
     set_index = Signal(intbv(0)[_bits_for(sets):])
@@ -105,13 +101,11 @@ def tlb(
     fill_way = Signal(intbv(0)[way_bits:])
     fill_index = Signal(intbv(0)[index_bits:])
     fill_tag = Signal(intbv(0)[vpn_width:])
-    touched_way = Signal(intbv(0)[way_bits:])
-    touched_plru = Signal(intbv(0)[max(2, ways):])  # the set's PLRU bits after a touch or fill of touched_way
 
     @always_comb
     def split_vpn():
-        vpn_2m.next = vpn & ~huge_2m_mask
-        vpn_1g.next = vpn & ~huge_1g_mask
+        vpn_2m.next = vpn & base_2m_mask
+        vpn_1g.next = vpn & base_1g_mask
         set_index.next = vpn & set_mask
 
     @always_comb
@@ -228,11 +222,14 @@ def tlb(
     # The victim of a full set, and the policy's state updates; a one-way set has no choice to make.
     replacement = []
     if ways > 1 and is_plru:
+        plru = [Signal(intbv(0)[ways:]) for _ in range(sets)]  # tree bits per set, heap-ordered from bit 1
+        touched_way = Signal(intbv(0)[way_bits:])
+        touched_plru = Signal(intbv(0)[ways:])  # the set's tree bits after a touch or fill of touched_way
 
         @always_comb
         def choose_plru_victim():
             # Follow the tree bits from the root: each node points at the half holding the victim.
-            bits = intbv(0)[max(2, ways):]
+            bits = intbv(0)[ways:]
             bits[:] = plru[set_index]
             node = intbv(1)[way_shift + 1:]
             for _ in range(plru_levels):
@@ -249,7 +246,7 @@ def tlb(
         @always_comb
         def point_plru_away():
             # Walk from the root to the touched way's leaf, pointing each node at the other half.
-            bits = intbv(0)[max(2, ways):]
+            bits = intbv(0)[ways:]
             bits[:] = plru[set_index]
             node = intbv(1)[way_shift + 1:]
             for level in range(plru_levels):
@@ -266,6 +263,7 @@ def tlb(
         replacement = [choose_plru_victim, choose_touched_way, point_plru_away, update_plru]
 
     elif ways > 1 and is_fifo:
+        fifo = [Signal(intbv(0)[way_bits:]) for _ in range(sets)]  # the oldest fill's way, per set
 
         @always_comb
         def choose_fifo_victim():
@@ -279,6 +277,7 @@ def tlb(
         replacement = [choose_fifo_victim, advance_fifo]
 
     elif ways > 1:
+        lfsr = Signal(intbv(LFSR_SEED)[16:])  # one for all sets
 
         @always_comb
         def choose_random_victim():
