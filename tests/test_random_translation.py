@@ -516,11 +516,11 @@ def test_random_stream_on_the_reference_matches_the_model(seed):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize(("seed", "config"), [
-    (11, CONFIG),
-    (12, MmuConfig(tlb_entries=4, tlb_ways=1, tlb_policy=TlbPolicy.FIFO, pwc_entries=0, mem_latency=3)),
-    (13, MmuConfig(tlb_entries=16, tlb_ways=4, tlb_policy=TlbPolicy.RANDOM, pwc_entries=2)),
-])  # fmt: skip
+@pytest.mark.parametrize(("seed", "config"), [  # configurations other tests build too: their libraries are shared
+    (11, MmuConfig()),
+    (12, MmuConfig(tlb_entries=8, tlb_ways=1, pwc_entries=0, mem_latency=3)),
+    (13, MmuConfig(tlb_entries=4, tlb_policy=TlbPolicy.RANDOM)),
+], ids=["e16-plru-pwc8", "e8-direct-nopwc-l3", "e4-random-pwc8"])  # fmt: skip
 def test_random_stream_on_verilator_matches_the_model_and_the_reference(seed, config):
     stream = generate_stream(seed, 3000, config)
     runs = [run_stream(backend, config, stream.requests) for backend in ("reference", "verilator")]

@@ -31,11 +31,11 @@ def test_the_report_table_shows_cells_ram_and_fmax():
         "config": "e16w16plru_p8_m256K_l1_pa40",
         "yosys": {"seconds": 50.0, "mmu_cells": {"DP16KD": 128, "LUT4": 5000},
                   "ram": {"inferred": True, "cells": {"DP16KD": 128}, "notes": []}},
-        "nextpnr": {"status": "ok", "seconds": 100.0, "fmax_mhz": {"clk": 61.5},
+        "nextpnr": {"status": "ok", "seconds": 100.0, "fmax_mhz": 61.5, "target_mhz": 50,
                     "utilization": {"TRELLIS_COMB": (6000, 83640)}},
     }}  # fmt: skip
     text = format_report(report)
-    assert "128 x DP16KD" in text and "clk 61.5 MHz" in text and "6000 / 83640" in text
+    assert "128 x DP16KD" in text and "Fmax 61.5 MHz (target 50 MHz)" in text and "6000 / 83640" in text
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -147,7 +149,12 @@ def _sources_digest(*parts: str) -> str:
 
 
 def convert_block(design: BlockDesign) -> Path:
-    """build/cocotb_blocks/<tag>/<block>.v, converted by MyHDL unless the design's sources are unchanged."""
+    """build/cocotb_blocks/<tag>/<block>.v, converted by MyHDL unless the design's sources are unchanged.
+
+    The conversion runs in a fresh interpreter (`python tb.py BLOCK PARAMS`): after a conversion, MyHDL's
+    process-wide state made later simulations and conversions in the same process misbehave (wrong outputs from
+    the first cycles, "referenced before assignment" errors), and hdl.export isolates its conversions the same way.
+    """
     out_dir = BLOCK_BUILD_ROOT / design.tag
     verilog = out_dir / f"{design.name}.v"
     stamp = out_dir / f"{design.name}.v.sources"
@@ -156,16 +163,24 @@ def convert_block(design: BlockDesign) -> Path:
         if verilog.exists() and stamp.exists() and stamp.read_text() == digest:
             return verilog
         out_dir.mkdir(parents=True, exist_ok=True)
-        function, kwargs, _ = design.instantiate()
-        instance_ = function(**kwargs)
-        with tempfile.TemporaryDirectory(prefix="block_") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MyHDL warns about every constant-driven signal
-            instance_.convert(hdl="Verilog", name=design.name, path=tmp, testbench=False)
-            text = (Path(tmp) / f"{design.name}.v").read_text()
-        text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
+        done = subprocess.run([sys.executable, __file__, design.name, json.dumps(design.params)],
+                              capture_output=True, text=True, check=False, cwd=TESTS_DIR.parents[1])
+        if done.returncode != 0:
+            raise RuntimeError(f"MyHDL could not convert {design.tag}:\n{done.stderr.strip()}")
+        text = re.sub(r"^// Date:.*\n", "", done.stdout, flags=re.M)
         verilog.write_text(_KEYWORD_NAMES.sub(r"\1_", text))
         stamp.write_text(digest)
     return verilog
+
+
+def _convert_here(design: BlockDesign) -> str:
+    """The conversion proper, in the child process of convert_block."""
+    function, kwargs, _ = design.instantiate()
+    instance_ = function(**kwargs)
+    with tempfile.TemporaryDirectory(prefix="block_") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MyHDL warns about every constant-driven signal
+        instance_.convert(hdl="Verilog", name=design.name, path=tmp, testbench=False)
+        return (Path(tmp) / f"{design.name}.v").read_text()
 
 
 # -- building and running under cocotb ------------------------------------------------------------------------------
@@ -478,3 +493,7 @@ class MmuTB:
         ev = tuple(read_handle(port) for port in self.event_ports)
         self.events.append(hdl_event(len(self.events), op, addr, size, wdata, *response, ev))
         return response
+
+
+if __name__ == "__main__":  # the child process of convert_block: block name and parameters in, Verilog out
+    sys.stdout.write(_convert_here(BlockDesign(sys.argv[1], json.loads(sys.argv[2]))))

@@ -209,8 +209,7 @@ PARAMS = [
     {"entries": 4, "ways": 4, "policy": int(TlbPolicy.PLRU), "seed": 1},  # fully associative, tree PLRU
     {"entries": 8, "ways": 2, "policy": int(TlbPolicy.FIFO), "seed": 2},  # 4 sets: splintered huge pages
     {"entries": 8, "ways": 4, "policy": int(TlbPolicy.RANDOM), "seed": 3},
-    {"entries": 4, "ways": 1, "policy": int(TlbPolicy.PLRU), "seed": 4},  # direct-mapped
-]
+]  # direct-mapped TLBs run in tests/test_random_translation.py (one build per point is the cost to watch)
 
 
 @pytest.mark.rtl
