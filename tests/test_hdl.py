@@ -1,12 +1,14 @@
 """The MyHDL MMU on MyHDL's simulator: hand-built page tables, every fault, A/D, the PWC and each TLB policy.
 
 Expected values come from the behaviour contract (docs/architecture.md) and the x86 rules, worked out by hand in
-each test; nothing is copied from the design's own output. The last tests convert the design to Verilog and
-lint it. Configurations use a 64 KiB RAM so that each simulation builds in a fraction of a second.
+each test; nothing is copied from the design's own output. Random page tables and accesses are then checked
+against the independent `reference` model, event by event; the last tests convert the design to Verilog and lint
+it. Configurations use a 64 KiB RAM so that each simulation builds in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -653,6 +655,88 @@ def test_cycles_per_operation(make_bench, latency: int, hit_cycles: int, walk_cy
     hit = bench.load(VA)
     assert (miss.walk_levels, miss.ad_writes, hit.tlb_hit) == (4, 0, 1)
     assert (miss.cycle - before, hit.cycle - miss.cycle) == (walk_cycles, hit_cycles)
+
+
+# -- random page tables against the reference model ----------------------------------------------------------
+
+
+def _random_session(rng: random.Random, mem_bytes: int, ops: int) -> Iterator[tuple[int, int, int, int, bool, bool]]:
+    """Requests that build random tables (huge pages, reserved bits, tables outside RAM, every flag) with paging
+    off, then mix accesses of every kind with INVLPG, FLUSH, CR3 writes and edits of live entries."""
+    tables = iter(range(0x1000, mem_bytes, 0x1000))  # data frames are random: they may land on tables too
+    pml4, identity_pdpt = next(tables), next(tables)
+    identity = 6 << 39  # PML4 slot 6 maps the first GiB to itself, to edit live entries
+    entries: list[int] = []
+    vaddrs: list[int] = []
+    flag_odds = ((Pte.PRESENT, 0.97), (Pte.WRITABLE, 0.85), (Pte.USER_ACCESSIBLE, 0.8), (Pte.NO_EXECUTE, 0.15),
+                 (Pte.ACCESSED, 0.5), (Pte.DIRTY, 0.5), (Pte.GLOBAL, 0.2), (1 << 45, 0.01))
+
+    def entry(level: int, table: int, index: int, vaddr: int) -> Iterator:
+        flags = sum(bit for bit, odds in flag_odds if rng.random() < odds)
+        leaf = level == 1 or (level in (2, 3) and rng.random() < 0.3) or (level == 4 and rng.random() < 0.03)
+        if leaf:
+            shift = 12 + 9 * (level - 1)
+            frame = rng.randrange(0, (mem_bytes >> shift) + 2) << shift | (rng.random() < 0.05) << 13
+            value = frame | flags | (Pte.HUGE_PAGE if level > 1 else 0)
+        else:
+            child = next(tables, mem_bytes) if rng.random() > 0.03 else mem_bytes
+            value = child | flags | (TABLE if rng.random() < 0.8 else 0)  # most restrictions at the leaf
+        entries.append(table + 8 * index)
+        yield Op.STORE, table + 8 * index, 3, value, False, False
+        if leaf or not flags & Pte.PRESENT or child >= mem_bytes:
+            vaddrs.append(vaddr)
+            return
+        for child_index in rng.sample(range(512), 2):
+            yield from entry(level - 1, child, child_index, vaddr | child_index << (12 + 9 * (level - 2)))
+
+    for index in (0, 2, 511):
+        yield from entry(4, pml4, index, (index << 39) | (0xFFFF << 48 if index >= 256 else 0))
+    yield Op.STORE, pml4 + 8 * 6, 3, identity_pdpt | RW, False, False
+    yield Op.STORE, identity_pdpt, 3, RW | Pte.HUGE_PAGE, False, False
+    yield Op.CSR_WRITE, Csr.CR3, 3, pml4, False, False
+    yield Op.CSR_WRITE, Csr.CR0, 3, CR0_PG, False, False
+    counters = [Csr.COUNTER_BASE + c for c in Counter if c not in (Counter.CYCLES, Counter.WALK_CYCLES)]
+    for _ in range(ops):
+        size = rng.randrange(4)
+        vaddr = rng.choice(vaddrs) + rng.randrange(0, 1 << rng.choice((12, 12, 12, 12, 13, 22))) & ~((1 << size) - 1)
+        if rng.random() < 0.02:
+            vaddr ^= 1 << 50
+        kind = rng.random()
+        if kind < 0.75:
+            store = rng.random() < 0.4
+            yield (Op.STORE if store else Op.LOAD, vaddr, size, rng.getrandbits(8 << size), rng.random() < 0.15,
+                   not store and rng.random() < 0.15)
+        elif kind < 0.85:  # an entry's flags change behind the TLB's back
+            yield Op.STORE, identity + rng.choice(entries) + rng.choice((0, 7)), 0, rng.getrandbits(8), False, False
+        elif kind < 0.9:
+            yield Op.INVLPG, vaddr, 3, 0, False, False
+        elif kind < 0.93:
+            yield rng.choice([(Op.FLUSH, 0, 3, 0, False, False), (Op.CSR_WRITE, Csr.CR3, 3, pml4, False, False)])
+        else:
+            yield Op.CSR_READ, rng.choice([Csr.CR2, Csr.PFEC, *counters]), 3, 0, False, False
+
+
+@pytest.mark.parametrize(("seed", "config"), [
+    (1, {}),
+    (2, {"tlb_entries": 4, "tlb_ways": 1, "pwc_entries": 0}),
+    (3, {"tlb_entries": 8, "tlb_ways": 2, "tlb_policy": TlbPolicy.FIFO, "pwc_entries": 2, "mem_latency": 2}),
+    (4, {"tlb_entries": 4, "tlb_policy": TlbPolicy.RANDOM, "maxphyaddr": 36}),
+])
+def test_random_tables_and_accesses_agree_with_the_reference_model(make_bench, seed: int, config: dict) -> None:
+    from cosim.reference import ReferenceBackend
+
+    bench = make_bench(**config)
+    model = ReferenceBackend(bench.config, trace=True)
+    responses = []
+    for request in _random_session(random.Random(seed), SMALL_RAM, ops=300):
+        model.transact(*request)
+        responses.append((request, bench.op(*request)))
+    for (request, got), want in zip(responses, model.drain_events(), strict=True):
+        assert (got.rdata, got.fault, got.errcode, got.paddr, got.tlb_hit, got.tlb_miss,
+                got.evict_vpn if got.evict else -1, got.walk_levels, got.pwc_hits, got.ad_writes) == (
+            want.data if request[0] in (Op.LOAD, Op.CSR_READ) else got.rdata, want.fault, want.errcode,
+            want.paddr, want.tlb_hit, want.tlb_miss, want.evicted_vpn, want.walk_levels, want.pwc_hits,
+            want.ad_writes), f"operation {want.seq}: {request}"
 
 
 # -- Verilog --------------------------------------------------------------------------------------------------
