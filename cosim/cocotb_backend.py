@@ -10,6 +10,7 @@ it, so a synchronous `cpu.load_u64()` costs one greenlet switch each way and a f
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pickle
@@ -44,7 +45,6 @@ from cosim.verilator_backend import (
     BUILD_ROOT,
     explain_build_failure,
     exported_verilog,
-    file_lock,
     verilator_env,
     waves_format,
 )
@@ -88,7 +88,16 @@ def run_in_simulator(
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
     simulator = SIMULATORS[backend]
     trace_format = waves_format(waves)  # by suffix, *.vcd or *.fst, for both simulators
-    build_dir = build_simulation(simulator, config, trace_format)
+    with simulation(simulator, config, trace_format) as build_dir:
+        return _run(program, backend, build_dir, config, args, trace, waves)
+
+
+def _run(
+    program: str, backend: str, build_dir: Path, config: MmuConfig, args: dict[str, Any], trace: bool,
+    waves: Path | None,
+) -> RunResult:  # fmt: skip
+    """Run the job in the simulator built in `build_dir`, and return or raise its outcome."""
+    simulator = SIMULATORS[backend]
     runs = BUILD_ROOT / "cocotb" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
@@ -103,7 +112,7 @@ def run_in_simulator(
             test_args = ["--trace-file", str(waves)]
         else:
             plusargs = [f"+dumpfile_path={waves}"]
-    runner = _runner(simulator, dump_vcd=trace_format == "vcd")
+    runner = _runner(simulator, dump_vcd=waves_format(waves) == "vcd")
     with _tool_environment(simulator):
         try:
             runner.test(
@@ -125,6 +134,17 @@ def run_in_simulator(
 
 def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Path:
     """Build `config` for `simulator` unless the cached build came from the same Verilog and options."""
+    with simulation(simulator, config, trace_format) as build_dir:
+        return build_dir
+
+
+@contextmanager
+def simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Iterator[Path]:
+    """The build of `config` for `simulator`, made if missing or stale, and kept from being rebuilt while in use.
+
+    The build is made under an exclusive lock, then used under a shared one: another process (a second pytest
+    worker) may run the same build meanwhile, but rebuilds it only once every run of the old build has ended.
+    """
     from hdl.export import config_tag
 
     verilog = exported_verilog(config)
@@ -141,30 +161,37 @@ def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None
     build_dir = BUILD_ROOT / "cocotb" / simulator / name
     digest = hashlib.sha256(b"\0".join(
         [verilog.read_bytes(), zeroing.encode(), "\0".join(build_args).encode(), cocotb.__version__.encode()]
-    ))  # fmt: skip
+    )).hexdigest()  # fmt: skip
     stamp = build_dir / "mmucosim.stamp"
-    with file_lock(build_dir.with_suffix(".lock")):
-        if stamp.exists() and stamp.read_text() == digest.hexdigest():
-            return build_dir
-        shutil.rmtree(build_dir, ignore_errors=True)
-        build_dir.mkdir(parents=True)
-        sources = [verilog]
-        if zeroing:
-            sources.append(build_dir / f"{_ZEROING_MODULE}.v")
-            sources[-1].write_text(zeroing)
-        runner = _runner(simulator)
-        log_path = build_dir / "build.log"
-        with _tool_environment(simulator):
-            try:
-                runner.build(
-                    sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args,
-                    waves=trace_format is not None, always=True, log_file=log_path,
-                )  # fmt: skip
-            except (SystemExit, RuntimeError) as exc:
-                failure = explain_build_failure(_tail(log_path))
-                raise BackendError(f"building for {simulator} failed ({exc}):\n{failure}") from None
-        stamp.write_text(digest.hexdigest())
-    return build_dir
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == digest):
+            _build(simulator, build_dir, [verilog], zeroing, build_args, trace_format is not None)
+            stamp.write_text(digest)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield build_dir
+
+
+def _build(
+    simulator: str, build_dir: Path, sources: list[Path], zeroing: str, build_args: list[str], waves: bool
+) -> None:
+    shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.mkdir(parents=True)
+    if zeroing:
+        sources = [*sources, build_dir / f"{_ZEROING_MODULE}.v"]
+        sources[-1].write_text(zeroing)
+    runner = _runner(simulator)
+    log_path = build_dir / "build.log"
+    with _tool_environment(simulator):
+        try:
+            runner.build(
+                sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args, waves=waves,
+                always=True, log_file=log_path,
+            )  # fmt: skip
+        except (SystemExit, RuntimeError) as exc:
+            failure = explain_build_failure(_tail(log_path))
+            raise BackendError(f"building for {simulator} failed ({exc}):\n{failure}") from None
 
 
 _ZEROING_MODULE = "mmucosim_zero_memories"

@@ -46,13 +46,13 @@ def hdl_event(
     if op == Op.STORE:
         data = wdata & ((1 << (8 << size_log2)) - 1)
     elif op == Op.CSR_WRITE:
-        data = wdata
+        data = int(wdata)
     elif op in (Op.LOAD, Op.CSR_READ):
         data = rdata
     else:
         data = 0
     return AccessEvent(
-        seq, cycle, op, addr, paddr, 1 << size_log2 if memory else 0, data, bool(tlb_hit), bool(tlb_miss),
+        seq, cycle, int(op), int(addr), paddr, 1 << size_log2 if memory else 0, data, bool(tlb_hit), bool(tlb_miss),
         evict_vpn if evict else -1, walk_levels, walk_cycles, pwc_hits, ad_writes, fault, errcode,
     )  # fmt: skip
 

@@ -219,6 +219,11 @@ def test_second_open_myhdl_backend_is_refused_until_the_first_closes() -> None:
         assert again.transact(Op.CSR_READ, Csr.CFG_MEM_BYTES)[1] == 0
 
 
+def test_myhdl_refuses_a_ram_too_large_to_build_in_signals() -> None:
+    with pytest.raises(BackendError, match="at most"):
+        open_backend("myhdl", MmuConfig(mem_bytes=64 << 20))
+
+
 @pytest.mark.parametrize(
     "program", ["memory_roundtrip", "cosim.skeleton", "cosim.no_such_module:run", "cosim.skeleton:no_such_function"]
 )
