@@ -174,7 +174,8 @@ def _place_and_route(target: Target, work: Path) -> dict[str, Any]:
     try:
         seconds = _run(command, work, f"nextpnr-{target.family}")
     except SynthesisError as exc:  # most often: the design does not fit the device; say so in the report
-        return {"status": "failed", "error": str(exc)}
+        errors = [line for line in str(exc).splitlines() if line.startswith("ERROR:")]
+        return {"status": "failed", "error": errors[0] if errors else str(exc).splitlines()[-1], "log": str(exc)}
     data = json.loads((work / "nextpnr-report.json").read_text())
     clocks = data.get("fmax", {}).values()  # one clock domain; nextpnr names it after its buffer
     return {
@@ -213,7 +214,7 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
         if pnr is None:
             continue
         if pnr["status"] != "ok":
-            lines.append("  nextpnr failed: " + pnr["error"].splitlines()[-1])
+            lines.append(f"  nextpnr failed: {pnr['error']}")
             continue
         lines.append(f"  nextpnr {pnr['seconds']} s; Fmax {pnr['fmax_mhz']} MHz (target {pnr['target_mhz']} MHz); "
                      "utilisation (with the harness):")

@@ -36,7 +36,9 @@ from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay,
 from cosim.runner import RESET_CYCLES
 from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, verilator_env
 from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
-from hdl.protocol import PAGE_SHIFT, VPN_WIDTH, MmuConfig
+from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
+from hdl.pwc import LEVEL_WIDTH
+from hdl.tlb import SIZE_WIDTH
 
 SIMULATORS = ("verilator", "icarus")
 CLOCK_PERIOD_NS = 10
@@ -51,7 +53,6 @@ _BUILD_ARGS = {
 # A block converted on its own keeps its internal signals' bare names, and two are (System)Verilog keywords:
 # the walker's `table` and the TLB's `matches`. Inside the `mmu` top they are prefixed with the instance name.
 _KEYWORD_NAMES = re.compile(r"\b(table|matches)\b")
-CONTROL_LEVEL = 3  # bits of the walker/PWC level signals (hdl.pwc.LEVEL_WIDTH)
 
 
 # -- the blocks and their ports ---------------------------------------------------------------------------------
@@ -74,23 +75,25 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "tlb":
         from hdl.tlb import tlb
 
-        fw = frame_width(params.get("maxphyaddr", 40))
-        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": 2, "hit_writable": 1, "hit_user": 1,
-                  "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1, "fill": 1,
-                  "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw, "fill_size": 2,
-                  "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1, "fill_global": 1, "fill_dirty": 1}
+        fw = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": SIZE_WIDTH, "hit_writable": 1,
+                  "hit_user": 1, "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1,
+                  "fill": 1, "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw,
+                  "fill_size": SIZE_WIDTH, "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1, "fill_global": 1,
+                  "fill_dirty": 1}
         kwargs = {port: _signal(width) for port, width in widths.items()}
         return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
-                       maxphyaddr=params.get("maxphyaddr", 40), tlb_policy=0)  # plain int: see hdl.export
+                       maxphyaddr=params.get("maxphyaddr", DEFAULT_MAXPHYADDR),
+                       tlb_policy=0)  # a plain int, not the IntEnum: see hdl.export
     words = word_addr_width(config.mem_bytes)
     if name == "page_walker":
         from hdl.page_walker import page_walker
 
         fw = frame_width(config.maxphyaddr)
         widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64, "pwc_hit": 1,
-                  "pwc_next_level": CONTROL_LEVEL, "pwc_table": fw, "pwc_writable": 1, "pwc_user": 1,
-                  "pwc_no_execute": 1, "pwc_insert": 1, "pwc_insert_level": CONTROL_LEVEL, "pwc_insert_table": fw,
+                  "pwc_next_level": LEVEL_WIDTH, "pwc_table": fw, "pwc_writable": 1, "pwc_user": 1,
+                  "pwc_no_execute": 1, "pwc_insert": 1, "pwc_insert_level": LEVEL_WIDTH, "pwc_insert_table": fw,
                   "pwc_insert_writable": 1, "pwc_insert_user": 1, "pwc_insert_no_execute": 1}
         kwargs = {port: _signal(width) for port, width in widths.items()}
         return page_walker, {**kwargs, "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(fw),
