@@ -263,6 +263,16 @@ def _failures(results: Path, log: Path) -> list[str]:
     return failed
 
 
+def matrix(points: list[Any], name: Callable[[Any], str], verilator: tuple[int, ...]) -> list[Any]:
+    """pytest parameters (simulator, point): every point on Icarus, which builds in seconds, and the points at
+    indices `verilator` on Verilator too, whose builds take most of the cocotb tests' time."""
+    import pytest
+
+    return [pytest.param(simulator, point, id=f"{name(point)}-{simulator}")
+            for index, point in enumerate(points) for simulator in SIMULATORS
+            if simulator == "icarus" or index in verilator]
+
+
 def job() -> dict[str, Any]:
     """Inside the simulator: the parameters and trace directory the pytest runner passed."""
     return json.loads(os.environ[PARAMS_ENV])

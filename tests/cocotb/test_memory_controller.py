@@ -111,8 +111,8 @@ PARAMS = [{"mem_latency": 1, "ram_words": 64}, {"mem_latency": 3, "ram_words": 6
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("simulator", tb.SIMULATORS)
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"latency{p['mem_latency']}")
+@pytest.mark.parametrize(("simulator", "params"), tb.matrix(PARAMS, lambda p: f"latency{p['mem_latency']}",
+                                                           verilator=(1,)))
 def test_memory_controller_runner(simulator: str, params: dict[str, Any]) -> None:
     from conftest import require_simulator
 

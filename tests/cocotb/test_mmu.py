@@ -188,8 +188,8 @@ def _run_backend(backend: str, config: MmuConfig, requests: list[Request]) -> _R
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("simulator", tb.SIMULATORS)
-@pytest.mark.parametrize("config", PARAMS, ids=lambda c: f"e{c.tlb_entries}w{c.ways}_l{c.mem_latency}")
+@pytest.mark.parametrize(("simulator", "config"), tb.matrix(
+    PARAMS, lambda c: f"e{c.tlb_entries}w{c.ways}_l{c.mem_latency}", verilator=(0, 1)))
 def test_mmu_runner(simulator: str, config: MmuConfig) -> None:
     from conftest import require_simulator
 

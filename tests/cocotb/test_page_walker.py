@@ -172,8 +172,7 @@ PARAMS = [{"mem_bytes": MEM_BYTES, "maxphyaddr": 40, "seed": 1}, {"mem_bytes": M
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("simulator", tb.SIMULATORS)
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"pa{p['maxphyaddr']}")
+@pytest.mark.parametrize(("simulator", "params"), tb.matrix(PARAMS, lambda p: f"pa{p['maxphyaddr']}", verilator=(0,)))
 def test_page_walker_runner(simulator: str, params: dict[str, Any]) -> None:
     from conftest import require_simulator
 

@@ -213,8 +213,8 @@ PARAMS = [
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("simulator", tb.SIMULATORS)
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"e{p['entries']}w{p['ways']}{TlbPolicy(p['policy']).name}")
+@pytest.mark.parametrize(("simulator", "params"), tb.matrix(
+    PARAMS, lambda p: f"e{p['entries']}w{p['ways']}{TlbPolicy(p['policy']).name}", verilator=(0, 2)))
 def test_tlb_runner(simulator: str, params: dict[str, Any]) -> None:
     from conftest import require_simulator
 
