@@ -81,7 +81,7 @@ def page_walker(
 
     state = Signal(WalkState.IDLE)
     level = Signal(intbv(4, min=0, max=5))
-    table = Signal(intbv(0)[frame_width:])  # frame of the table being read
+    table_frame = Signal(intbv(0)[frame_width:])  # frame of the table being read (`table` is a Verilog keyword)
     writable = Signal(bool(0))  # permissions combined above the current level
     user = Signal(bool(0))
     no_execute = Signal(bool(0))
@@ -115,7 +115,7 @@ def page_walker(
 
     @always_comb
     def place_entry():
-        entry_addr.next = concat(table, index, intbv(0)[3:])
+        entry_addr.next = concat(table_frame, index, intbv(0)[3:])
 
     @always_comb
     def bound_entry():
@@ -199,13 +199,13 @@ def page_walker(
                 result.pwc_hit.next = pwc_hit
                 if pwc_hit:
                     level.next = pwc_next_level
-                    table.next = pwc_table
+                    table_frame.next = pwc_table
                     writable.next = pwc_writable
                     user.next = pwc_user
                     no_execute.next = pwc_no_execute
                 else:
                     level.next = 4
-                    table.next = cr3[addr_width:PAGE_SHIFT]
+                    table_frame.next = cr3[addr_width:PAGE_SHIFT]
                     writable.next = True
                     user.next = True
                     no_execute.next = False
@@ -236,7 +236,7 @@ def page_walker(
                     writable.next = combined_writable
                     user.next = combined_user
                     no_execute.next = combined_no_execute
-                    table.next = entry[addr_width:PAGE_SHIFT]
+                    table_frame.next = entry[addr_width:PAGE_SHIFT]
                     level.next = level - 1
                     state.next = WalkState.READ
                 else:

@@ -92,7 +92,7 @@ def tlb(
     vpn_1g = Signal(intbv(0)[vpn_width:])
     set_index = Signal(intbv(0)[_bits_for(sets):])
     set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
-    matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
+    page_matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     full = Signal(bool(0))
@@ -124,14 +124,14 @@ def tlb(
                 found[i] = valid[i] and entry_tag == vpn_2m
             else:
                 found[i] = valid[i] and entry_tag == vpn_1g
-        matches.next = found
+        page_matches.next = found
 
     @always_comb
     def select_hit():
         found = False
         way = intbv(0)[way_bits:]
         for w in downrange(ways):  # downwards, so the lowest-numbered matching way wins
-            if matches[set_base + w]:
+            if page_matches[set_base + w]:
                 found = True
                 way[:] = w
         hit.next = found
@@ -203,7 +203,7 @@ def tlb(
         elif flush_non_global:
             valid.next = valid & global_
         elif drop:
-            valid.next = valid & ~matches
+            valid.next = valid & ~page_matches
         elif fill or refresh:
             index = intbv(0)[index_bits:]
             if fill:
