@@ -127,7 +127,7 @@ class GlobalAlloc(ABC):
         cpu = self.cpu
         if cpu.listener is None:
             return self._alloc_zeroed(layout)
-        with cpu.context(f"alloc_zeroed({layout.size}, {layout.align})"):
+        with cpu.context("alloc_zeroed({}, {})", layout.size, layout.align):
             return self._alloc_zeroed(layout)
 
     def _alloc_zeroed(self, layout: Layout) -> int:
@@ -142,7 +142,7 @@ class GlobalAlloc(ABC):
         cpu = self.cpu
         if cpu.listener is None:
             return self._realloc(ptr, layout, new_size)
-        with cpu.context(f"realloc({ptr:#x}, {layout.size}, {layout.align}, {new_size})"):
+        with cpu.context("realloc({:#x}, {}, {}, {})", ptr, layout.size, layout.align, new_size):
             return self._realloc(ptr, layout, new_size)
 
     def _realloc(self, ptr: int, layout: Layout, new_size: int) -> int:
@@ -206,9 +206,9 @@ def _init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: L
             mapper.map_to(page, frame, flags, frame_allocator).flush()
             continue
         start = page.start_address().as_u64()
-        with cpu.context(f"map_to({start:#x})"):
+        with cpu.context("map_to({:#x})", start):
             flush = mapper.map_to(page, frame, flags, frame_allocator)
-        with cpu.context(f"flush({start:#x})"):
+        with cpu.context("flush({:#x})", start):
             flush.flush()
     with heap.lock() as locked:
         locked.init(HEAP_START, HEAP_SIZE)

@@ -149,7 +149,7 @@ class Box(_Owned):
         cpu = alloc.cpu
         if cpu.listener is None:
             return cls._new(value, alloc, ty)
-        with cpu.context(f"Box::new({ty.layout.size}, {ty.layout.align})"):
+        with cpu.context("Box::new({}, {})", ty.layout.size, ty.layout.align):
             return cls._new(value, alloc, ty)
 
     @classmethod
@@ -257,7 +257,7 @@ class Vec(_Owned):
         if cpu.listener is None:
             self._push(value)
             return
-        with cpu.context(f"Vec::push(len {self.len}, cap {self.cap})"):
+        with cpu.context("Vec::push(len {}, cap {})", self.len, self.cap):
             self._push(value)
 
     def _push(self, value: int) -> None:

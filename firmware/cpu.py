@@ -7,8 +7,8 @@ kernel decides whether it is fatal. Every access is naturally aligned: `read_byt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from hdl.protocol import CR0_PG, Counter, Csr, ErrorCode, Fault, Op
@@ -213,18 +213,33 @@ class Cpu:
         return self.read_csr(Csr.COUNTER_BASE + counter)
 
     # -- tracing ---------------------------------------------------------------------------------------------
-    @contextmanager
-    def context(self, label: str) -> Iterator[None]:
-        """Tag the operations issued inside with `label` (nested), for traces; free when nobody listens."""
-        listener = self.listener
-        if listener is None:
-            yield
-            return
-        listener.enter(label, self.ops)
-        try:
-            yield
-        finally:
-            listener.exit(self.ops)
+    def context(self, label: str, *args: object) -> AbstractContextManager[None]:
+        """Tag the operations issued inside with `label.format(*args)` (nested), for traces.
+
+        Formatting waits until someone listens, so an untraced run pays one call and no string work.
+        """
+        if self.listener is None:
+            return _NO_CONTEXT
+        return _Context(self, label.format(*args) if args else label)
+
+
+class _Context:
+    """One open firmware context: tells the listener the operation numbers where it starts and ends."""
+
+    __slots__ = ("cpu", "label")
+
+    def __init__(self, cpu: Cpu, label: str) -> None:
+        self.cpu = cpu
+        self.label = label
+
+    def __enter__(self) -> None:
+        self.cpu.listener.enter(self.label, self.cpu.ops)
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu.listener.exit(self.cpu.ops)
+
+
+_NO_CONTEXT = nullcontext()
 
 
 def _widest(addr: int, remaining: int) -> int:

@@ -170,7 +170,7 @@ class LockedHeap(GlobalAlloc):
         cpu = self.cpu
         if cpu.listener is None:
             return self._alloc(layout)
-        with cpu.context(f"alloc({layout.size}, {layout.align})"):
+        with cpu.context("alloc({}, {})", layout.size, layout.align):
             return self._alloc(layout)
 
     def _alloc(self, layout: Layout) -> int:
@@ -185,7 +185,7 @@ class LockedHeap(GlobalAlloc):
         if cpu.listener is None:
             self._dealloc(ptr, layout)
             return
-        with cpu.context(f"dealloc({ptr:#x}, {layout.size}, {layout.align})"):
+        with cpu.context("dealloc({:#x}, {}, {})", ptr, layout.size, layout.align):
             self._dealloc(ptr, layout)
 
     def _dealloc(self, ptr: int, layout: Layout) -> None:
