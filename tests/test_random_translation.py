@@ -47,6 +47,7 @@ from hdl.protocol import (
 # -- the model: x86_64 translation with no caches ----------------------------------------------------------------
 
 LEVEL_PAGE_SHIFT = {1: 12, 2: 21, 3: 30}  # page size of a leaf at each level
+DEFINED_OPS = frozenset(int(op) for op in Op)
 
 
 class Memory:
@@ -168,8 +169,11 @@ class Machine:
 
     def execute(self, op: int, addr: int, size: int, wdata: int, user: bool, fetch: bool) -> tuple[int, int, int]:
         """One protocol operation: (rdata, fault, errcode), in the contract's order of checks."""
-        if op in (Op.LOAD, Op.STORE):
-            return self._access(op == Op.STORE, addr, size, wdata, Access(op == Op.STORE, user, fetch))
+        if op in (Op.LOAD, Op.STORE):  # only a LOAD can be an instruction fetch
+            store = op == Op.STORE
+            return self._access(store, addr, size, wdata, Access(store, user, fetch and not store))
+        if op not in DEFINED_OPS:
+            return 0, Fault.GP, 0  # the two op codes Op leaves undefined (docs/hardware.md, decision 7)
         if op == Op.CSR_READ:
             values = {Csr.CR0: CR0_PE | CR0_WP | CR0_PG * self.paging, Csr.CR2: self.cr2, Csr.CR3: self.cr3,
                       Csr.PFEC: self.pfec}
@@ -364,7 +368,7 @@ class StreamGenerator:
             addr &= ~((1 << size) - 1)
         store = self.rng.random() < 0.4
         user = self.rng.random() < 0.5
-        fetch = not store and self.rng.random() < 0.2
+        fetch = self.rng.random() < (0.02 if store else 0.2)  # a store marked as a fetch is a plain store
         if store and self.store_reaches_a_table(addr, user):
             store = False  # a data store must not rewrite a page table under cached translations
         op = Op.STORE if store else Op.LOAD
@@ -412,8 +416,10 @@ class StreamGenerator:
             elif r < 0.84:
                 csr = self.rng.choice((Csr.CR0, Csr.CR2, Csr.CR3, Csr.PFEC, Csr.CFG_TLB_WAYS, 0x7FF))
                 self.issue(Request(Op.CSR_READ, csr))
-            elif r < 0.87:
+            elif r < 0.865:
                 self.issue(Request(Op.INVLPG, self.address()))
+            elif r < 0.87:
+                self.issue(Request(self.rng.choice((6, 7)), self.address()))  # undefined op codes
             elif r < 0.88:
                 self.issue(Request(Op.FLUSH, 0))
             elif r < 0.92:
@@ -454,7 +460,8 @@ def run_stream(backend: str, config: MmuConfig, requests: list[Request]) -> Run:
 
 
 def describe(request: Request) -> str:
-    return (f"{Op(request.op).name} addr={request.addr:#x} size={1 << request.size} wdata={request.wdata:#x} "
+    name = Op(request.op).name if request.op in DEFINED_OPS else f"op {request.op}"
+    return (f"{name} addr={request.addr:#x} size={1 << request.size} wdata={request.wdata:#x} "
             f"user={int(request.user)} fetch={int(request.fetch)}")
 
 

@@ -4,7 +4,8 @@ with and without idle cycles between requests.
 Inside the simulator every response is checked against the TLB-free x86 model of tests/test_random_translation.py
 (so CR2/PFEC, A/D and faults are architecture, not our own output), and a few events against what the scenario
 implies (a first access walks four levels; the next one hits). The pytest entry `test_mmu_runner` then requires the
-events of each scenario to equal the reference backend's (all but timing) and, for the back-to-back scenarios, the
+events of each scenario to equal the reference backend's (all but timing) and, for the hand-written back-to-back
+scenarios on Verilator, the
 MyHDL simulation's cycle for cycle.
 """
 
