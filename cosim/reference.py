@@ -369,28 +369,38 @@ class ReferenceBackend(Backend):
         """
         if op >> 1 or user or fetch or size & ~3 or addr & _ALIGN_MASK[size]:
             return self._operate(op, addr, size, wdata, user, fetch)
-        entry = (self._fast_store if op else self._fast_load).get(addr >> PAGE_SHIFT)
-        if entry is not None:
-            if entry is not self._last_touched:  # touching the same entry again leaves PLRU as it is
-                self._last_touched = entry
-                state = self._plru_state
-                s = entry[_E_SET]
-                state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
-            paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
-            if op:
-                self._fast_stores += 1
-            else:
-                self._fast_loads += 1
-        elif self._paging or self._trace or not 0 <= addr < self._mem_bytes:
-            return self._operate(op, addr, size, wdata, user, fetch)
-        else:  # paging off, in RAM
-            paddr = addr
-            self._general_ops += 1
-            self._counters[_C_STORES if op else _C_LOADS] += 1
+        if op:
+            entry = self._fast_store.get(addr >> PAGE_SHIFT)
+            if entry is None:
+                return self._physical(op, addr, size, wdata)
+            self._fast_stores += 1
+        else:
+            entry = self._fast_load.get(addr >> PAGE_SHIFT)
+            if entry is None:
+                return self._physical(op, addr, size, wdata)
+            self._fast_loads += 1
+        if entry is not self._last_touched:  # touching the same entry again leaves PLRU as it is
+            self._last_touched = entry
+            state = self._plru_state
+            s = entry[_E_SET]
+            state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
+        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
         if op:
             self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
             return _STORED
         return (self._views[size][paddr >> size], 0, 0)
+
+    def _physical(self, op: int, addr: int, size: int, wdata: int) -> tuple[int, int, int]:
+        """The rest of the fast path: an aligned supervisor access with paging off, inside RAM."""
+        if self._paging or self._trace or not 0 <= addr < self._mem_bytes:
+            return self._operate(op, addr, size, wdata, False, False)
+        self._general_ops += 1
+        if op:
+            self._counters[_C_STORES] += 1
+            self._views[size][addr >> size] = wdata & _SIZE_MASK[size]
+            return _STORED
+        self._counters[_C_LOADS] += 1
+        return (self._views[size][addr >> size], 0, 0)
 
     # -- the general path ---------------------------------------------------------------------------------
     def _operate(
