@@ -45,6 +45,8 @@ from hdl.protocol import (
     HUGE_1G_RESERVED,
     HUGE_2M_RESERVED,
     LEVEL_BITS,
+    LFSR_SEED,
+    LFSR_TAPS,
     OP_WIDTH,
     PAGE_SHIFT,
     VPN_WIDTH,
@@ -103,8 +105,6 @@ _C_PWC_HITS, _C_AD_WRITES = int(Counter.PWC_HITS), int(Counter.AD_WRITES)
 _C_INVLPGS, _C_FLUSHES, _C_FAULTS_GP = int(Counter.INVLPGS), int(Counter.FLUSHES), int(Counter.FAULTS_GP)
 _CFG_CSRS = tuple(csr for csr in Csr if csr.name.startswith("CFG_"))
 _COUNTER_BASE = int(Csr.COUNTER_BASE)
-
-_LFSR_SEED, _LFSR_TAPS = 0xACE1, 0xB400
 
 # TLB entry: a list indexed by these positions (a list, not an object, because the hit path reads it)
 _E_WAY = 0  # flat index set * ways + way
@@ -324,7 +324,7 @@ class ReferenceBackend(Backend):
         plru = self._policy == TlbPolicy.PLRU
         self._plru_updates = [_plru_masks(ways, w) if plru else (-1, 0) for w in range(ways)]
         self._fifo = [0] * sets
-        self._lfsr = _LFSR_SEED
+        self._lfsr = LFSR_SEED
         self._tlb: list[list[int] | None] = [None] * config.tlb_entries
         self._valid = [0] * sets  # valid entries per set
         self._index: tuple[dict[int, list[int]], ...] = ({}, {}, {})  # by page size: 4 KiB, 2 MiB, 1 GiB
@@ -641,7 +641,7 @@ class ReferenceBackend(Backend):
             return way
         if self._policy == TlbPolicy.RANDOM:
             lfsr = self._lfsr
-            self._lfsr = (lfsr >> 1) ^ (_LFSR_TAPS if lfsr & 1 else 0)
+            self._lfsr = (lfsr >> 1) ^ (LFSR_TAPS if lfsr & 1 else 0)
             return lfsr & (ways - 1)
         node, state = 1, self._plru_state[s]
         while node < ways:

@@ -167,7 +167,11 @@ class TlbPolicy(IntEnum):
 
     PLRU = 0  # tree pseudo-LRU per set, updated on every hit and fill
     FIFO = 1  # per-set pointer to the oldest fill, advanced by each fill that evicts
-    RANDOM = 2  # one 16-bit Galois LFSR (taps 0xB400, seed 0xACE1), stepped by each fill that evicts
+    RANDOM = 2  # one 16-bit Galois LFSR (LFSR_TAPS, LFSR_SEED), stepped by each fill that evicts
+
+
+LFSR_SEED = 0xACE1  # the RANDOM policy's LFSR after reset
+LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form: l = l >> 1 ^ (LFSR_TAPS if l & 1 else 0)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
 
-from hdl.protocol import LEVEL_BITS, TlbPolicy
+from hdl.protocol import LEVEL_BITS, LFSR_SEED, LFSR_TAPS, TlbPolicy
 
 # Page sizes as the TLB (and the walker) encode them: the walk level of the leaf minus one.
 SIZE_4K, SIZE_2M, SIZE_1G = 0, 1, 2
 SIZE_WIDTH = 2
-LFSR_SEED = 0xACE1
-LFSR_TAPS = 0xB400
 
 
 def _bits_for(count: int) -> int:
