@@ -1,8 +1,10 @@
 """The `verilator` backend: the exported Verilog, Verilated into a shared library with a C shim, driven by ctypes.
 
 One ctypes call runs one whole operation (cosim/verilator_shim.cpp owns the clock), so Python never runs per clock
-and never switches threads. Libraries are cached under build/verilator/<config_tag>-<hash>/, keyed by everything
-that goes into them, and built under a file lock so that concurrent pytest workers build each one once.
+and never switches threads. The request travels through a mailbox in the model's memory, filled with one
+`struct.pack_into`: converting six ctypes arguments would cost as much as simulating the operation. Libraries are
+cached under build/verilator/<config_tag>-<hash>/, keyed by everything that goes into them, and built under a file
+lock so that concurrent pytest workers build each one once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUILD_ROOT = PROJECT_ROOT / "build"
 SHIM_SOURCE = Path(__file__).with_name("verilator_shim.cpp")
 
-_HUNG = 0xFFFF_FFFF  # mmu_transact's status when MAX_OP_CYCLES passed without a response
+_HUNG = 0xFFFF_FFFF  # mmu_step's status when MAX_OP_CYCLES passed without a response
 _STATUS_FAULT_MASK = 0xFF
 # The shim's `Mailbox`: op, addr, size, wdata, user, fetch written by Python, then rdata written by mmu_step.
 _pack_request = struct.Struct("=6Q").pack_into

@@ -1,10 +1,11 @@
 // C ABI around the Verilated `mmu`, loaded by cosim/verilator_backend.py with ctypes.
 //
 // The shim owns the clock so that one Python call runs one whole operation: it drives req_*, ticks until
-// resp_valid, and returns the response; each cycle is two evaluations (rising and falling edge), nothing else. When tracing it also appends the ev_* record of the operation to a
-// C-side buffer that Python drains in batches. Driving discipline (shared by every HDL backend, see
-// cosim/runner.py): inputs change only while clk is low; the request of an operation is presented in the cycle
-// that carried the previous response and held until a rising edge samples req_ready = 1.
+// resp_valid, and returns the response; each cycle costs two evaluations (rising and falling edge), nothing else.
+// When tracing it also appends the ev_* record of the operation to a C-side buffer that Python drains in
+// batches. Driving discipline (shared by every HDL backend, see cosim/runner.py): inputs change only while clk
+// is low; the request of an operation is presented in the cycle that carried the previous response and held
+// until a rising edge samples req_ready = 1.
 
 #include <cstdint>
 #include <memory>
@@ -66,13 +67,24 @@ struct Sim {
     uint64_t max_cycles = 0;  // ticks one operation may take before the shim gives up (a hung design)
     std::vector<Event> events;
 
-    // One half period: settle the model and, when recording waves, dump it.
+    // One half period (two time units): settle the model and, when recording waves, dump it.
     void step() {
         top->eval();
 #if MMU_WAVES
         if (waves) waves->dump(context->time());
 #endif
-        context->timeInc(1);
+        context->timeInc(2);
+    }
+
+    // New inputs in the low phase. Without waves the next edge's evaluation settles them anyway; with waves they
+    // are settled and dumped in the middle of the low phase, where a reader expects inputs to change.
+    void inputs_changed() {
+#if MMU_WAVES
+        if (waves) {
+            top->eval();
+            waves->dump(context->time() - 1);
+        }
+#endif
     }
 
     // One clock period from low to low: rising edge, then falling edge (where inputs may change).
@@ -148,6 +160,7 @@ uint32_t mmu_step(void* handle) {
     top.req_addr = box.addr;
     top.req_wdata = box.wdata;
     top.req_valid = 1;
+    sim->inputs_changed();
     uint64_t cycles = 0;
     bool accepted = false;
     while (!accepted) {  // hold the request until a rising edge samples req_ready
