@@ -305,7 +305,7 @@ class _Ports:
                                                    "req_fetch")]  # fmt: skip
         self.driven: list[int | None] = [None] * len(self.request)  # what each request port holds
         self.rdata, self.fault, self.errcode = dut.resp_rdata, dut.resp_fault, dut.resp_errcode
-        self.event = [getattr(dut, n) for n in EVENT_PORTS]
+        self.event = [(port, len(port) > 1) for port in (getattr(dut, n) for n in EVENT_PORTS)]  # (port, vector?)
         self.trace = trace
         self.events: list[AccessEvent] = []
         self.falling = FallingEdge(self.clk)
@@ -351,7 +351,7 @@ class _Ports:
         errcode = self.errcode.value.to_unsigned() if fault else 0  # the protocol: 0 unless the operation faulted
         if self.trace:
             op, addr, size, wdata, _user, _fetch = request
-            ev = tuple(port.value.to_unsigned() if len(port) > 1 else int(port.value) for port in self.event)
+            ev = tuple(port.value.to_unsigned() if vector else int(port.value) for port, vector in self.event)
             self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
         return rdata, fault, errcode
 
