@@ -13,7 +13,7 @@ import cocotb
 import pytest
 import tb
 
-from hdl.protocol import DEFAULT_MAXPHYADDR, VPN_WIDTH, TlbPolicy
+from hdl.protocol import DEFAULT_MAXPHYADDR, LFSR_SEED, LFSR_TAPS, VPN_WIDTH, TlbPolicy
 
 SIZE_SHIFT = (0, 9, 18)  # VPN bits inside a page of each TLB size code (4 KiB, 2 MiB, 1 GiB)
 COMMANDS = ("touch", "fill", "refresh", "drop", "flush_all", "flush_non_global")
@@ -42,7 +42,7 @@ class TlbModel:
         self.slots: list[list[Entry | None]] = [[None] * ways for _ in range(self.sets)]
         self.plru = [0] * self.sets  # tree bits, node n at bit n (node 1 is the root)
         self.fifo = [0] * self.sets
-        self.lfsr = 0xACE1
+        self.lfsr = LFSR_SEED
 
     def set_of(self, vpn: int) -> list[Entry | None]:
         return self.slots[vpn & (self.sets - 1)]
@@ -86,7 +86,7 @@ class TlbModel:
             index = vpn & (self.sets - 1)
             self.fifo[index] = (self.fifo[index] + 1) % self.ways
         elif victim is not None and self.policy == TlbPolicy.RANDOM:
-            self.lfsr = self.lfsr >> 1 ^ (0xB400 if self.lfsr & 1 else 0)
+            self.lfsr = self.lfsr >> 1 ^ (LFSR_TAPS if self.lfsr & 1 else 0)
 
     def drop(self, vpn: int) -> None:
         for ways in self.slots:
