@@ -167,8 +167,13 @@ def simulation(simulator: str, config: MmuConfig, trace_format: str | None = Non
     with open(build_dir.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (stamp.exists() and stamp.read_text() == digest):
-            _build(simulator, build_dir, {"mmu.v": verilog_text, f"{_ZEROING_MODULE}.v": zeroing}, build_args,
-                   trace_format is not None)
+            _build(
+                simulator,
+                build_dir,
+                {"mmu.v": verilog_text, f"{_ZEROING_MODULE}.v": zeroing},
+                build_args,
+                trace_format is not None,
+            )
             stamp.write_text(digest)
         fcntl.flock(lock, fcntl.LOCK_SH)
         yield build_dir
@@ -322,7 +327,7 @@ class _Ports:
         self.rst.value = 0
 
     async def transact(self, request: tuple[int, int, int, int, bool, bool]) -> tuple[int, int, int]:
-        """Run one operation; called with clk low, in the cycle after the previous response (or the reset).
+        """Run one operation; called with clk low, in the cycle of the previous response (or right after reset).
 
         Writes are Immediate: nothing in the design reacts to the falling edge, so there is no race to avoid by
         deferring them to the ReadWrite phase, and Icarus would pay an extra callback per operation for it.
@@ -336,24 +341,31 @@ class _Ports:
         self.req_valid.value = Immediate(1)
         cycles = 1
         while not ready:
+            self._check_alive(request, cycles)
             await self.falling
             ready = self.req_ready.value
             cycles += 1
         await self.falling
         self.req_valid.value = Immediate(0)
         while not self.resp_valid.value:
-            if cycles > MAX_OP_CYCLES:
-                raise BackendError(f"the design did not answer op {request[0]} within {MAX_OP_CYCLES} cycles")
+            self._check_alive(request, cycles)
             await self.falling
             cycles += 1
         rdata = self.rdata.value.to_unsigned()
         fault = self.fault.value.to_unsigned()
-        errcode = self.errcode.value.to_unsigned() if fault else 0  # the protocol: 0 unless the operation faulted
+        errcode = self.errcode.value.to_unsigned()
         if self.trace:
             op, addr, size, wdata, _user, _fetch = request
             ev = tuple(port.value.to_unsigned() if vector else int(port.value) for port, vector in self.event)
             self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
         return rdata, fault, errcode
+
+    @staticmethod
+    def _check_alive(request: tuple[int, int, int, int, bool, bool], cycles: int) -> None:
+        if cycles > MAX_OP_CYCLES:
+            raise BackendError(
+                f"the design did not answer op {request[0]} at {request[1]:#x} within {MAX_OP_CYCLES} cycles"
+            )
 
 
 class _SwitchingTransactor:
@@ -376,8 +388,8 @@ async def run_job(dut: Any) -> None:
         function = resolve_program(job.program)
         ports = _Ports(dut, job.trace)
         await ports.reset()
-        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args))
         test = greenlet.getcurrent()
+        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args))
         outcome = firmware.switch()
         while not firmware.dead:
             outcome = firmware.switch(await ports.transact(outcome))

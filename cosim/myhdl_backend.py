@@ -106,6 +106,15 @@ class MyhdlBackend(Backend):
             MyhdlBackend._open = None
 
 
+def _counted(cycles: int, request: Request) -> int:
+    """One more cycle of `request`, or a BackendError when the design has taken too many to answer it."""
+    if cycles >= MAX_OP_CYCLES:
+        raise BackendError(
+            f"the design did not answer op {request[0]} at {request[1]:#x} within {MAX_OP_CYCLES} cycles"
+        )
+    return cycles + 1
+
+
 def _trace_to(bench: Any, waves: Path) -> None:
     """Make `bench` write its VCD to `waves` (MyHDL's tracer is configured through global attributes)."""
     saved = {name: getattr(traceSignals, name) for name in ("directory", "filename", "tracebackup", "tracelists")}
@@ -161,16 +170,13 @@ def _bench(mmu: Any, ports: dict[str, Any], config: MmuConfig, backend: MyhdlBac
                 if accepted:
                     req_valid.next = False
                 yield half_period
-                cycles += 1
+                cycles = _counted(cycles, request)
             while not resp_valid.val:
-                if cycles > MAX_OP_CYCLES:
-                    op, addr = request[0], request[1]
-                    raise BackendError(f"the design did not answer op {op} at {addr:#x} within {MAX_OP_CYCLES} cycles")
                 clk.next = True
                 yield half_period
                 clk.next = False
                 yield half_period
-                cycles += 1
+                cycles = _counted(cycles, request)
             response = tuple(int(port.val) for port in response_ports)
             if trace:
                 backend.record(request, response, tuple(int(port.val) for port in event_ports))
