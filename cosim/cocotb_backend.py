@@ -389,7 +389,7 @@ async def run_job(dut: Any) -> None:
         ports = _Ports(dut, job.trace)
         await ports.reset()
         test = greenlet.getcurrent()
-        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args))
+        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace))
         outcome = firmware.switch()
         while not firmware.dead:
             outcome = firmware.switch(await ports.transact(outcome))

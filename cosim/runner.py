@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class ProgramError(ValueError):
     """The program name does not lead to a callable: not "module:function", or no such module or function."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Span:
     """A named firmware operation: it issued the operations with start_seq <= seq < end_seq."""
 
@@ -83,8 +83,7 @@ class ContextLog:
         self.spans.append(Span(label, len(self._open) - 1, seq, seq))
 
     def exit(self, seq: int) -> None:
-        index = self._open.pop()
-        self.spans[index] = replace(self.spans[index], end_seq=seq)
+        self.spans[self._open.pop()].end_seq = seq
 
 
 @dataclass
@@ -120,10 +119,15 @@ def resolve_program(program: str) -> Program:
     return function
 
 
-def execute(function: Program, transactor: Transactor, args: dict[str, Any]) -> tuple[Any, int, list[Span], float]:
-    """Call `function(cpu, **args)` on a Cpu over `transactor`: (value or CpuFault, ops, spans, seconds)."""
+def execute(
+    function: Program, transactor: Transactor, args: dict[str, Any], trace: bool
+) -> tuple[Any, int, list[Span], float]:
+    """Call `function(cpu, **args)` on a Cpu over `transactor`: (value or CpuFault, ops, spans, seconds).
+
+    Spans are recorded only when tracing: nothing reads them otherwise, and they cost an untraced run half its speed.
+    """
     log = ContextLog()
-    cpu = Cpu(transactor, log)
+    cpu = Cpu(transactor, log if trace else None)
     start = time.perf_counter()
     try:
         value = function(cpu, **args)
@@ -152,6 +156,6 @@ def run_program(
 
         return run_in_simulator(program, backend, config, args=args, trace=trace, waves=waves)
     with open_backend(backend, config, trace=trace, waves=waves) as sim:
-        value, ops, spans, wall_s = execute(function, sim, args)
+        value, ops, spans, wall_s = execute(function, sim, args, trace)
         events = sim.drain_events()
     return RunResult(value, events, spans, backend, config, wall_s, ops)

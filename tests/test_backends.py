@@ -123,7 +123,7 @@ def test_rtl_events_match_the_reference_model_apart_from_timing(traced: Callable
 @pytest.mark.parametrize("backend", ["reference", "cocotb-icarus"])
 def test_nested_contexts_come_back_as_spans_over_operation_numbers(backend: str) -> None:
     require_simulator(backend)
-    result = run_program("cosim.skeleton:nested_contexts", backend)
+    result = run_program("cosim.skeleton:nested_contexts", backend, trace=True)
     assert result.value == 3
     # outer: store (0), inner: store (1), then two loads (2, 3); end_seq is exclusive
     assert result.contexts == [Span("outer", 0, 0, 4), Span("inner", 1, 1, 2)]
