@@ -10,7 +10,7 @@ lower half jumps the non-canonical hole, exactly as in the crate.
 from __future__ import annotations
 
 from functools import total_ordering
-from typing import overload
+from typing import Self, overload
 
 from hdl.protocol import ENTRIES_PER_TABLE, LEVEL_BITS, PAGE_SHIFT, PAGE_SIZE
 
@@ -72,36 +72,30 @@ def _sign_extend_47(addr: int) -> int:
 
 
 @total_ordering
-class VirtAddr:
-    """A canonical 64-bit virtual address. `VirtAddr(x)` is `VirtAddr::new(x)`."""
+class _Address:
+    """What `VirtAddr` and `PhysAddr` share: a checked u64 with u64 arithmetic, compared only with its own kind.
+
+    Subclasses check the value in `__init__` (`new`) and say how to drop invalid bits in `new_truncate`.
+    """
 
     __slots__ = ("_addr",)
-
-    def __init__(self, addr: int) -> None:
-        top = u64(addr, "virtual address") >> 47
-        if top in (0, 0x1FFFF):
-            self._addr = addr
-        elif top == 1:  # bit 47 set, bits 48..63 clear: the crate sign-extends
-            self._addr = _sign_extend_47(addr)
-        else:
-            raise VirtAddrNotValid(addr)
+    _addr: int
 
     @classmethod
-    def new(cls, addr: int) -> VirtAddr:
+    def new(cls, addr: int) -> Self:
         return cls(addr)
 
     @classmethod
-    def try_new(cls, addr: int) -> VirtAddr:
-        """The same check as `new`; the crate's `Err(VirtAddrNotValid)` is raised."""
+    def try_new(cls, addr: int) -> Self:
+        """The same check as `new`; the crate's `Err(...)` is raised."""
         return cls(addr)
 
     @classmethod
-    def new_truncate(cls, addr: int) -> VirtAddr:
-        """Throw away bits 48..63 and sign-extend bit 47 (never fails)."""
-        return cls(_sign_extend_47(u64(addr, "virtual address")))
+    def new_truncate(cls, addr: int) -> Self:
+        raise NotImplementedError
 
     @classmethod
-    def zero(cls) -> VirtAddr:
+    def zero(cls) -> Self:
         return cls(0)
 
     def as_u64(self) -> int:
@@ -113,14 +107,73 @@ class VirtAddr:
     def is_null(self) -> bool:
         return self._addr == 0
 
-    def align_up(self, align: int) -> VirtAddr:
-        return VirtAddr.new_truncate(align_up(self._addr, align))
+    @classmethod
+    def _from_aligned(cls, addr: int) -> Self:
+        """How an aligned value becomes an address: `new`, which checks (PhysAddr, as in the crate)."""
+        return cls(addr)
 
-    def align_down(self, align: int) -> VirtAddr:
-        return VirtAddr.new_truncate(align_down(self._addr, align))
+    def align_up(self, align: int) -> Self:
+        return self._from_aligned(align_up(self._addr, align))
+
+    def align_down(self, align: int) -> Self:
+        return self._from_aligned(align_down(self._addr, align))
 
     def is_aligned(self, align: int) -> bool:
         return self.align_down(align) == self
+
+    def __add__(self, rhs: int) -> Self:
+        return type(self)(u64(self._addr + u64(rhs, "offset"), "address"))
+
+    @overload
+    def __sub__(self, rhs: Self) -> int: ...
+
+    @overload
+    def __sub__(self, rhs: int) -> Self: ...
+
+    def __sub__(self, rhs: int | Self) -> Self | int:
+        """`addr - u64` is an address of the same kind; `addr - addr` is the distance (u64, no underflow)."""
+        if isinstance(rhs, type(self)):
+            return u64(self._addr - rhs._addr, "address difference")
+        return type(self)(u64(self._addr - u64(rhs, "offset"), "address"))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._addr == self._addr
+
+    def __lt__(self, other: Self) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._addr < other._addr
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._addr))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._addr:#x})"
+
+
+class VirtAddr(_Address):
+    """A canonical 64-bit virtual address. `VirtAddr(x)` is `VirtAddr::new(x)`."""
+
+    __slots__ = ()
+
+    def __init__(self, addr: int) -> None:
+        top = u64(addr, "virtual address") >> 47
+        if top in (0, 0x1FFFF):
+            self._addr = addr
+        elif top == 1:  # bit 47 set, bits 48..63 clear: the crate sign-extends
+            self._addr = _sign_extend_47(addr)
+        else:
+            raise VirtAddrNotValid(addr)
+
+    @classmethod
+    def new_truncate(cls, addr: int) -> VirtAddr:
+        """Throw away bits 48..63 and sign-extend bit 47 (never fails)."""
+        return cls(_sign_extend_47(u64(addr, "virtual address")))
+
+    @classmethod
+    def _from_aligned(cls, addr: int) -> VirtAddr:
+        """The crate's `VirtAddr::align_up`/`align_down` truncate rather than check."""
+        return cls.new_truncate(addr)
 
     def page_offset(self) -> int:
         """The 12-bit offset inside a 4 KiB page (the crate's `PageOffset`, as an int)."""
@@ -144,41 +197,11 @@ class VirtAddr:
     def p4_index(self) -> int:
         return self.page_table_index(4)
 
-    def __add__(self, rhs: int) -> VirtAddr:
-        return VirtAddr(u64(self._addr + u64(rhs, "offset"), "virtual address"))
 
-    @overload
-    def __sub__(self, rhs: VirtAddr) -> int: ...
-
-    @overload
-    def __sub__(self, rhs: int) -> VirtAddr: ...
-
-    def __sub__(self, rhs: int | VirtAddr) -> VirtAddr | int:
-        """`VirtAddr - u64` is a VirtAddr; `VirtAddr - VirtAddr` is the distance (u64, no underflow)."""
-        if isinstance(rhs, VirtAddr):
-            return u64(self._addr - rhs._addr, "address difference")
-        return VirtAddr(u64(self._addr - u64(rhs, "offset"), "virtual address"))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, VirtAddr) and other._addr == self._addr
-
-    def __lt__(self, other: VirtAddr) -> bool:
-        if not isinstance(other, VirtAddr):
-            return NotImplemented
-        return self._addr < other._addr
-
-    def __hash__(self) -> int:
-        return hash((VirtAddr, self._addr))
-
-    def __repr__(self) -> str:
-        return f"VirtAddr({self._addr:#x})"
-
-
-@total_ordering
-class PhysAddr:
+class PhysAddr(_Address):
     """A physical address with bits 52..63 zero. `PhysAddr(x)` is `PhysAddr::new(x)`."""
 
-    __slots__ = ("_addr",)
+    __slots__ = ()
 
     def __init__(self, addr: int) -> None:
         if u64(addr, "physical address") >> PHYS_ADDR_BITS:
@@ -186,66 +209,6 @@ class PhysAddr:
         self._addr = addr
 
     @classmethod
-    def new(cls, addr: int) -> PhysAddr:
-        return cls(addr)
-
-    @classmethod
-    def try_new(cls, addr: int) -> PhysAddr:
-        """The same check as `new`; the crate's `Err(PhysAddrNotValid)` is raised."""
-        return cls(addr)
-
-    @classmethod
     def new_truncate(cls, addr: int) -> PhysAddr:
         """Throw away bits 52..63 (never fails)."""
         return cls(u64(addr, "physical address") % (1 << PHYS_ADDR_BITS))
-
-    @classmethod
-    def zero(cls) -> PhysAddr:
-        return cls(0)
-
-    def as_u64(self) -> int:
-        return self._addr
-
-    def __int__(self) -> int:
-        return self._addr
-
-    def is_null(self) -> bool:
-        return self._addr == 0
-
-    def align_up(self, align: int) -> PhysAddr:
-        return PhysAddr(align_up(self._addr, align))
-
-    def align_down(self, align: int) -> PhysAddr:
-        return PhysAddr(align_down(self._addr, align))
-
-    def is_aligned(self, align: int) -> bool:
-        return self.align_down(align) == self
-
-    def __add__(self, rhs: int) -> PhysAddr:
-        return PhysAddr(u64(self._addr + u64(rhs, "offset"), "physical address"))
-
-    @overload
-    def __sub__(self, rhs: PhysAddr) -> int: ...
-
-    @overload
-    def __sub__(self, rhs: int) -> PhysAddr: ...
-
-    def __sub__(self, rhs: int | PhysAddr) -> PhysAddr | int:
-        """`PhysAddr - u64` is a PhysAddr; `PhysAddr - PhysAddr` is the distance (u64, no underflow)."""
-        if isinstance(rhs, PhysAddr):
-            return u64(self._addr - rhs._addr, "address difference")
-        return PhysAddr(u64(self._addr - u64(rhs, "offset"), "physical address"))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PhysAddr) and other._addr == self._addr
-
-    def __lt__(self, other: PhysAddr) -> bool:
-        if not isinstance(other, PhysAddr):
-            return NotImplemented
-        return self._addr < other._addr
-
-    def __hash__(self) -> int:
-        return hash((PhysAddr, self._addr))
-
-    def __repr__(self) -> str:
-        return f"PhysAddr({self._addr:#x})"
