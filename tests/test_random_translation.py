@@ -221,6 +221,7 @@ class Machine:
 PHYS_WINDOW = 0xFFFF_C000_0000_0000  # a supervisor 1 GiB page onto physical 0, in both address spaces
 SHARED_REGION = 0xFFFF_8000_0000_0000  # a PML4 slot whose subtree both address spaces share: the global pages
 PRIVATE_SLOTS = (0, 1, 3, 0x17F)  # PML4 slots each address space fills with its own tables
+RECENT_PAGES = 24  # the working set streams return to: more pages than small TLBs hold
 
 
 class Request(NamedTuple):
@@ -263,9 +264,13 @@ class TableBuilder:
         return frame * PAGE_SIZE
 
     def flags(self, leaf: bool, shared: bool) -> int:
+        """Random flags; tables mostly permit everything, as an OS's do, so that most restrictions are the leaf's
+        and most accesses translate (a stream of faults would leave the TLB empty)."""
         r = self.rng.random
-        bits = Pte.PRESENT if r() < 0.93 else 0
-        bits |= Pte.WRITABLE * (r() < 0.7) | Pte.USER_ACCESSIBLE * (r() < 0.7) | Pte.NO_EXECUTE * (r() < 0.25)
+        strict = 1.0 if leaf else 0.2  # a table entry is 5 times less likely to deny
+        bits = Pte.PRESENT if r() < 1 - 0.08 * strict else 0
+        bits |= Pte.WRITABLE * (r() < 1 - 0.35 * strict) | Pte.USER_ACCESSIBLE * (r() < 1 - 0.35 * strict)
+        bits |= Pte.NO_EXECUTE * (r() < 0.25 * strict)
         bits |= Pte.ACCESSED * (r() < 0.3) | Pte.WRITE_THROUGH * (r() < 0.1) | Pte.NO_CACHE * (r() < 0.1)
         if leaf:
             bits |= Pte.DIRTY * (r() < 0.3) | Pte.GLOBAL * (shared and r() < 0.5)
@@ -334,6 +339,7 @@ class StreamGenerator:
         self.tables = TableBuilder(self.rng, Memory(config.mem_bytes), config.maxphyaddr)
         self.requests: list[Request] = []
         self.expected: list[tuple[int, int, int]] = []
+        self.recent: list[int] = []  # pages of recent addresses, oldest first
 
     def issue(self, request: Request) -> tuple[int, int, int]:
         self.requests.append(request)
@@ -351,15 +357,24 @@ class StreamGenerator:
         self.issue(Request(Op.CSR_WRITE, Csr.CR0, 3, CR0_PG))
 
     def address(self) -> int:
-        """A virtual address near something the tables map (or nowhere, or non-canonical)."""
+        """A virtual address near something the tables map (or nowhere, or non-canonical); half the time in a page
+        used recently, so that translations are reused, hit and get evicted."""
         r = self.rng.random()
-        if r < 0.04:
+        if r < 0.5 and self.recent:
+            return self.rng.choice(self.recent) | self.rng.randrange(PAGE_SIZE)
+        if r < 0.52:
             return self.rng.getrandbits(64)  # mostly non-canonical
-        if r < 0.1:
-            return PHYS_WINDOW + self.rng.randrange(self.machine.memory.size)
-        leaf = self.rng.choice([m for m in self.tables.mappings if m.leaf] or self.tables.mappings)
-        span = 1 << LEVEL_PAGE_SHIFT.get(leaf.level, 12)
-        return leaf.vaddr + self.rng.choice((0, self.rng.randrange(span), span - 8, self.rng.randrange(PAGE_SIZE)))
+        if r < 0.55:
+            addr = PHYS_WINDOW + self.rng.randrange(self.machine.memory.size)
+        else:
+            leaves = [m for m in self.tables.mappings if m.leaf]
+            if self.rng.random() < 0.85:  # mostly the current address space's (or the shared) pages
+                leaves = [m for m in leaves if m.root in (None, self.machine.cr3)] or leaves
+            leaf = self.rng.choice(leaves)
+            span = 1 << LEVEL_PAGE_SHIFT.get(leaf.level, 12)
+            addr = leaf.vaddr + self.rng.choice((0, self.rng.randrange(span), span - 8, self.rng.randrange(PAGE_SIZE)))
+        self.recent = [*self.recent[-(RECENT_PAGES - 1):], addr & ~(PAGE_SIZE - 1)]
+        return addr
 
     def access(self) -> None:
         size = self.rng.randrange(4)
@@ -367,13 +382,13 @@ class StreamGenerator:
         if self.rng.random() < 0.9:
             addr &= ~((1 << size) - 1)
         store = self.rng.random() < 0.4
-        user = self.rng.random() < 0.5
+        user = self.rng.random() < 0.35
         fetch = self.rng.random() < (0.02 if store else 0.2)  # a store marked as a fetch is a plain store
         if store and self.store_reaches_a_table(addr, user):
             store = False  # a data store must not rewrite a page table under cached translations
         op = Op.STORE if store else Op.LOAD
         self.issue(Request(op, addr, size, self.rng.getrandbits(64), user, fetch))
-        if self.expected[-1][1] == Fault.PAGE and self.rng.random() < 0.5:
+        if self.expected[-1][1] == Fault.PAGE and self.rng.random() < 0.3:
             self.issue(Request(Op.CSR_READ, Csr.CR2))
             self.issue(Request(Op.CSR_READ, Csr.PFEC))
 
@@ -411,20 +426,21 @@ class StreamGenerator:
         roots = self.tables.roots
         while len(self.requests) < operations:
             r = self.rng.random()
-            if r < 0.80:
+            # flushes come every few dozen operations, so that translations live long enough to hit and be evicted
+            if r < 0.90:
                 self.access()
-            elif r < 0.84:
+            elif r < 0.93:
                 csr = self.rng.choice((Csr.CR0, Csr.CR2, Csr.CR3, Csr.PFEC, Csr.CFG_TLB_WAYS, 0x7FF))
                 self.issue(Request(Op.CSR_READ, csr))
-            elif r < 0.865:
+            elif r < 0.955:
                 self.issue(Request(Op.INVLPG, self.address()))
-            elif r < 0.87:
+            elif r < 0.96:
                 self.issue(Request(self.rng.choice((6, 7)), self.address()))  # undefined op codes
-            elif r < 0.88:
+            elif r < 0.965:
                 self.issue(Request(Op.FLUSH, 0))
-            elif r < 0.92:
-                self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.rng.choice(roots)))
             elif r < 0.98:
+                self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.rng.choice(roots)))
+            elif r < 0.995:
                 self.edit()
             else:
                 self.issue(Request(Op.CSR_WRITE, Csr.CR0, 3, 0))  # paging off: physical accesses, then on again

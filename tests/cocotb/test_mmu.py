@@ -20,7 +20,7 @@ from typing import Any
 import cocotb
 import pytest
 import tb
-from test_random_translation import Machine, Request, describe, generate_stream
+from test_random_translation import Machine, Memory, Request, describe, generate_stream
 
 from cosim.backend import open_backend
 from cosim.lockstep import first_divergence
@@ -116,8 +116,19 @@ async def run_scenario(dut: Any, name: str) -> list[AccessEvent]:
         response = await bench.transact(*request)
         expected = model.execute(*request)
         assert response == expected, f"operation {seq}: {describe(request)} -> {response}, the model says {expected}"
-    tb.save_trace(name, [list(event) for event in bench.events])
-    return bench.events
+    events = list(bench.events)
+    tb.save_trace(name, [list(event) for event in events])
+    await clear_ram(bench, model.memory)
+    return events
+
+
+async def clear_ram(bench: tb.MmuTB, memory: Memory) -> None:
+    """Zero every word the scenario left non-zero. The RAM is never reset and outlives a cocotb test (they share
+    one simulation), while each scenario's model starts from a zeroed RAM, as the other backends do."""
+    await bench.transact(Op.CSR_WRITE, Csr.CR0, 3, 0)  # paging off: physical stores
+    for index, word in enumerate(memoryview(memory.data).cast("Q")):
+        if word:
+            await bench.transact(Op.STORE, 8 * index, 3, 0)
 
 
 @cocotb.test()
