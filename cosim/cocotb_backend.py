@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,6 @@ from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.handle import Immediate
 from cocotb.triggers import FallingEdge, RisingEdge
 from cocotb_tools.runner import Icarus, Runner, get_runner
 from greenlet import greenlet
@@ -53,6 +52,9 @@ from hdl.protocol import AccessEvent, MmuConfig
 SIMULATORS = {"cocotb-verilator": "verilator", "cocotb-icarus": "icarus"}
 JOB_ENV = "MMUCOSIM_JOB"  # names the job pickle for the test inside the simulator
 CLOCK_PERIOD_NS = 10
+# cocotb 2 rewrites the asserts of every module imported after it starts (pytest's hook): the firmware's modules,
+# about 1.7 s per launch, for asserts nothing here relies on being rewritten.
+_NO_ASSERTION_REWRITING = {"COCOTB_REWRITE_ASSERTION_FILES": ""}
 TOPLEVEL = "mmu"
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-CFLAGS", "-O2"]  # -O2 overrides the default -Os
 
@@ -117,8 +119,8 @@ def _run(
         try:
             runner.test(
                 test_module=__name__, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
-                test_dir=run_dir,
-                extra_env={JOB_ENV: str(job_path)}, waves=waves is not None, test_args=test_args,
+                test_dir=run_dir, extra_env={JOB_ENV: str(job_path), **_NO_ASSERTION_REWRITING},
+                waves=waves is not None, test_args=test_args,
                 plusargs=plusargs, log_file=log_path, results_xml=str(run_dir / "results.xml"),
             )  # fmt: skip
         except (SystemExit, RuntimeError) as exc:
@@ -297,20 +299,51 @@ def _write_outcome(path: str, kind: str, payload: Any, remote_traceback: str = "
         _OutcomePickler(handle).dump((kind, payload, remote_traceback))
 
 
+_NO_DELAY = 3  # cocotb's _GPISetAction.NO_DELAY: the action number an `Immediate` write passes to the GPI
+_GPI_INT_BITS = 32  # get_signal_val_long and set_signal_val_int carry a signed 32-bit int
+
+
+def _reader(port: Any) -> Callable[[], int]:
+    """A function returning `port`'s value as an unsigned int, straight from its GPI handle."""
+    handle = port._handle
+    if len(port) < _GPI_INT_BITS:
+        return handle.get_signal_val_long
+    get_binstr = handle.get_signal_val_binstr
+    return lambda: int(get_binstr(), 2)
+
+
+def _writer(port: Any) -> Callable[[int], None]:
+    """A function writing an unsigned int to `port` at once, straight through its GPI handle."""
+    handle = port._handle
+    width = len(port)
+    if width < _GPI_INT_BITS:
+        set_int = handle.set_signal_val_int
+        return lambda value: set_int(_NO_DELAY, value)
+    set_binstr = handle.set_signal_val_binstr
+    binary = f"0{width}b"
+    return lambda value: set_binstr(_NO_DELAY, format(value, binary))
+
+
 class _Ports:
-    """The mmu's ports, looked up once, and the driving discipline of cosim.runner on them."""
+    """The mmu's ports, looked up once, and the driving discipline of cosim.runner on them.
+
+    Per operation the ports are read and written through their GPI handles (the private `_handle` of cocotb 2.1,
+    which pyproject.toml pins): the public `.value` builds a `LogicArray` of one `Logic` per bit that
+    `.to_unsigned()` parses back, and an `Immediate` write goes through cocotb's write scheduling. Together they
+    were most of this backend's time (docs/performance.md); tests/test_lockstep.py catches a change in cocotb.
+    """
 
     def __init__(self, dut: Any, trace: bool) -> None:
         self.clk = dut.clk
         self.rst = dut.rst
         self.req_valid = dut.req_valid
-        self.req_ready = dut.req_ready
-        self.resp_valid = dut.resp_valid
-        self.request = [getattr(dut, n) for n in ("req_op", "req_addr", "req_size", "req_wdata", "req_user",
-                                                   "req_fetch")]  # fmt: skip
+        self.request = [_writer(getattr(dut, n)) for n in ("req_op", "req_addr", "req_size", "req_wdata",
+                                                            "req_user", "req_fetch")]  # fmt: skip
         self.driven: list[int | None] = [None] * len(self.request)  # what each request port holds
-        self.rdata, self.fault, self.errcode = dut.resp_rdata, dut.resp_fault, dut.resp_errcode
-        self.event = [(port, len(port) > 1) for port in (getattr(dut, n) for n in EVENT_PORTS)]  # (port, vector?)
+        self.set_req_valid = _writer(dut.req_valid)
+        self.req_ready, self.resp_valid = _reader(dut.req_ready), _reader(dut.resp_valid)
+        self.response = [_reader(getattr(dut, n)) for n in ("resp_rdata", "resp_fault", "resp_errcode")]
+        self.event = [_reader(getattr(dut, n)) for n in EVENT_PORTS]
         self.trace = trace
         self.events: list[AccessEvent] = []
         self.falling = FallingEdge(self.clk)
@@ -329,34 +362,33 @@ class _Ports:
     async def transact(self, request: tuple[int, int, int, int, bool, bool]) -> tuple[int, int, int]:
         """Run one operation; called with clk low, in the cycle of the previous response (or right after reset).
 
-        Writes are Immediate: nothing in the design reacts to the falling edge, so there is no race to avoid by
-        deferring them to the ReadWrite phase, and Icarus would pay an extra callback per operation for it.
+        Writes take effect at once (GPI NO_DELAY, what `Immediate` does): nothing in the design reacts to the
+        falling edge, so there is no race to avoid by deferring them to the ReadWrite phase, and Icarus would pay an
+        extra callback per operation for it.
         """
-        ready = self.req_ready.value  # req_ready depends on registers only: the value the next rising edge samples
+        ready = self.req_ready()  # req_ready depends on registers only: the value the next rising edge samples
         driven = self.driven
         for index, value in enumerate(request):  # writes cost more than compares: write only what changed
             if driven[index] != value:
-                self.request[index].value = Immediate(int(value))
+                self.request[index](int(value))
                 driven[index] = value
-        self.req_valid.value = Immediate(1)
+        self.set_req_valid(1)
         cycles = 1
         while not ready:
             self._check_alive(request, cycles)
             await self.falling
-            ready = self.req_ready.value
+            ready = self.req_ready()
             cycles += 1
         await self.falling
-        self.req_valid.value = Immediate(0)
-        while not self.resp_valid.value:
+        self.set_req_valid(0)
+        while not self.resp_valid():
             self._check_alive(request, cycles)
             await self.falling
             cycles += 1
-        rdata = self.rdata.value.to_unsigned()
-        fault = self.fault.value.to_unsigned()
-        errcode = self.errcode.value.to_unsigned()
+        rdata, fault, errcode = (read() for read in self.response)
         if self.trace:
             op, addr, size, wdata, _user, _fetch = request
-            ev = tuple(port.value.to_unsigned() if vector else int(port.value) for port, vector in self.event)
+            ev = tuple(read() for read in self.event)
             self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
         return rdata, fault, errcode
 
