@@ -8,6 +8,8 @@ controller counts the rest), which models slower memories without changing the R
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from myhdl import Signal, SignalType, always_comb, always_seq, block, intbv
 
 from hdl.interfaces import MemPort, MemResponse
@@ -18,11 +20,11 @@ from hdl.ram import ram
 @block
 def memory_controller(
     clk: SignalType, rst: SignalType, walk: MemPort, data: MemPort, resp: MemResponse, config: MmuConfig,
-    ram_words: int | None = None,
+    ram_words: int | None = None, ram_model: Callable[..., object] = ram,
 ):
     """Route `walk` (priority) or `data` to the RAM and report read completion in `resp`.
 
-    `ram_words`: see hdl.mmu.mmu; by default the RAM holds all of `config.mem_bytes`.
+    `ram_words`, `ram_model`: see hdl.mmu.mmu; by default the RAM holds all of `config.mem_bytes`.
     """
     word_addr_width = len(walk.word_addr)
     latency = config.mem_latency
@@ -35,8 +37,8 @@ def memory_controller(
     ram_wdata = Signal(intbv(0)[len(walk.wdata):])
     cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
 
-    memory = ram(clk, ram_addr, ram_write, ram_byte_enable, ram_wdata, ram_read, resp.rdata,
-                 words=ram_words or config.mem_bytes // len(walk.byte_enable))
+    memory = ram_model(clk, ram_addr, ram_write, ram_byte_enable, ram_wdata, ram_read, resp.rdata,
+                       words=ram_words or config.mem_bytes // len(walk.byte_enable))
 
     @always_comb
     def arbitrate():

@@ -7,6 +7,8 @@ waits for the page walker, MEMWAIT for a read slower than one cycle, RESP pulses
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
 from hdl.csr import csr
@@ -26,6 +28,7 @@ from hdl.protocol import (
     Op,
 )
 from hdl.pwc import LEVEL_WIDTH, pwc
+from hdl.ram import ram
 from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_WIDTH, tlb
 
 State = enum("IDLE", "LOOKUP", "WALK", "MEMWAIT", "RESP")
@@ -59,11 +62,13 @@ def mmu(
     ev_ad_writes: SignalType,
     config: MmuConfig,
     ram_words: int | None = None,
+    ram_model: Callable[..., object] = ram,
 ):
     """The MMU with its RAM, built for `config`; ports as in hdl.protocol.PORTS_IN / PORTS_OUT.
 
     `ram_words` materialises fewer RAM words than `config.mem_bytes` holds (hdl.export writes the real depth into
-    the Verilog); simulation needs the default, every word.
+    the Verilog); simulation needs the default, every word. `ram_model` is the RAM block: hdl.ram, or for MyHDL's
+    simulator alone the behavioural hdl.sim_ram, which never converts.
     """
     config.validate()
     ram_bits = (config.mem_bytes - 1).bit_length()  # byte-address bits of the RAM
@@ -124,7 +129,7 @@ def mmu(
     walk_port = MemPort(word_addr_width)
     data_port = MemPort(word_addr_width)
     mem_resp = MemResponse()
-    memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words)
+    memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words, ram_model)
 
     # -- CSRs -----------------------------------------------------------------------------------------------
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])

@@ -1,0 +1,45 @@
+"""Simulation-only: a behavioural model of hdl.ram for MyHDL's simulator; never converted, never synthesized.
+
+hdl.ram holds one MyHDL Signal per 64-bit word, which the simulator must build (seconds per MiB) and update with a
+copy of the word on every write. This model keeps the words that were ever written in a dict (every other word
+reads as zero, as the RAM does on Verilator and MyHDL) and answers with the same ports and the same timing: a
+write stores its enabled byte lanes at the clock edge, a read loads `rdata` at the edge, `rdata` holds between reads.
+"""
+
+from __future__ import annotations
+
+from myhdl import SignalType, always, block
+
+from hdl.interfaces import WORD_BYTES
+
+# The bit mask of each byte_enable value: lane i enabled keeps bits 8i..8i+7.
+LANE_MASKS = tuple(
+    sum(0xFF << (8 * lane) for lane in range(WORD_BYTES) if enable >> lane & 1) for enable in range(1 << WORD_BYTES)
+)
+
+
+@block
+def sim_ram(
+    clk: SignalType,
+    word_addr: SignalType,
+    write: SignalType,
+    byte_enable: SignalType,
+    wdata: SignalType,
+    read: SignalType,
+    rdata: SignalType,
+    words: int,
+):
+    """hdl.ram's behaviour for `words` 64-bit words (the address port's width keeps accesses within them)."""
+    del words  # the dict holds only the words written, whatever the depth
+    memory: dict[int, int] = {}
+
+    @always(clk.posedge)
+    def access():
+        address = int(word_addr.val)
+        if read:
+            rdata.next = memory.get(address, 0)
+        if write:
+            mask = LANE_MASKS[int(byte_enable.val)]
+            memory[address] = (memory.get(address, 0) & ~mask) | (int(wdata.val) & mask)
+
+    return access
