@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cosim import trace
-from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError
-from cosim.runner import ProgramError, RunResult, run_program
+from cosim.backend import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
+from cosim.runner import ProgramError, ProgressCallback, RunResult, run_program
 from cosim.stale import StaleAccess, find_stale
 from cosim.summary import Summary, kind_table, percent, phase_table, summarize
 from cosim.summary import write_json as write_summary
@@ -226,26 +226,42 @@ class RunOutput:
 
 
 @contextlib.contextmanager
-def _ticking(message: str) -> Iterator[None]:
-    """`message` with a running clock on stderr while a simulation runs (just the message when not a TTY).
+def _progress(message: str, backend: str) -> Iterator[ProgressCallback | None]:
+    """A live display on stderr while a simulation runs (just `message` when stderr is not a terminal).
 
-    The runner offers no progress callback, so the clock is what a long run can show.
+    In-process backends report every firmware context as it opens: the display counts operations and names the
+    phase. The cocotb backends run the firmware inside the simulator, so for them it shows a running clock.
     """
     from tqdm import tqdm
 
-    with tqdm(desc=message, bar_format="{desc} {elapsed}", leave=False, disable=None, file=sys.stderr) as clock:
-        if clock.disable:
+    live = backend in IN_PROCESS_BACKENDS
+    bar_format = "{desc} {n_fmt} operations [{elapsed}, {rate_fmt}]" if live else "{desc} {elapsed}"
+    with tqdm(desc=message, bar_format=bar_format, unit="op", unit_scale=True, leave=False, disable=None,
+              file=sys.stderr) as bar:
+        if bar.disable:
             print(message, file=sys.stderr, flush=True)
+        if live:
+            phase = [""]
+
+            def on_enter(label: str, depth: int, seq: int) -> None:
+                if depth == 0 and label != phase[0]:
+                    phase[0] = label
+                    bar.set_description_str(f"{message} {label}", refresh=False)
+                if seq - bar.n >= 20_000 or depth == 0:
+                    bar.update(seq - bar.n)
+
+            yield on_enter
+            return
         done = threading.Event()
 
         def tick() -> None:
             while not done.wait(0.5):
-                clock.refresh()
+                bar.refresh()
 
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
         try:
-            yield
+            yield None
         finally:
             done.set()
             ticker.join()
@@ -259,8 +275,10 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
     out_dir.mkdir(parents=True, exist_ok=True)
     console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
     try:
-        with _ticking(f"running {job.name} on {backend} …"), contextlib.redirect_stdout(console):
-            result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves)
+        with _progress(f"running {job.name} on {backend} …", backend) as progress, \
+                contextlib.redirect_stdout(console):
+            result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves,
+                                 progress=progress)
     except Exception:
         sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
         raise

@@ -71,16 +71,22 @@ class Span:
     end_seq: int
 
 
+ProgressCallback = Callable[[str, int, int], None]  # (label, depth, seq) of each context as it opens
+
+
 class ContextLog:
     """Records the Cpu's `context()` nesting as Spans, in the order they opened (a ContextListener)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_enter: ProgressCallback | None = None) -> None:
         self.spans: list[Span] = []
         self._open: list[int] = []  # indices into spans of the contexts not yet exited
+        self._on_enter = on_enter
 
     def enter(self, label: str, seq: int) -> None:
         self._open.append(len(self.spans))
         self.spans.append(Span(label, len(self._open) - 1, seq, seq))
+        if self._on_enter is not None:
+            self._on_enter(label, len(self._open) - 1, seq)
 
     def exit(self, seq: int) -> None:
         self.spans[self._open.pop()].end_seq = seq
@@ -120,13 +126,17 @@ def resolve_program(program: str) -> Program:
 
 
 def execute(
-    function: Program, transactor: Transactor, args: dict[str, Any], trace: bool
+    function: Program,
+    transactor: Transactor,
+    args: dict[str, Any],
+    trace: bool,
+    progress: ProgressCallback | None = None,
 ) -> tuple[Any, int, list[Span], float]:
     """Call `function(cpu, **args)` on a Cpu over `transactor`: (value or CpuFault, ops, spans, seconds).
 
     Spans are recorded only when tracing: nothing reads them otherwise, and they cost an untraced run half its speed.
     """
-    log = ContextLog()
+    log = ContextLog(progress)
     cpu = Cpu(transactor, log if trace else None)
     start = time.perf_counter()
     try:
@@ -144,8 +154,13 @@ def run_program(
     args: dict[str, Any] | None = None,
     trace: bool = False,
     waves: Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
-    """Run `program` on `backend`, built for `config` (default MmuConfig()), and return what it did."""
+    """Run `program` on `backend`, built for `config` (default MmuConfig()), and return what it did.
+
+    `progress`, for in-process backends when tracing, hears of every firmware context as it opens (a live display);
+    the cocotb backends run the firmware in the simulator's process and do not call it.
+    """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     config = config or MmuConfig()
@@ -156,6 +171,6 @@ def run_program(
 
         return run_in_simulator(program, backend, config, args=args, trace=trace, waves=waves)
     with open_backend(backend, config, trace=trace, waves=waves) as sim:
-        value, ops, spans, wall_s = execute(function, sim, args, trace)
+        value, ops, spans, wall_s = execute(function, sim, args, trace, progress)
         events = sim.drain_events()
     return RunResult(value, events, spans, backend, config, wall_s, ops)
