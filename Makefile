@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKEND ?= verilator
+ARGS ?=  # extra options for mmucosim, e.g. make verilog ARGS='--tlb-entries 32 --tlb-ways 4'
 
 .PHONY: demo test test-full bench verilog lint synth iverilog clean help
 
@@ -13,7 +14,7 @@ help:
 	@echo "make test      the test suite on every backend (Icarus tests skip with a reason if it is missing)"
 	@echo "make test-full also the full-size seed tests (many_boxes with 102,400 boxes) on every backend"
 	@echo "make bench     throughput of every backend (build/bench/results.json)"
-	@echo "make verilog   export the Verilog of a configuration to build/verilog/"
+	@echo "make verilog   export the Verilog of a configuration to build/verilog/ (ARGS='--tlb-entries 32 ...')"
 	@echo "make lint      ruff, and verilator --lint-only -Wall on the exported Verilog"
 	@echo "make synth     Yosys + nextpnr for iCE40 and ECP5, resource and Fmax report"
 
@@ -36,7 +37,7 @@ iverilog:
 	fi
 
 demo: $(STAMP)
-	$(VENV)/bin/mmucosim demo --backend $(BACKEND)
+	$(VENV)/bin/mmucosim demo --backend $(BACKEND) $(ARGS)
 
 test: $(STAMP) iverilog
 	$(PY) -m pytest -n 2 -q
@@ -45,10 +46,10 @@ test-full: $(STAMP) iverilog
 	$(PY) -m pytest -n 2 -q --run-slow
 
 bench: $(STAMP) iverilog
-	$(VENV)/bin/mmucosim bench
+	$(VENV)/bin/mmucosim bench $(ARGS)
 
 verilog: $(STAMP)
-	$(VENV)/bin/mmucosim verilog
+	$(VENV)/bin/mmucosim verilog $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -56,7 +57,7 @@ lint: $(STAMP)
 
 synth: $(STAMP)
 	$(PY) -m pip install -q -e '.[synth]'
-	$(VENV)/bin/mmucosim synth
+	$(VENV)/bin/mmucosim synth $(ARGS)
 
 clean:
 	rm -rf build
