@@ -50,9 +50,6 @@ _BUILD_ARGS = {
     "verilator": ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"],
     "icarus": [],
 }
-# A block converted on its own keeps its internal signals' bare names, and two are (System)Verilog keywords:
-# the walker's `table` and the TLB's `matches`. Inside the `mmu` top they are prefixed with the instance name.
-_KEYWORD_NAMES = re.compile(r"\b(table|matches)\b")
 
 
 # -- the blocks and their ports ---------------------------------------------------------------------------------
@@ -161,7 +158,7 @@ def convert_block(design: BlockDesign) -> Path:
     out_dir = BLOCK_BUILD_ROOT / design.tag
     verilog = out_dir / f"{design.name}.v"
     stamp = out_dir / f"{design.name}.v.sources"
-    digest = _sources_digest(design.tag, _KEYWORD_NAMES.pattern)
+    digest = _sources_digest(design.tag)
     with file_lock(out_dir.with_suffix(".lock")):
         if verilog.exists() and stamp.exists() and stamp.read_text() == digest:
             return verilog
@@ -170,8 +167,7 @@ def convert_block(design: BlockDesign) -> Path:
                               capture_output=True, text=True, check=False, cwd=TESTS_DIR.parents[1])
         if done.returncode != 0:
             raise RuntimeError(f"MyHDL could not convert {design.tag}:\n{done.stderr.strip()}")
-        text = re.sub(r"^// Date:.*\n", "", done.stdout, flags=re.M)
-        verilog.write_text(_KEYWORD_NAMES.sub(r"\1_", text))
+        verilog.write_text(re.sub(r"^// Date:.*\n", "", done.stdout, flags=re.M))
         stamp.write_text(digest)
     return verilog
 
