@@ -22,9 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
-from typing import Any
 
 from cosim import trace
 from cosim.backend import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
@@ -34,6 +32,7 @@ from cosim.summary import Summary, kind_table, percent, phase_table, summarize
 from cosim.summary import write_json as write_summary
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
+from hdl.synth import SynthesisError
 
 PROG = "mmucosim"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -42,10 +41,6 @@ _DEFAULTS = MmuConfig()
 
 class UsageError(Exception):
     """Bad input found after argument parsing; exits with EXIT_USAGE like argparse's own errors."""
-
-
-class Unavailable(Exception):
-    """A command whose implementation is not installed (synthesis tools, the benchmark)."""
 
 
 # -- argument parsing ----------------------------------------------------------------------------------------
@@ -477,24 +472,18 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    run = _optional("hdl.synth", "run", "synthesis (`make synth` installs its tools)")
-    config = config_from(args)
-    report = run(config, args.out)
-    print(report if isinstance(report, str) else json.dumps(report, indent=2, default=str))
+    from hdl.synth import format_report, run  # imported here: it needs the yowasp tools only when it runs
+
+    reports = run(config_from(args), args.out)
+    print(format_report(reports))
+    print(f"Reports: {args.out / 'report.txt'}, {args.out / 'report.json'}")
     return 0
 
 
 def cmd_bench(argv: list[str]) -> int:
-    main_ = _optional("cosim.bench", "main", "the benchmark")
-    return int(main_(argv) or 0)
+    from cosim.bench import main as bench_main
 
-
-def _optional(module: str, name: str, what: str) -> Callable[..., Any]:
-    """A function of a part of mmucosim that may not be installed or written yet, or a clean error."""
-    try:
-        return getattr(import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise Unavailable(f"{what} is not available in this installation ({module}.{name}: {err})") from None
+    return int(bench_main(argv) or 0)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -514,8 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (UsageError, WorkloadError) as err:
         parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
-    except (ProgramError, Unavailable) as err:  # a part of mmucosim that is not installed
+    except ProgramError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
+    except SynthesisError as err:  # a missing tool or a tool that failed, with its message
+        parser.exit(EXIT_FAILED, f"{PROG}: synthesis failed: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")
     except KeyboardInterrupt:
