@@ -20,7 +20,7 @@ from typing import Any
 import cocotb
 import pytest
 import tb
-from test_random_translation import Machine, Memory, Request, describe, generate_stream
+from x86_model import Machine, Memory, Request, describe, generate_stream
 
 from cosim.backend import open_backend
 from cosim.lockstep import first_divergence

@@ -14,7 +14,7 @@ from typing import Any
 import cocotb
 import pytest
 import tb
-from test_random_translation import LEVEL_PAGE_SHIFT, Access, Memory, TableBuilder, Walk, walk
+from x86_model import LEVEL_PAGE_SHIFT, Access, Memory, TableBuilder, Walk, walk
 
 from hdl.protocol import PAGE_SHIFT, ErrorCode, Fault, pte_addr_mask
 
