@@ -19,9 +19,6 @@ from cosim.backend import Backend, BackendError
 from cosim.runner import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
 from hdl.protocol import AccessEvent, MmuConfig
 
-# hdl.sim_ram holds only the words written, so no RAM size costs anything to build; the old limit of one MyHDL Signal
-# per word stays until tests/test_backends.py stops pinning it (see docs/performance.md).
-MAX_MEM_BYTES = 8 << 20
 Request = tuple[int, int, int, int, bool, bool]  # the arguments of transact
 Response = tuple[int, int, int]
 
@@ -36,11 +33,6 @@ class MyhdlBackend(Backend):
         super().__init__(config, trace=trace, waves=waves)
         if waves is not None and waves.suffix != ".vcd":
             raise BackendError(f"the myhdl backend writes VCD waves: name the file *.vcd, not {waves.name}")
-        if config.mem_bytes > MAX_MEM_BYTES:
-            raise BackendError(
-                f"the myhdl backend simulates at most {MAX_MEM_BYTES >> 20} MiB of RAM, not "
-                f"{config.mem_bytes >> 20} MiB: use verilator for more"
-            )
         if MyhdlBackend._open is not None:
             raise BackendError("MyHDL runs one simulation per process: close the open myhdl backend first")
         from hdl.interfaces import top_ports
