@@ -26,7 +26,7 @@ from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge, Timer
 from cocotb_tools.runner import Icarus, Runner, get_runner
 from greenlet import greenlet
 
@@ -156,6 +156,7 @@ def simulation(simulator: str, config: MmuConfig, trace_format: str | None = Non
         # cocotb adds --trace (VCD) to a build with waves; --trace-fst turns that into FST
         build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if trace_format == "fst" else [])]
     else:
+        verilog_text = _unnamed_blocks(verilog_text)
         icarus_bench = _icarus_bench_module(verilog_text)
         build_args = ["-s", _ICARUS_BENCH_MODULE]
     variant = "" if trace_format is None else f"-waves-{trace_format}" if simulator == "verilator" else "-waves"
@@ -205,6 +206,36 @@ def _build(simulator: str, build_dir: Path, texts: dict[str, str], build_args: l
 
 _ICARUS_BENCH_MODULE = "mmucosim_icarus_bench"
 _MEMORY_DECLARATION = re.compile(r"^reg (?:signed )?(?:\[[^\]]*\] )?(\w+) \[0:(\d+)-1\];$", re.MULTILINE)
+# `always @(...) begin: name`, then the block's own declarations (if any), its statements and its `end`
+_NAMED_BLOCK = re.compile(
+    r"^(?P<header>always @\([^\n]*\) begin): (?P<name>\w+)\n(?P<locals>(?:[ \t]+(?:reg|integer)\b[^\n]*;\n)*)"
+    r"(?P<body>.*?^end$)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def _unnamed_blocks(verilog_text: str) -> str:
+    """The Verilog with its always blocks unnamed, for Icarus: the same statements on the same variables.
+
+    Icarus makes a named block a scope of its own and forks a thread into it at every wake-up (%fork/%join); with
+    MyHDL naming every block, that was most of the thread creation and memory allocation in a profile of the
+    simulator. A block's local variables (static, like every variable of an always block) become module variables
+    named `<block>__<variable>`, renamed in the block's statements only, so that the name is no longer needed.
+    """
+
+    def unname(block: re.Match[str]) -> str:
+        name, body = block["name"], block["body"]
+        declarations = []
+        for line in block["locals"].splitlines():
+            variable = line.rstrip(";").split()[-1]  # `reg [15:0] name;`, `integer name;`
+            hoisted = f"{name}__{variable}"
+            if re.search(rf"\b{hoisted}\b", verilog_text):
+                return block[0]  # the new name is taken: keep the block as it is
+            declarations.append(line.strip().replace(f" {variable};", f" {hoisted};"))
+            body = re.sub(rf"\b{variable}\b", hoisted, body)
+        return "".join(f"{declaration}\n" for declaration in declarations) + f"{block['header']}\n{body}"
+
+    return _NAMED_BLOCK.sub(unname, verilog_text)
 
 
 def _icarus_bench_module(verilog_text: str) -> str:
@@ -347,12 +378,15 @@ class _Ports:
                                                             "req_user", "req_fetch")]  # fmt: skip
         self.driven: list[int | None] = [None] * len(self.request)  # what each request port holds
         self.set_req_valid = _writer(dut.req_valid)
+        self.offering = False  # req_valid is held high from one request to the next (see transact)
         self.req_ready, self.resp_valid = _reader(dut.req_ready), _reader(dut.resp_valid)
         self.response = [_reader(getattr(dut, n)) for n in ("resp_rdata", "resp_fault", "resp_errcode")]
         self.event = [_reader(getattr(dut, n)) for n in EVENT_PORTS]
         self.trace = trace
         self.events: list[AccessEvent] = []
         self.falling = FallingEdge(self.clk)
+        self.next_cycle = Timer(CLOCK_PERIOD_NS, unit="ns")  # from a falling edge to the next one
+        self.hit_latency = Timer(2 * CLOCK_PERIOD_NS, unit="ns")  # request to response of an op without a walk
 
     async def reset(self, clock_in_design: bool) -> None:
         """Hold reset for RESET_CYCLES rising edges; start the clock unless the design's bench drives it (Icarus)."""
@@ -373,6 +407,11 @@ class _Ports:
         Writes take effect at once (GPI NO_DELAY, what `Immediate` does): nothing in the design reacts to the
         falling edge, so there is no race to avoid by deferring them to the ReadWrite phase, and Icarus would pay an
         extra callback per operation for it.
+
+        req_valid stays high after the request is taken, until `idle`: the mmu takes no request while busy
+        (req_ready is low from the accepting edge to the response cycle), and this coroutine offers the next
+        request, or calls `idle`, in the response cycle itself. So the fastest operation, two cycles, costs one
+        timed wait of exactly two periods instead of two edge waits; any longer one then waits cycle by cycle.
         """
         ready = self.req_ready()  # req_ready depends on registers only: the value the next rising edge samples
         driven = self.driven
@@ -380,18 +419,20 @@ class _Ports:
             if driven[index] != value:
                 self.request[index](int(value))
                 driven[index] = value
-        self.set_req_valid(1)
+        if not self.offering:
+            self.set_req_valid(1)
+            self.offering = True
         cycles = 1
         while not ready:
             self._check_alive(request, cycles)
-            await self.falling
+            await self.next_cycle
             ready = self.req_ready()
             cycles += 1
-        await self.falling
-        self.set_req_valid(0)
+        await self.hit_latency  # no response comes sooner: the accepting edge, then LOOKUP's edge
+        cycles += 1
         while not self.resp_valid():
             self._check_alive(request, cycles)
-            await self.falling
+            await self.next_cycle
             cycles += 1
         rdata, fault, errcode = (read() for read in self.response)
         if self.trace:
@@ -399,6 +440,11 @@ class _Ports:
             ev = tuple(read() for read in self.event)
             self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
         return rdata, fault, errcode
+
+    def idle(self) -> None:
+        """Stop offering a request (in a response cycle, so before the mmu would take the last one again)."""
+        self.set_req_valid(0)
+        self.offering = False
 
     @staticmethod
     def _check_alive(request: tuple[int, int, int, int, bool, bool], cycles: int) -> None:
@@ -433,6 +479,7 @@ async def run_job(dut: Any) -> None:
         outcome = firmware.switch()
         while not firmware.dead:
             outcome = firmware.switch(await ports.transact(outcome))
+        ports.idle()
         value, ops, spans, wall_s = outcome
         result = RunResult(value, ports.events, spans, job.backend, job.config, wall_s, ops)
     except Exception as exc:
