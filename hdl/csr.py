@@ -26,12 +26,11 @@ def csr(
     writable: SignalType,
     paging: SignalType,
     cr3: SignalType,
-    page_fault: SignalType,
     fault_addr: SignalType,
-    fault_code: SignalType,
     event_valid: SignalType,
     event_op: SignalType,
     event_fault: SignalType,
+    event_errcode: SignalType,
     event_flush: SignalType,
     event_tlb_hit: SignalType,
     event_tlb_miss: SignalType,
@@ -46,13 +45,15 @@ def csr(
     """The CSR file.
 
     `addr`/`wdata`/`write`: a CSR access (commit a write with `write`, only when `writable`); `rdata`, `known` and
-    `writable` answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `page_fault`
-    records `fault_addr` in CR2 and `fault_code` in PFEC. `event_*`: the access event of the response being
-    given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`. `cycles` is Counter.CYCLES.
+    `writable` answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
+    event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
+    fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge
+    that ends it, in time for the next request's lookup, from registers that already hold them (no decode of the
+    fault per cycle). `cycles` is Counter.CYCLES, a copy kept by the counting block itself.
     """
     counters = [Signal(intbv(0)[COUNTER_WIDTH:]) for _ in Counter]
     cr2 = Signal(intbv(0)[len(addr):])
-    pfec = Signal(intbv(0)[len(fault_code):])
+    pfec = Signal(intbv(0)[len(event_errcode):])
 
     # Constants as plain ints: the converter inlines them as Verilog literals.
     cr0_fixed = CR0_PE | CR0_WP
@@ -131,13 +132,14 @@ def csr(
                 cr2.next = wdata
             elif addr == csr_cr3:
                 cr3.next = wdata
-        if page_fault:
+        if event_valid and event_fault == fault_page:
             cr2.next = fault_addr
-            pfec.next = fault_code
+            pfec.next = event_errcode
 
     @always_seq(clk.posedge, reset=rst)
     def count():
         counters[c_cycles].next = counters[c_cycles] + 1
+        cycles.next = counters[c_cycles] + 1  # the same register, without a combinational copy waking every cycle
         if event_valid:
             if event_op == op_load and event_fault == fault_none:
                 counters[c_loads].next = counters[c_loads] + 1
@@ -168,8 +170,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    @always_comb
-    def show_cycles():
-        cycles.next = counters[c_cycles]
-
-    return read, update_registers, count, show_cycles
+    return read, update_registers, count

@@ -40,18 +40,25 @@ def memory_controller(
     memory = ram_model(clk, ram_addr, ram_write, ram_byte_enable, ram_wdata, ram_read, resp.rdata,
                        words=ram_words or config.mem_bytes // len(walk.byte_enable))
 
+    # Two blocks, split by how often their inputs change: the strobes follow `valid`, which toggles nearly every
+    # cycle, while the address and data change once per request; one block would re-assign all five each time.
     @always_comb
-    def arbitrate():
+    def arbitrate_strobes():
         if walk.valid:
-            ram_addr.next = walk.word_addr
             ram_write.next = walk.write
             ram_read.next = not walk.write
+        else:
+            ram_write.next = data.valid and data.write
+            ram_read.next = data.valid and not data.write
+
+    @always_comb
+    def arbitrate_word():
+        if walk.valid:
+            ram_addr.next = walk.word_addr
             ram_byte_enable.next = walk.byte_enable
             ram_wdata.next = walk.wdata
         else:
             ram_addr.next = data.word_addr
-            ram_write.next = data.valid and data.write
-            ram_read.next = data.valid and not data.write
             ram_byte_enable.next = data.byte_enable
             ram_wdata.next = data.wdata
 
@@ -70,4 +77,4 @@ def memory_controller(
         else:
             resp.rvalid_next.next = cycles_left == 2
 
-    return memory, arbitrate, count_latency, report
+    return memory, arbitrate_strobes, arbitrate_word, count_latency, report

@@ -18,7 +18,6 @@ from hdl.page_walker import page_walker
 from hdl.protocol import (
     CR0_PG,
     DATA_WIDTH,
-    ERRCODE_WIDTH,
     LEVEL_BITS,
     PAGE_SHIFT,
     VPN_WIDTH,
@@ -115,10 +114,6 @@ def mmu(
     needs_dirty = Signal(bool(0))  # a permitted store hit an entry whose D is clear
     walk_start = Signal(bool(0))
     walk_ok = Signal(bool(0))
-    do_access = Signal(bool(0))  # start the data access this cycle
-    outcome_fault = Signal(intbv(0)[len(resp_fault):])
-    page_fault = Signal(bool(0))
-    fault_code = Signal(intbv(0)[ERRCODE_WIDTH:])
 
     # -- response registers not on ports ----------------------------------------------------------------------
     rdata_from_memory = Signal(bool(0))
@@ -139,7 +134,7 @@ def mmu(
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(clk, rst, vaddr, wdata, csr_write, csr_rdata, csr_known, csr_writable, paging, cr3,
-                    page_fault, vaddr, fault_code, resp_valid, op, resp_fault, event_flush, ev_tlb_hit,
+                    vaddr, resp_valid, op, resp_fault, resp_errcode, event_flush, ev_tlb_hit,
                     ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes,
                     ev_cycle, config=config)
 
@@ -179,8 +174,7 @@ def mmu(
 
     op_load, op_store, op_invlpg, op_flush, op_csr_read, op_csr_write = (
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
-    fault_none, fault_gp, fault_align, fault_bus, fault_page = (
-        int(Fault.NONE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE))
+    fault_gp, fault_align, fault_bus, fault_page = int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE)
     csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
     pg_bit = CR0_PG.bit_length() - 1
 
@@ -242,7 +236,9 @@ def mmu(
 
     @always_comb
     def select_translation():
-        if state == State.WALK:
+        # The walk's result is only looked at in its `done` cycle (the last of WALK); keying on `done` rather than
+        # on `state` keeps this block asleep while the state alternates LOOKUP/RESP on TLB hits.
+        if walk.done:
             frame.next = walk.frame
             page_size.next = walk.size
         else:
@@ -280,59 +276,20 @@ def mmu(
         needs_dirty.next = is_store and not hit_dirty
 
     @always_comb
-    def decide():
+    def judge_walk():
         walk_ok.next = walk.done and not walk.fault_page and not walk.fault_bus
+
+    @always_comb
+    def decide():
+        # data_port.valid starts the data access this cycle; `control` reads it for the same decision.
         walk_start.next = translate and (not tlb_hit or (hit_permitted and needs_dirty))
         if state == State.LOOKUP:
             if paging:
-                do_access.next = translate and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
+                data_port.valid.next = translate and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
             else:
-                do_access.next = (is_load or is_store) and aligned and phys_in_ram
+                data_port.valid.next = (is_load or is_store) and aligned and phys_in_ram
         else:
-            do_access.next = state == State.WALK and walk_ok and phys_in_ram
-
-    @always_comb
-    def judge():
-        # The fault of an operation that ends this cycle without a data access (see `control` for the order).
-        fault = intbv(0)[len(resp_fault):]
-        fault[:] = fault_none
-        page_fault.next = False
-        if state == State.LOOKUP:
-            if is_load or is_store:
-                if paging and not canonical:
-                    fault[:] = fault_gp
-                elif not aligned:
-                    fault[:] = fault_align
-                elif paging and tlb_hit and not hit_permitted:
-                    fault[:] = fault_page
-                    page_fault.next = True
-                elif not phys_in_ram:
-                    fault[:] = fault_bus
-            elif op == op_csr_read:
-                if not csr_known:
-                    fault[:] = fault_gp
-            elif op == op_csr_write:
-                if not csr_writable:
-                    fault[:] = fault_gp
-            elif op != op_invlpg and op != op_flush:
-                fault[:] = fault_gp
-        elif state == State.WALK:
-            if walk.fault_page:
-                fault[:] = fault_page
-                page_fault.next = walk.done
-            elif walk.fault_bus or not phys_in_ram:
-                fault[:] = fault_bus
-        else:
-            fault[:] = fault_none  # MEMWAIT, RESP and IDLE end nothing
-        outcome_fault.next = fault
-
-    @always_comb
-    def explain_page_fault():
-        # A hit's violation is a protection fault (P); the walker reports P and RSVD for the faults it finds.
-        if state == State.WALK:
-            fault_code.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
-        else:
-            fault_code.next = concat(is_fetch, False, user, is_store, True)
+            data_port.valid.next = state == State.WALK and walk_ok and phys_in_ram
 
     @always_comb
     def command_tlb():
@@ -353,7 +310,6 @@ def mmu(
 
     @always_comb
     def drive_data_port():
-        data_port.valid.next = do_access
         data_port.write.next = is_store
         data_port.word_addr.next = phys[ram_bits:3]
 
@@ -377,26 +333,44 @@ def mmu(
                 fetch.next = req_fetch
                 vaddr.next = req_addr
                 wdata.next = req_wdata
-                rdata_from_memory.next = False
-                rdata_reg.next = 0
-                event_flush.next = False
-                resp_fault.next = 0
-                resp_errcode.next = 0
+                # Clear the previous response's registers, each only if set: the same registers, but MyHDL's
+                # simulator pays for every assignment, and most of these stay zero on a TLB hit.
+                if rdata_from_memory:
+                    rdata_from_memory.next = False
+                if rdata_reg != 0:
+                    rdata_reg.next = 0
+                if event_flush:
+                    event_flush.next = False
+                if resp_fault != 0:
+                    resp_fault.next = 0
+                if resp_errcode != 0:
+                    resp_errcode.next = 0
                 ev_paddr.next = 0
-                ev_tlb_hit.next = False
-                ev_tlb_miss.next = False
-                ev_evict.next = False
-                ev_evict_vpn.next = 0
-                ev_walk_levels.next = 0
-                ev_walk_cycles.next = 0
-                ev_pwc_hits.next = 0
-                ev_ad_writes.next = 0
+                if ev_tlb_hit:
+                    ev_tlb_hit.next = False
+                if ev_tlb_miss:
+                    ev_tlb_miss.next = False
+                if ev_evict:
+                    ev_evict.next = False
+                if ev_evict_vpn != 0:
+                    ev_evict_vpn.next = 0
+                if ev_walk_levels != 0:
+                    ev_walk_levels.next = 0
+                if ev_walk_cycles != 0:
+                    ev_walk_cycles.next = 0
+                if ev_pwc_hits != 0:
+                    ev_pwc_hits.next = 0
+                if ev_ad_writes != 0:
+                    ev_ad_writes.next = 0
                 state.next = State.LOOKUP
         elif state == State.LOOKUP or state == State.WALK:
             if state == State.LOOKUP:
-                ev_tlb_hit.next = translate and tlb_hit
-                ev_tlb_miss.next = translate and not tlb_hit
-                event_flush.next = op == op_flush or (op == op_csr_write and vaddr == csr_cr3 and csr_writable)
+                if translate and tlb_hit:
+                    ev_tlb_hit.next = True
+                elif translate:
+                    ev_tlb_miss.next = True
+                if op == op_flush or (op == op_csr_write and vaddr == csr_cr3 and csr_writable):
+                    event_flush.next = True
                 if op == op_csr_read:
                     rdata_reg.next = csr_rdata
             elif walk.done:
@@ -408,7 +382,7 @@ def mmu(
                     ev_evict.next = True
                     ev_evict_vpn.next = tlb_evict_vpn
             # Order: the data access of a translated LOOKUP/STORE, else a walk, else the end of the operation.
-            if do_access:
+            if data_port.valid:  # the data access starts this cycle
                 ev_paddr.next = phys
                 rdata_from_memory.next = is_load
                 if is_load and not single_cycle_read:
@@ -420,9 +394,35 @@ def mmu(
                 rewalk.next = tlb_hit
                 state.next = State.WALK
             elif state == State.LOOKUP or walk.done:
-                resp_fault.next = outcome_fault
-                if outcome_fault == fault_page:
-                    resp_errcode.next = fault_code
+                # The operation ends without a data access: its fault, decided here at the clock edge rather than
+                # by a combinational block that would re-run on every change of `state`. resp_fault and
+                # resp_errcode were cleared when the request was accepted (Fault.NONE).
+                if state == State.LOOKUP:
+                    if is_load or is_store:
+                        if paging and not canonical:
+                            resp_fault.next = fault_gp
+                        elif not aligned:
+                            resp_fault.next = fault_align
+                        elif paging and tlb_hit and not hit_permitted:
+                            # A hit's violation is a protection fault (P).
+                            resp_fault.next = fault_page
+                            resp_errcode.next = concat(is_fetch, False, user, is_store, True)
+                        elif not phys_in_ram:
+                            resp_fault.next = fault_bus
+                    elif op == op_csr_read:
+                        if not csr_known:
+                            resp_fault.next = fault_gp
+                    elif op == op_csr_write:
+                        if not csr_writable:
+                            resp_fault.next = fault_gp
+                    elif op != op_invlpg and op != op_flush:
+                        resp_fault.next = fault_gp
+                elif walk.fault_page:
+                    # The walker reports P and RSVD for the faults it finds.
+                    resp_fault.next = fault_page
+                    resp_errcode.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
+                elif walk.fault_bus or not phys_in_ram:
+                    resp_fault.next = fault_bus
                 state.next = State.RESP
                 resp_valid.next = True
         elif state == State.MEMWAIT:
@@ -434,4 +434,4 @@ def mmu(
 
     return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_store,
             shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, check_hit,
-            decide, judge, explain_page_fault, command_tlb, drive_data_port, drive_handshake, control)
+            judge_walk, decide, command_tlb, drive_data_port, drive_handshake, control)
