@@ -8,6 +8,7 @@ the program is the run's *result*, while a tool or simulator failure is a `Backe
 
 from __future__ import annotations
 
+import gc
 import importlib
 import time
 from collections.abc import Callable
@@ -138,11 +139,16 @@ def execute(
     """
     log = ContextLog(progress)
     cpu = Cpu(transactor, log if trace else None)
+    thresholds = gc.get_threshold()
+    if trace:  # millions of event tuples, none in a cycle: the collector would rescan them again and again
+        gc.set_threshold(200_000, *thresholds[1:])
     start = time.perf_counter()
     try:
         value = function(cpu, **args)
     except CpuFault as fault:
         value = fault
+    finally:
+        gc.set_threshold(*thresholds)
     return value, cpu.ops, log.spans, time.perf_counter() - start
 
 
