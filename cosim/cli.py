@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     verilog.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
     synth = commands.add_parser(
         "synth", parents=[config], help="synthesize for iCE40 and ECP5 (Yosys, nextpnr)",
-        description="Synthesize a configuration for iCE40 and ECP5 and report resources and Fmax.",
+        description="Synthesize a configuration for iCE40 and ECP5 and report resources and Fmax. The RAM is sized "
+                    "for each device (64 KiB on the iCE40UP5K, 256 KiB on the ECP5-85F), so --mem-bytes does not "
+                    "apply.",
     )
     synth.add_argument("--out", type=Path, default=Path("build/synth"), metavar="DIR",
                        help="output directory (default build/synth)")
@@ -474,6 +476,8 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from hdl.synth import format_report, run  # imported here: it needs the yowasp tools only when it runs
 
+    if args.mem_bytes is not None:
+        raise UsageError("synth sizes the RAM for each device (see mmucosim synth --help): drop --mem-bytes")
     reports = run(config_from(args), args.out)
     print(format_report(reports))
     print(f"Reports: {args.out / 'report.txt'}, {args.out / 'report.json'}")
