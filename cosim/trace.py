@@ -46,7 +46,6 @@ class Context:
     kind: str  # kind_of(label)
     phase: str  # the top-level span's label (phases: boot, init_heap, each test)
     kinds: frozenset[str]  # the kinds of every span on the path, for inclusive per-kind counts
-    span_index: int  # index into the spans given to `attribute`
 
 
 def attribute(events: Sequence[AccessEvent], spans: Sequence[SpanLike]) -> list[Context | None]:
@@ -68,7 +67,7 @@ def attribute(events: Sequence[AccessEvent], spans: Sequence[SpanLike]) -> list[
             span = spans[index]
             del stack[span.depth - base_depth:]
             parent = contexts[stack[-1]] if stack else None
-            contexts[index] = _context(span, index, parent)
+            contexts[index] = _context(span, parent)
             stack.append(index)
             pos += 1
         while stack and spans[stack[-1]].end_seq <= seq:
@@ -77,12 +76,12 @@ def attribute(events: Sequence[AccessEvent], spans: Sequence[SpanLike]) -> list[
     return result
 
 
-def _context(span: SpanLike, index: int, parent: Context | None) -> Context:
+def _context(span: SpanLike, parent: Context | None) -> Context:
     kind = kind_of(span.label)
     if parent is None:
-        return Context(span.label, span.label, kind, span.label, frozenset((kind,)), index)
+        return Context(span.label, span.label, kind, span.label, frozenset((kind,)))
     path = f"{parent.path}/{span.label}"
-    return Context(span.label, path, kind, parent.phase, parent.kinds | {kind}, index)
+    return Context(span.label, path, kind, parent.phase, parent.kinds | {kind})
 
 
 # -- files ---------------------------------------------------------------------------------------------------

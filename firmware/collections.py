@@ -96,7 +96,6 @@ class Scalar:
 U8, U16, U32, U64 = (Scalar(f"u{8 * size}", size, False) for size in (1, 2, 4, 8))
 I8, I16, I32, I64 = (Scalar(f"i{8 * size}", size, True) for size in (1, 2, 4, 8))
 USIZE, ISIZE = Scalar("usize", 8, False), Scalar("isize", 8, True)
-SCALARS = {t.name: t for t in (U8, U16, U32, U64, I8, I16, I32, I64, USIZE, ISIZE)}
 
 
 def _alloc_or_fail(alloc: GlobalAlloc, layout: Layout) -> int:

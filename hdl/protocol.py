@@ -83,8 +83,6 @@ class Pte:
     HUGE_PAGE = 1 << 7  # PS in a PDPT (1 GiB) or PD (2 MiB) entry; reserved in a PML4 entry; PAT in a PT entry
     GLOBAL = 1 << 8  # leaf entries only
     NO_EXECUTE = 1 << 63
-    ADDR_LOW = PAGE_SHIFT  # the physical address occupies bits ADDR_LOW..M-1
-    ADDR_HIGH_MAX = 51  # bits M..51 are reserved (must be zero)
 
 
 def pte_addr_mask(maxphyaddr: int = DEFAULT_MAXPHYADDR) -> int:
