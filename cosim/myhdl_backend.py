@@ -136,42 +136,46 @@ def _bench(mmu: Any, sim_ram: Any, ports: dict[str, Any], config: MmuConfig, bac
 
     @instance
     def driver():
+        # One scheduler time step per clock edge and nothing else; inputs change with the falling edge.
         half_period = delay(1)
         rst.next = True
-        yield half_period
         for _ in range(RESET_CYCLES):
-            clk.next = True
-            yield half_period
             clk.next = False
             yield half_period
+            clk.next = True
+            yield half_period
         rst.next = False
-        yield half_period
         response = None
+        presented: list[int | bool | None] = [None] * len(request_ports)  # a port keeps its value until changed
         while True:
             request = backend.serve(response)
             if request is None:
                 raise StopSimulation("closed")
-            for port, value in zip(request_ports, request, strict=True):
-                port.next = value
+            for i, (port, value) in enumerate(zip(request_ports, request, strict=True)):
+                if presented[i] != value:
+                    port.next = presented[i] = value
             req_valid.next = True
+            clk.next = False
             yield half_period
             cycles = 0
-            accepted = False
-            while not accepted:  # hold the request until a rising edge samples req_ready
+            while True:  # hold the request until a rising edge samples req_ready
                 accepted = bool(req_ready.val)
                 clk.next = True
                 yield half_period
-                clk.next = False
-                if accepted:
-                    req_valid.next = False
-                yield half_period
                 cycles = _counted(cycles, request)
-            while not resp_valid.val:
+                if accepted:
+                    break
+                clk.next = False
+                yield half_period
+            req_valid.next = False
+            while True:  # the response comes with a rising edge, at the earliest the one after the accepting edge
+                clk.next = False
+                yield half_period
                 clk.next = True
                 yield half_period
-                clk.next = False
-                yield half_period
                 cycles = _counted(cycles, request)
+                if resp_valid.val:
+                    break
             response = tuple(int(port.val) for port in response_ports)
             if trace:
                 backend.record(request, response, tuple(int(port.val) for port in event_ports))

@@ -1,6 +1,8 @@
 """Synthesizable: the control and status registers — CR0.PG, CR2, CR3, PFEC, configuration, performance counters.
 
-Reads are combinational on the (registered) request address so a CSR_READ answers in the cycle of its lookup.
+A CSR_READ takes its value at the clock edge that ends its lookup cycle, into `rdata`, from which the MMU answers in
+the next (response) cycle. Reading at the edge, rather than through a combinational multiplexer, matters to MyHDL's
+simulator: the CYCLES counter changes every cycle and would re-run a multiplexer over all the counters every cycle.
 Every counter is derived from the access event the MMU reports with each response (`event_valid`), so the
 counters and the ev_* ports cannot disagree.
 """
@@ -18,9 +20,10 @@ COUNTER_WIDTH = 64
 def csr(
     clk: SignalType,
     rst: SignalType,
+    lookup: SignalType,
+    op: SignalType,
     addr: SignalType,
     wdata: SignalType,
-    write: SignalType,
     rdata: SignalType,
     known: SignalType,
     writable: SignalType,
@@ -28,7 +31,6 @@ def csr(
     cr3: SignalType,
     fault_addr: SignalType,
     event_valid: SignalType,
-    event_op: SignalType,
     event_fault: SignalType,
     event_errcode: SignalType,
     event_flush: SignalType,
@@ -44,12 +46,12 @@ def csr(
 ):
     """The CSR file.
 
-    `addr`/`wdata`/`write`: a CSR access (commit a write with `write`, only when `writable`); `rdata`, `known` and
-    `writable` answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
-    event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
-    fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge
-    that ends it, in time for the next request's lookup, from registers that already hold them (no decode of the
-    fault per cycle). `cycles` is Counter.CYCLES, a copy kept by the counting block itself.
+    `lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata` commits
+    at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable` answer
+    combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
+    response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page fault's response
+    records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time
+    for the next request's lookup. `cycles` is Counter.CYCLES, a copy kept by the counting block itself.
     """
     counters = [Signal(intbv(0)[COUNTER_WIDTH:]) for _ in Counter]
     cr2 = Signal(intbv(0)[len(addr):])
@@ -67,65 +69,75 @@ def csr(
     tlb_entries, tlb_ways, tlb_policy, pwc_entries, mem_bytes, maxphyaddr, latency = (
         config.csr_value(Csr(c)) for c in (cfg_tlb_entries, cfg_tlb_ways, cfg_tlb_policy, cfg_pwc_entries,
                                            cfg_mem_bytes, cfg_maxphyaddr, cfg_latency))
-    op_load, op_store, op_invlpg = int(Op.LOAD), int(Op.STORE), int(Op.INVLPG)
+    op_load, op_store, op_invlpg, op_csr_read, op_csr_write = (
+        int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.CSR_READ), int(Op.CSR_WRITE))
     fault_none, fault_page, fault_gp, fault_align, fault_bus = (
         int(Fault.NONE), int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS))
     (c_cycles, c_loads, c_stores, c_tlb_hits, c_tlb_misses, c_evictions, c_walks, c_walk_cycles, c_pte_reads,
      c_pwc_hits, c_ad_writes, c_invlpgs, c_flushes, c_faults_page, c_faults_gp, c_faults_align,
      c_faults_bus) = (int(c) for c in Counter)
 
+    register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
+    counter_selected = Signal(bool(0))
+
     @always_comb
-    def read():
-        rdata.next = 0
+    def decode_address():
+        register_value.next = 0
         known.next = False
         writable.next = False
+        counter_selected.next = False
         if addr[addr_width:CSR_ADDR_WIDTH] == 0:
             if addr == csr_cr0:
                 if paging:
-                    rdata.next = cr0_fixed | CR0_PG
+                    register_value.next = cr0_fixed | CR0_PG
                 else:
-                    rdata.next = cr0_fixed
+                    register_value.next = cr0_fixed
                 known.next = True
                 writable.next = True
             elif addr == csr_cr2:
-                rdata.next = cr2
+                register_value.next = cr2
                 known.next = True
                 writable.next = True
             elif addr == csr_cr3:
-                rdata.next = cr3
+                register_value.next = cr3
                 known.next = True
                 writable.next = True
             elif addr == csr_pfec:
-                rdata.next = pfec
+                register_value.next = pfec
                 known.next = True
             elif addr == cfg_tlb_entries:
-                rdata.next = tlb_entries
+                register_value.next = tlb_entries
                 known.next = True
             elif addr == cfg_tlb_ways:
-                rdata.next = tlb_ways
+                register_value.next = tlb_ways
                 known.next = True
             elif addr == cfg_tlb_policy:
-                rdata.next = tlb_policy
+                register_value.next = tlb_policy
                 known.next = True
             elif addr == cfg_pwc_entries:
-                rdata.next = pwc_entries
+                register_value.next = pwc_entries
                 known.next = True
             elif addr == cfg_mem_bytes:
-                rdata.next = mem_bytes
+                register_value.next = mem_bytes
                 known.next = True
             elif addr == cfg_maxphyaddr:
-                rdata.next = maxphyaddr
+                register_value.next = maxphyaddr
                 known.next = True
             elif addr == cfg_latency:
-                rdata.next = latency
+                register_value.next = latency
                 known.next = True
             elif addr >= counter_base and addr < counter_end:
-                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base]
+                counter_selected.next = True
                 known.next = True
 
     @always_seq(clk.posedge, reset=rst)
-    def update_registers():
-        if write:
+    def update():
+        if lookup and op == op_csr_read:
+            if counter_selected:
+                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base]
+            else:
+                rdata.next = register_value
+        if lookup and op == op_csr_write and writable:
             if addr == csr_cr0:
                 paging.next = wdata[pg_bit]
             elif addr == csr_cr2:
@@ -136,14 +148,12 @@ def csr(
             cr2.next = fault_addr
             pfec.next = event_errcode
 
-    @always_seq(clk.posedge, reset=rst)
-    def count():
         counters[c_cycles].next = counters[c_cycles] + 1
         cycles.next = counters[c_cycles] + 1  # the same register, without a combinational copy waking every cycle
         if event_valid:
-            if event_op == op_load and event_fault == fault_none:
+            if op == op_load and event_fault == fault_none:
                 counters[c_loads].next = counters[c_loads] + 1
-            if event_op == op_store and event_fault == fault_none:
+            if op == op_store and event_fault == fault_none:
                 counters[c_stores].next = counters[c_stores] + 1
             if event_tlb_hit:
                 counters[c_tlb_hits].next = counters[c_tlb_hits] + 1
@@ -151,13 +161,13 @@ def csr(
                 counters[c_tlb_misses].next = counters[c_tlb_misses] + 1
             if event_evict:
                 counters[c_evictions].next = counters[c_evictions] + 1
-            if event_walk_levels != 0:
+            if event_walk_levels != 0:  # a walk (it reads at least one entry); the other walk figures are 0 without
                 counters[c_walks].next = counters[c_walks] + 1
-            counters[c_walk_cycles].next = counters[c_walk_cycles] + event_walk_cycles
-            counters[c_pte_reads].next = counters[c_pte_reads] + event_walk_levels
-            counters[c_pwc_hits].next = counters[c_pwc_hits] + event_pwc_hits
-            counters[c_ad_writes].next = counters[c_ad_writes] + event_ad_writes
-            if event_op == op_invlpg:
+                counters[c_walk_cycles].next = counters[c_walk_cycles] + event_walk_cycles
+                counters[c_pte_reads].next = counters[c_pte_reads] + event_walk_levels
+                counters[c_pwc_hits].next = counters[c_pwc_hits] + event_pwc_hits
+                counters[c_ad_writes].next = counters[c_ad_writes] + event_ad_writes
+            if op == op_invlpg:
                 counters[c_invlpgs].next = counters[c_invlpgs] + 1
             if event_flush:
                 counters[c_flushes].next = counters[c_flushes] + 1
@@ -170,4 +180,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    return read, update_registers, count
+    return decode_address, update

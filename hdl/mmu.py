@@ -106,18 +106,30 @@ def mmu(
     translated = Signal(intbv(0)[maxphyaddr:])
     phys = Signal(intbv(0)[paddr_width:])
     phys_in_ram = Signal(bool(0))
-    pg_changes = Signal(bool(0))  # a CR0 write that turns paging on or off
 
     # -- decisions, combinational ---------------------------------------------------------------------------
-    translate = Signal(bool(0))  # a LOAD/STORE that passed the canonical and alignment checks looks up the TLB
+    # Two kinds, kept apart for MyHDL's simulator, whose cost is per signal change and per block woken: what the
+    # registered request asks for (settles once per request), and that plan gated by `lookup` (toggles every cycle
+    # of a TLB hit, so the blocks it wakes are small).
+    lookup = Signal(bool(0))  # state == LOOKUP
+    data_access = Signal(bool(0))  # an aligned LOAD/STORE
+    translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
     hit_permitted = Signal(bool(0))
     needs_dirty = Signal(bool(0))  # a permitted store hit an entry whose D is clear
+    access_ready = Signal(bool(0))  # LOOKUP can start the data access (paging off, or a usable TLB hit)
+    walk_needed = Signal(bool(0))  # LOOKUP starts a walk: a TLB miss, or a store's hit whose D must be set
+    drop_needed = Signal(bool(0))  # LOOKUP drops TLB entries: INVLPG, or a hit that faults
+    invlpg = Signal(bool(0))  # a canonical INVLPG
+    cr3_write = Signal(bool(0))
+    flush_all = Signal(bool(0))  # a FLUSH, or a CR0 write that turns paging on or off
+    pwc_flush_needed = Signal(bool(0))
     walk_start = Signal(bool(0))
     walk_ok = Signal(bool(0))
+    walk_failed = Signal(bool(0))
 
     # -- response registers not on ports ----------------------------------------------------------------------
-    rdata_from_memory = Signal(bool(0))
-    rdata_reg = Signal(intbv(0)[DATA_WIDTH:])
+    rdata_from_memory = Signal(bool(0))  # resp_rdata is the load's data
+    rdata_from_csr = Signal(bool(0))  # resp_rdata is the CSR file's registered read
     event_flush = Signal(bool(0))
 
     # -- memory ---------------------------------------------------------------------------------------------
@@ -130,11 +142,10 @@ def mmu(
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])
     csr_known = Signal(bool(0))
     csr_writable = Signal(bool(0))
-    csr_write = Signal(bool(0))
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
-    registers = csr(clk, rst, vaddr, wdata, csr_write, csr_rdata, csr_known, csr_writable, paging, cr3,
-                    vaddr, resp_valid, op, resp_fault, resp_errcode, event_flush, ev_tlb_hit,
+    registers = csr(clk, rst, lookup, op, vaddr, wdata, csr_rdata, csr_known, csr_writable, paging, cr3,
+                    vaddr, resp_valid, resp_fault, resp_errcode, event_flush, ev_tlb_hit,
                     ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes,
                     ev_cycle, config=config)
 
@@ -185,7 +196,6 @@ def mmu(
         is_fetch.next = op == op_load and fetch
         vpn.next = vaddr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
         canonical.next = vaddr[vaddr_width:47] == 0 or vaddr[vaddr_width:47] == (1 << (vaddr_width - 47)) - 1
-        pg_changes.next = wdata[pg_bit] != paging
 
     @always_comb
     def check_alignment():
@@ -269,44 +279,64 @@ def mmu(
             phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
 
     @always_comb
+    def classify():
+        data_access.next = (is_load or is_store) and aligned
+        translatable.next = (is_load or is_store) and aligned and paging and canonical
+
+    @always_comb
     def check_hit():
-        translate.next = (state == State.LOOKUP and (is_load or is_store) and paging and canonical and aligned)
         hit_permitted.next = ((not is_store or hit_writable) and (not user or hit_user)
                               and (not is_fetch or not hit_no_execute))
         needs_dirty.next = is_store and not hit_dirty
 
     @always_comb
-    def judge_walk():
-        walk_ok.next = walk.done and not walk.fault_page and not walk.fault_bus
-
-    @always_comb
-    def decide():
-        # data_port.valid starts the data access this cycle; `control` reads it for the same decision.
-        walk_start.next = translate and (not tlb_hit or (hit_permitted and needs_dirty))
-        if state == State.LOOKUP:
-            if paging:
-                data_port.valid.next = translate and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
-            else:
-                data_port.valid.next = (is_load or is_store) and aligned and phys_in_ram
+    def plan_access():
+        if paging:
+            access_ready.next = translatable and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
         else:
-            data_port.valid.next = state == State.WALK and walk_ok and phys_in_ram
+            access_ready.next = data_access and phys_in_ram
+        walk_needed.next = translatable and (not tlb_hit or (hit_permitted and needs_dirty))
+        drop_needed.next = invlpg or (translatable and tlb_hit and not hit_permitted)
 
     @always_comb
-    def command_tlb():
-        invlpg = state == State.LOOKUP and op == op_invlpg and canonical
-        cr3_write = state == State.LOOKUP and op == op_csr_write and vaddr == csr_cr3
-        paging_switch = state == State.LOOKUP and op == op_csr_write and vaddr == csr_cr0 and pg_changes
-        flush = state == State.LOOKUP and op == op_flush
-        translation_failed = ((translate and tlb_hit and not hit_permitted)
-                              or (state == State.WALK and walk.done and not walk_ok))
-        tlb_touch.next = translate and tlb_hit
-        tlb_fill.next = state == State.WALK and walk_ok and not rewalk
-        tlb_refresh.next = state == State.WALK and walk_ok and rewalk
-        tlb_drop.next = invlpg or translation_failed
-        tlb_flush_all.next = flush or paging_switch
-        tlb_flush_non_global.next = cr3_write
-        pwc_flush.next = invlpg or flush or cr3_write or paging_switch
-        csr_write.next = state == State.LOOKUP and op == op_csr_write and csr_writable
+    def plan_maintenance():
+        paging_switch = op == op_csr_write and vaddr == csr_cr0 and wdata[pg_bit] != paging
+        is_flush = op == op_flush
+        is_cr3_write = op == op_csr_write and vaddr == csr_cr3
+        is_invlpg = op == op_invlpg and canonical
+        invlpg.next = is_invlpg
+        cr3_write.next = is_cr3_write
+        flush_all.next = is_flush or paging_switch
+        pwc_flush_needed.next = is_invlpg or is_flush or is_cr3_write or paging_switch
+
+    @always_comb
+    def judge_walk():
+        # walk.done only rises in WALK (a walk starts from LOOKUP, and the state leaves WALK when it is done), so
+        # a walk's outcome needs no check of `state`.
+        ok = walk.done and not walk.fault_page and not walk.fault_bus
+        walk_ok.next = ok
+        walk_failed.next = walk.done and not ok
+        tlb_fill.next = ok and not rewalk
+        tlb_refresh.next = ok and rewalk
+
+    @always_comb
+    def track_state():
+        lookup.next = state == State.LOOKUP
+        req_ready.next = state == State.IDLE or state == State.RESP
+
+    @always_comb
+    def start_access():
+        # data_port.valid starts the data access this cycle; `control` reads it for the same decision.
+        data_port.valid.next = (lookup and access_ready) or (walk_ok and phys_in_ram)
+        walk_start.next = lookup and walk_needed
+        tlb_touch.next = lookup and translatable and tlb_hit
+        tlb_drop.next = (lookup and drop_needed) or walk_failed
+
+    @always_comb
+    def command_maintenance():
+        tlb_flush_all.next = lookup and flush_all
+        tlb_flush_non_global.next = lookup and cr3_write
+        pwc_flush.next = lookup and pwc_flush_needed
 
     @always_comb
     def drive_data_port():
@@ -314,12 +344,13 @@ def mmu(
         data_port.word_addr.next = phys[ram_bits:3]
 
     @always_comb
-    def drive_handshake():
-        req_ready.next = state == State.IDLE or state == State.RESP
+    def drive_response_data():
         if rdata_from_memory:
             resp_rdata.next = load_data
+        elif rdata_from_csr:
+            resp_rdata.next = csr_rdata
         else:
-            resp_rdata.next = rdata_reg
+            resp_rdata.next = 0
 
     @always_seq(clk.posedge, reset=rst)
     def control():
@@ -337,8 +368,8 @@ def mmu(
                 # simulator pays for every assignment, and most of these stay zero on a TLB hit.
                 if rdata_from_memory:
                     rdata_from_memory.next = False
-                if rdata_reg != 0:
-                    rdata_reg.next = 0
+                if rdata_from_csr:
+                    rdata_from_csr.next = False
                 if event_flush:
                     event_flush.next = False
                 if resp_fault != 0:
@@ -365,14 +396,14 @@ def mmu(
                 state.next = State.LOOKUP
         elif state == State.LOOKUP or state == State.WALK:
             if state == State.LOOKUP:
-                if translate and tlb_hit:
+                if translatable and tlb_hit:
                     ev_tlb_hit.next = True
-                elif translate:
+                elif translatable:
                     ev_tlb_miss.next = True
-                if op == op_flush or (op == op_csr_write and vaddr == csr_cr3 and csr_writable):
+                if op == op_flush or cr3_write:
                     event_flush.next = True
                 if op == op_csr_read:
-                    rdata_reg.next = csr_rdata
+                    rdata_from_csr.next = True
             elif walk.done:
                 ev_walk_levels.next = walk.levels
                 ev_walk_cycles.next = walk.cycles
@@ -433,5 +464,6 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_store,
-            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, check_hit,
-            judge_walk, decide, command_tlb, drive_data_port, drive_handshake, control)
+            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, classify,
+            check_hit, plan_access, plan_maintenance, judge_walk, track_state, start_access, command_maintenance,
+            drive_data_port, drive_response_data, control)

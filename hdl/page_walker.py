@@ -123,8 +123,14 @@ def page_walker(
 
     @always_comb
     def examine_entry():
-        entry.next = mem_resp.rdata
-        arrived.next = state == WalkState.WAIT and mem_resp.rvalid
+        # The read port is shared with the data path: outside WAIT its words are not entries, and passing them on
+        # would re-run every check below on each data load (in MyHDL's simulator, where that is the cost).
+        waiting = state == WalkState.WAIT
+        if waiting:
+            entry.next = mem_resp.rdata
+        else:
+            entry.next = 0
+        arrived.next = waiting and mem_resp.rvalid
 
     @always_comb
     def check_entry():
@@ -161,15 +167,21 @@ def page_walker(
 
     @always_comb
     def drive_memory():
-        mem.byte_enable.next = full_word
-        mem.wdata.next = updated_entry
         if state == WalkState.READ:
             mem.valid.next = entry_in_ram
             mem.write.next = False
-            mem.word_addr.next = entry_addr[ram_bits:3]
         else:
             mem.valid.next = arrived and present and not reserved and write_back
             mem.write.next = True
+
+    @always_comb
+    def address_memory():
+        # Apart from drive_memory: the entry address follows `vaddr` even between walks, the strobes do not.
+        mem.byte_enable.next = full_word
+        mem.wdata.next = updated_entry
+        if state == WalkState.READ:
+            mem.word_addr.next = entry_addr[ram_bits:3]
+        else:
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
     @always_comb
@@ -262,4 +274,4 @@ def page_walker(
             state.next = WalkState.IDLE
 
     return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
-            drive_memory, drive_pwc, report_done, walk)
+            drive_memory, address_memory, drive_pwc, report_done, walk)
