@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,11 +72,14 @@ if sys.byteorder != "little":  # the RAM views use native order; x86 memory is l
 assert Pte.WRITABLE == ErrorCode.W and Pte.USER_ACCESSIBLE == ErrorCode.U
 
 _MASK48 = (1 << 48) - 1
+_OP_LIMIT = 1 << OP_WIDTH
+_OP_VALUES = tuple(range(_OP_LIMIT))  # an event's op as a plain int, also from an Op: cheaper than int()
 _MASK64 = (1 << 64) - 1
 _VPN_MASK = (1 << VPN_WIDTH) - 1
 _CANONICAL_HIGH = (1 << 17) - 1  # addr >> 47 of a canonical upper-half address
 _ALIGN_MASK = tuple((1 << s) - 1 for s in range(4))  # low address bits an access of each size must clear
 _SIZE_MASK = tuple((1 << (8 << s)) - 1 for s in range(4))  # value mask of each access size
+_SIZE_BYTES = (1, 2, 4, 8, 0)  # an event's size: bytes of each log2 size; [-1], a non-memory operation, is 0
 _PERM_BITS = Pte.WRITABLE | Pte.USER_ACCESSIBLE
 _NX_TO_I = 63 - 4  # shift taking NX (bit 63) to ErrorCode.I (bit 4)
 assert Pte.NO_EXECUTE >> _NX_TO_I == ErrorCode.I
@@ -103,7 +106,7 @@ _C_MISSES, _C_EVICTIONS = int(Counter.TLB_MISSES), int(Counter.TLB_EVICTIONS)
 _C_WALKS, _C_PTE_READS, _C_WALK_CYCLES = int(Counter.WALKS), int(Counter.PTE_READS), int(Counter.WALK_CYCLES)
 _C_PWC_HITS, _C_AD_WRITES = int(Counter.PWC_HITS), int(Counter.AD_WRITES)
 _C_INVLPGS, _C_FLUSHES, _C_FAULTS_GP = int(Counter.INVLPGS), int(Counter.FLUSHES), int(Counter.FAULTS_GP)
-_new_event = partial(tuple.__new__, AccessEvent)  # AccessEvent from a tuple in field order
+_new_tuple = tuple.__new__  # _new_tuple(AccessEvent, fields in order): no NamedTuple __new__ frame, no partial
 _CFG_CSRS = tuple(csr for csr in Csr if csr.name.startswith("CFG_"))
 _COUNTER_BASE = int(Csr.COUNTER_BASE)
 
@@ -358,6 +361,12 @@ class ReferenceBackend(Backend):
     @trace.setter
     def trace(self, on: bool) -> None:
         self._trace = on
+        # While tracing, every operation takes `_operate`: `transact` becomes it, so that a caller which binds
+        # `transact` (the Cpu does) reaches it in one call instead of through the fast path's misses.
+        if on:
+            self.transact = self._operate  # type: ignore[method-assign]
+        else:
+            vars(self).pop("transact", None)
         if on and hasattr(self, "_fast_load"):  # Backend.__init__ sets it before the TLB exists
             self._reindex()
 
@@ -405,10 +414,13 @@ class ReferenceBackend(Backend):
 
     # -- the general path ---------------------------------------------------------------------------------
     def _operate(
-        self, op: int, addr: int, size: int, wdata: int, user: bool, fetch: bool
+        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
     ) -> tuple[int, int, int]:
-        """Any operation, exactly as the contract orders its checks, with its event when tracing."""
-        if not 0 <= op < 1 << OP_WIDTH:
+        """Any operation, exactly as the contract orders its checks, with its event when tracing.
+
+        Also `transact` itself while tracing (hence its defaults): the fast path would only miss then.
+        """
+        if not 0 <= op < _OP_LIMIT:
             raise ValueError(f"operation {op} does not fit the {OP_WIDTH}-bit req_op (see hdl.protocol.Op)")
         if size & ~3:
             raise ValueError(f"access size must be log2 bytes 0..3, got {size}")
@@ -467,14 +479,15 @@ class ReferenceBackend(Backend):
                     self._fast_store[page] = entry
                 entry[_E_FAST].append(page)
         if op:
-            self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
+            data = wdata & _SIZE_MASK[size]
+            self._views[size][paddr >> size] = data
             self._counters[_C_STORES] += 1
             rdata = 0
         else:
-            rdata = self._views[size][paddr >> size]
+            data = rdata = self._views[size][paddr >> size]
             self._counters[_C_LOADS] += 1
         if self._trace:
-            self._record(seq, op, addr, paddr, size, wdata & _SIZE_MASK[size] if op else rdata, info, 0, 0)
+            self._record(seq, op, addr, paddr, size, data, info, 0, 0)
         return (rdata, 0, 0)
 
     def _fail(
@@ -824,11 +837,16 @@ class ReferenceBackend(Backend):
         """Append the event of one operation; `size` is log2 bytes, -1 for a non-memory operation."""
         hit, miss, evicted, levels, pwc_hits, ad_writes = info
         # positional tuple.__new__: a third of the cost of AccessEvent(field=...), on every traced operation
-        self._events.append(_new_event((
-            seq, seq, int(op), addr, paddr, 1 << size if size >= 0 else 0, data, hit, miss, evicted, levels,
+        self._events.append(_new_tuple(AccessEvent, (
+            seq, seq, _OP_VALUES[op], addr, paddr, _SIZE_BYTES[size], data, hit, miss, evicted, levels,
             levels * self._latency, pwc_hits, ad_writes, fault, errcode,
         )))  # fmt: skip
 
     def drain_events(self) -> list[AccessEvent]:
         events, self._events = self._events, []
         return events
+
+    def close(self) -> None:
+        """Drop the traced `transact` binding: it refers back to the backend, a cycle that would keep the RAM
+        alive until the next full garbage collection."""
+        vars(self).pop("transact", None)

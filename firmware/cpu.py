@@ -7,6 +7,7 @@ kernel decides whether it is fatal. Every access is naturally aligned: `read_byt
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
@@ -165,10 +166,20 @@ class Cpu:
         return bytes(out)
 
     def write_bytes(self, addr: int, data: bytes) -> None:
-        """Store `data` at `addr` with the widest aligned accesses that fit."""
-        pos = 0
-        while pos < len(data):
-            size_log2 = _widest(addr + pos, len(data) - pos)
+        """Store `data` at `addr` with the widest aligned accesses that fit.
+
+        Once an 8-byte store fits, every whole word left is one: those are unpacked in one go (a page table's
+        `fill` is 512 of them).
+        """
+        pos, end = 0, len(data)
+        while pos < end:
+            size_log2 = _widest(addr + pos, end - pos)
+            if size_log2 == 3:
+                words_end = end - (end - pos) % 8
+                for (word,) in struct.iter_unpack("<Q", data[pos:words_end]):
+                    self.store_u64(addr + pos, word)
+                    pos += 8
+                continue
             n = 1 << size_log2
             self.store(addr + pos, size_log2, int.from_bytes(data[pos:pos + n], "little"))
             pos += n
