@@ -51,9 +51,11 @@ def csr(
     combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
     response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page fault's response
     records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time
-    for the next request's lookup. `cycles` is Counter.CYCLES, a copy kept by the counting block itself.
+    for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
     """
-    counters = [Signal(intbv(0)[COUNTER_WIDTH:]) for _ in Counter]
+    # Counter.CYCLES is `cycles`, a port; the event counters (Counter.LOADS onwards) are a memory, indexed from 0.
+    assert Counter.CYCLES == 0, "CYCLES must be the first counter: the event counters follow it"
+    counters = [Signal(intbv(0)[COUNTER_WIDTH:]) for _ in range(len(Counter) - 1)]
     cr2 = Signal(intbv(0)[len(addr):])
     pfec = Signal(intbv(0)[len(event_errcode):])
 
@@ -73,9 +75,10 @@ def csr(
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.CSR_READ), int(Op.CSR_WRITE))
     fault_none, fault_page, fault_gp, fault_align, fault_bus = (
         int(Fault.NONE), int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS))
-    (c_cycles, c_loads, c_stores, c_tlb_hits, c_tlb_misses, c_evictions, c_walks, c_walk_cycles, c_pte_reads,
-     c_pwc_hits, c_ad_writes, c_invlpgs, c_flushes, c_faults_page, c_faults_gp, c_faults_align,
-     c_faults_bus) = (int(c) for c in Counter)
+    csr_cycles = counter_base + int(Counter.CYCLES)
+    (c_loads, c_stores, c_tlb_hits, c_tlb_misses, c_evictions, c_walks, c_walk_cycles, c_pte_reads, c_pwc_hits,
+     c_ad_writes, c_invlpgs, c_flushes, c_faults_page, c_faults_gp, c_faults_align,
+     c_faults_bus) = (int(c) - 1 for c in Counter if c != Counter.CYCLES)
 
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     counter_selected = Signal(bool(0))
@@ -133,8 +136,10 @@ def csr(
     @always_seq(clk.posedge, reset=rst)
     def update():
         if lookup and op == op_csr_read:
-            if counter_selected:
-                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base]
+            if addr == csr_cycles:
+                rdata.next = cycles
+            elif counter_selected:
+                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
             else:
                 rdata.next = register_value
         if lookup and op == op_csr_write and writable:
@@ -148,8 +153,7 @@ def csr(
             cr2.next = fault_addr
             pfec.next = event_errcode
 
-        counters[c_cycles].next = counters[c_cycles] + 1
-        cycles.next = counters[c_cycles] + 1  # the same register, without a combinational copy waking every cycle
+        cycles.next = cycles + 1
         if event_valid:
             if op == op_load and event_fault == fault_none:
                 counters[c_loads].next = counters[c_loads] + 1

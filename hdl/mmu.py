@@ -103,14 +103,14 @@ def mmu(
     frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
     page_size = Signal(intbv(0)[SIZE_WIDTH:])
     page_frame = Signal(intbv(0)[frame_width:])  # the frame of the accessed 4 KiB granule
-    translated = Signal(intbv(0)[maxphyaddr:])
     phys = Signal(intbv(0)[paddr_width:])
     phys_in_ram = Signal(bool(0))
 
     # -- decisions, combinational ---------------------------------------------------------------------------
     # Two kinds, kept apart for MyHDL's simulator, whose cost is per signal change and per block woken: what the
     # registered request asks for (settles once per request), and that plan gated by `lookup` (toggles every cycle
-    # of a TLB hit, so the blocks it wakes are small).
+    # of a TLB hit, so the blocks it wakes are small). Commands that can wait a cycle are registers set by
+    # `control` instead (the TLB's drop and flushes, the PWC's flush), so a TLB hit assigns none of them.
     lookup = Signal(bool(0))  # state == LOOKUP
     data_access = Signal(bool(0))  # an aligned LOAD/STORE
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
@@ -118,14 +118,8 @@ def mmu(
     needs_dirty = Signal(bool(0))  # a permitted store hit an entry whose D is clear
     access_ready = Signal(bool(0))  # LOOKUP can start the data access (paging off, or a usable TLB hit)
     walk_needed = Signal(bool(0))  # LOOKUP starts a walk: a TLB miss, or a store's hit whose D must be set
-    drop_needed = Signal(bool(0))  # LOOKUP drops TLB entries: INVLPG, or a hit that faults
-    invlpg = Signal(bool(0))  # a canonical INVLPG
-    cr3_write = Signal(bool(0))
-    flush_all = Signal(bool(0))  # a FLUSH, or a CR0 write that turns paging on or off
-    pwc_flush_needed = Signal(bool(0))
     walk_start = Signal(bool(0))
     walk_ok = Signal(bool(0))
-    walk_failed = Signal(bool(0))
 
     # -- response registers not on ports ----------------------------------------------------------------------
     rdata_from_memory = Signal(bool(0))  # resp_rdata is the load's data
@@ -266,14 +260,11 @@ def mmu(
             page_frame.next = frame
 
     @always_comb
-    def append_offset():
-        translated.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-
-    @always_comb
-    def bound_physical():
+    def locate_physical():
+        # With paging the frame's address and the page offset, without it the address itself.
         if paging:
-            phys.next = translated
-            phys_in_ram.next = translated[maxphyaddr:ram_bits] == 0
+            phys.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
+            phys_in_ram.next = page_frame[frame_width:ram_bits - PAGE_SHIFT] == 0
         else:
             phys.next = vaddr[paddr_width:]
             phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
@@ -296,18 +287,6 @@ def mmu(
         else:
             access_ready.next = data_access and phys_in_ram
         walk_needed.next = translatable and (not tlb_hit or (hit_permitted and needs_dirty))
-        drop_needed.next = invlpg or (translatable and tlb_hit and not hit_permitted)
-
-    @always_comb
-    def plan_maintenance():
-        paging_switch = op == op_csr_write and vaddr == csr_cr0 and wdata[pg_bit] != paging
-        is_flush = op == op_flush
-        is_cr3_write = op == op_csr_write and vaddr == csr_cr3
-        is_invlpg = op == op_invlpg and canonical
-        invlpg.next = is_invlpg
-        cr3_write.next = is_cr3_write
-        flush_all.next = is_flush or paging_switch
-        pwc_flush_needed.next = is_invlpg or is_flush or is_cr3_write or paging_switch
 
     @always_comb
     def judge_walk():
@@ -315,7 +294,6 @@ def mmu(
         # a walk's outcome needs no check of `state`.
         ok = walk.done and not walk.fault_page and not walk.fault_bus
         walk_ok.next = ok
-        walk_failed.next = walk.done and not ok
         tlb_fill.next = ok and not rewalk
         tlb_refresh.next = ok and rewalk
 
@@ -326,17 +304,11 @@ def mmu(
 
     @always_comb
     def start_access():
-        # data_port.valid starts the data access this cycle; `control` reads it for the same decision.
+        # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data access
+        # this cycle, and `control` reads it for the same decision.
         data_port.valid.next = (lookup and access_ready) or (walk_ok and phys_in_ram)
         walk_start.next = lookup and walk_needed
         tlb_touch.next = lookup and translatable and tlb_hit
-        tlb_drop.next = (lookup and drop_needed) or walk_failed
-
-    @always_comb
-    def command_maintenance():
-        tlb_flush_all.next = lookup and flush_all
-        tlb_flush_non_global.next = lookup and cr3_write
-        pwc_flush.next = lookup and pwc_flush_needed
 
     @always_comb
     def drive_data_port():
@@ -354,9 +326,22 @@ def mmu(
 
     @always_seq(clk.posedge, reset=rst)
     def control():
-        resp_valid.next = False
+        # Registers are assigned only where they change (resp_valid falls after its one cycle, the accepted
+        # request's registers are cleared only if set): the same registers in Verilog, but MyHDL's simulator pays
+        # for every assignment, and on a TLB hit most of them would assign the value they already hold.
+        if resp_valid:
+            resp_valid.next = False
+        # The TLB's and PWC's maintenance commands last one cycle: decided at the end of LOOKUP (or of a failed
+        # walk), carried out at the end of the next, before any later lookup or walk can see the TLB or PWC.
+        if tlb_drop:
+            tlb_drop.next = False
+        if tlb_flush_all:
+            tlb_flush_all.next = False
+        if tlb_flush_non_global:
+            tlb_flush_non_global.next = False
+        if pwc_flush:
+            pwc_flush.next = False
         if state == State.IDLE or state == State.RESP:
-            state.next = State.IDLE
             if req_valid:
                 op.next = req_op
                 size.next = req_size
@@ -364,8 +349,6 @@ def mmu(
                 fetch.next = req_fetch
                 vaddr.next = req_addr
                 wdata.next = req_wdata
-                # Clear the previous response's registers, each only if set: the same registers, but MyHDL's
-                # simulator pays for every assignment, and most of these stay zero on a TLB hit.
                 if rdata_from_memory:
                     rdata_from_memory.next = False
                 if rdata_from_csr:
@@ -394,17 +377,35 @@ def mmu(
                 if ev_ad_writes != 0:
                     ev_ad_writes.next = 0
                 state.next = State.LOOKUP
+            elif state == State.RESP:
+                state.next = State.IDLE
         elif state == State.LOOKUP or state == State.WALK:
             if state == State.LOOKUP:
                 if translatable and tlb_hit:
                     ev_tlb_hit.next = True
                 elif translatable:
                     ev_tlb_miss.next = True
-                if op == op_flush or cr3_write:
-                    event_flush.next = True
                 if op == op_csr_read:
                     rdata_from_csr.next = True
+                elif op == op_invlpg and canonical:
+                    tlb_drop.next = True
+                    pwc_flush.next = True
+                elif op == op_flush:
+                    tlb_flush_all.next = True
+                    pwc_flush.next = True
+                    event_flush.next = True
+                elif op == op_csr_write and vaddr == csr_cr3:
+                    tlb_flush_non_global.next = True
+                    pwc_flush.next = True
+                    event_flush.next = True
+                elif op == op_csr_write and vaddr == csr_cr0 and wdata[pg_bit] != paging:  # paging switches
+                    tlb_flush_all.next = True
+                    pwc_flush.next = True
+                if translatable and tlb_hit and not hit_permitted:  # a failed translation drops as INVLPG does
+                    tlb_drop.next = True
             elif walk.done:
+                if not walk_ok:
+                    tlb_drop.next = True
                 ev_walk_levels.next = walk.levels
                 ev_walk_cycles.next = walk.cycles
                 ev_pwc_hits.next = walk.pwc_hit
@@ -464,6 +465,6 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_store,
-            shift_load, size_load, select_translation, translate_address, append_offset, bound_physical, classify,
-            check_hit, plan_access, plan_maintenance, judge_walk, track_state, start_access, command_maintenance,
+            shift_load, size_load, select_translation, translate_address, locate_physical, classify,
+            check_hit, plan_access, judge_walk, track_state, start_access,
             drive_data_port, drive_response_data, control)
