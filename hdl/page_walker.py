@@ -54,10 +54,13 @@ def page_walker(
     result: WalkResult,
     config: MmuConfig,
 ):
-    """Walk the tables for `vaddr` when `start` pulses (inputs held until `result.done`).
+    """Walk the tables for `vaddr` when `start` pulses.
 
-    `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; `pwc_*` are the PWC's lookup of
-    `vaddr` and the insert command for it; `mem`/`mem_resp` the walker's port on the memory controller.
+    `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; the walker keeps them and `vaddr`'s
+    page number from `start` on, so that nothing here follows the MMU's next requests between walks (in MyHDL's
+    simulator, what changes is what costs). `pwc_*` are the PWC's lookup of `vaddr` (sampled at `start`) and the
+    insert command for it, which the PWC applies to `vaddr` (held until `result.done`); `mem`/`mem_resp` the
+    walker's port on the memory controller.
     """
     maxphyaddr = config.maxphyaddr
     ram_bits = (config.mem_bytes - 1).bit_length()
@@ -80,6 +83,10 @@ def page_walker(
     addr_width = maxphyaddr
 
     state = Signal(WalkState.IDLE)
+    walk_vpn = Signal(intbv(0)[4 * LEVEL_BITS:])  # the page number walked, and the access checked at the leaf
+    walk_store = Signal(bool(0))
+    walk_user = Signal(bool(0))
+    walk_fetch = Signal(bool(0))
     level = Signal(intbv(4, min=0, max=5))
     table_frame = Signal(intbv(0)[frame_width:])  # frame of the table being read (`table` is a Verilog keyword)
     writable = Signal(bool(0))  # permissions combined above the current level
@@ -105,13 +112,13 @@ def page_walker(
     @always_comb
     def address_entry():
         if level == 4:
-            index.next = vaddr[48:39]
+            index.next = walk_vpn[4 * LEVEL_BITS:3 * LEVEL_BITS]
         elif level == 3:
-            index.next = vaddr[39:30]
+            index.next = walk_vpn[3 * LEVEL_BITS:2 * LEVEL_BITS]
         elif level == 2:
-            index.next = vaddr[30:21]
+            index.next = walk_vpn[2 * LEVEL_BITS:LEVEL_BITS]
         else:
-            index.next = vaddr[21:12]
+            index.next = walk_vpn[LEVEL_BITS:0]
 
     @always_comb
     def place_entry():
@@ -154,34 +161,28 @@ def page_walker(
 
     @always_comb
     def check_access():
-        permitted.next = ((not is_store or combined_writable) and (not is_user or combined_user)
-                          and (not is_fetch or not combined_no_execute))
-        if leaf and is_store:
+        permitted.next = ((not walk_store or combined_writable) and (not walk_user or combined_user)
+                          and (not walk_fetch or not combined_no_execute))
+        if leaf and walk_store:
             updated_entry.next = entry | accessed_dirty
         else:
             updated_entry.next = entry | accessed
         if leaf:
-            write_back.next = permitted and (not entry[accessed_bit] or (is_store and not entry[dirty_bit]))
+            write_back.next = permitted and (not entry[accessed_bit] or (walk_store and not entry[dirty_bit]))
         else:
             write_back.next = not entry[accessed_bit]
 
     @always_comb
     def drive_memory():
-        if state == WalkState.READ:
-            mem.valid.next = entry_in_ram
-            mem.write.next = False
-        else:
-            mem.valid.next = arrived and present and not reserved and write_back
-            mem.write.next = True
-
-    @always_comb
-    def address_memory():
-        # Apart from drive_memory: the entry address follows `vaddr` even between walks, the strobes do not.
         mem.byte_enable.next = full_word
         mem.wdata.next = updated_entry
         if state == WalkState.READ:
+            mem.valid.next = entry_in_ram
+            mem.write.next = False
             mem.word_addr.next = entry_addr[ram_bits:3]
         else:
+            mem.valid.next = arrived and present and not reserved and write_back
+            mem.write.next = True
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
     @always_comb
@@ -201,6 +202,10 @@ def page_walker(
     def walk():
         if state == WalkState.IDLE:
             if start:
+                walk_vpn.next = vaddr[PAGE_SHIFT + 4 * LEVEL_BITS:PAGE_SHIFT]
+                walk_store.next = is_store
+                walk_user.next = is_user
+                walk_fetch.next = is_fetch
                 result.fault_page.next = False
                 result.fault_bus.next = False
                 result.present.next = False
@@ -274,4 +279,4 @@ def page_walker(
             state.next = WalkState.IDLE
 
     return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
-            drive_memory, address_memory, drive_pwc, report_done, walk)
+            drive_memory, drive_pwc, report_done, walk)

@@ -8,7 +8,7 @@ A lookup returns the longest-prefix hit, so the walk reads as few entries as pos
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
+from myhdl import Signal, SignalType, always, always_comb, block, downrange, intbv
 
 from hdl.protocol import LEVEL_BITS
 
@@ -137,9 +137,21 @@ def pwc(
         else:
             insert_tag.next = vpn_pml4e
 
-    @always_seq(clk.posedge, reset=rst)
-    def update_state():
-        if flush:
+    @always(clk.posedge)
+    def update_entries():
+        # One clocked block, with a synchronous reset of the valid bits and the FIFO pointer alone: the entries'
+        # contents are never reset, so they can map to RAM (always_seq would reset every word).
+        if insert and not flush:
+            levels[insert_index].next = insert_level
+            tags[insert_index].next = insert_tag
+            tables[insert_index].next = insert_table
+            writable[insert_index].next = insert_writable
+            user[insert_index].next = insert_user
+            no_execute[insert_index].next = insert_no_execute
+        if rst:
+            valid.next = 0
+            oldest.next = 0
+        elif flush:
             valid.next = 0
         elif insert:
             valid_bits = intbv(0)[entries:]
@@ -149,14 +161,4 @@ def pwc(
             if full:
                 oldest.next = (oldest + 1) & (entries - 1)
 
-    @always(clk.posedge)
-    def write_entry():
-        if insert and not flush:
-            levels[insert_index].next = insert_level
-            tags[insert_index].next = insert_tag
-            tables[insert_index].next = insert_table
-            writable[insert_index].next = insert_writable
-            user[insert_index].next = insert_user
-            no_execute[insert_index].next = insert_no_execute
-
-    return prefixes, lookup, read_hit, find_free_entry, place_insert, update_state, write_entry
+    return prefixes, lookup, read_hit, find_free_entry, place_insert, update_entries

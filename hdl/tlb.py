@@ -179,8 +179,19 @@ def tlb(
         evict_vpn.next = tags[fill_index]
 
     @always(clk.posedge)
-    def write_entry():
-        if fill or refresh:
+    def update_entries():
+        # One clocked block for the entries, with a synchronous reset of the valid and global bits alone: tags and
+        # translations are never reset, so a large TLB can map to RAM (always_seq would reset every word).
+        if rst:
+            valid.next = 0
+            global_.next = 0
+        elif flush_all:
+            valid.next = 0
+        elif flush_non_global:
+            valid.next = valid & global_
+        elif drop:
+            valid.next = valid & ~page_matches
+        elif fill or refresh:
             index = intbv(0)[index_bits:]
             if fill:
                 index[:] = fill_index
@@ -193,21 +204,6 @@ def tlb(
             user[index].next = fill_user
             no_execute[index].next = fill_no_execute
             dirty[index].next = fill_dirty
-
-    @always_seq(clk.posedge, reset=rst)
-    def update_valid():
-        if flush_all:
-            valid.next = 0
-        elif flush_non_global:
-            valid.next = valid & global_
-        elif drop:
-            valid.next = valid & ~page_matches
-        elif fill or refresh:
-            index = intbv(0)[index_bits:]
-            if fill:
-                index[:] = fill_index
-            else:
-                index[:] = hit_index
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[index] = True
@@ -292,4 +288,4 @@ def tlb(
         replacement = [choose_random_victim, step_lfsr]
 
     return (split_vpn, locate_set, compare, select_hit, index_hit, read_hit, find_free_way, place_fill, report_eviction,
-            write_entry, update_valid, replacement)
+            update_entries, replacement)
