@@ -327,8 +327,9 @@ def mmu(
     @always_seq(clk.posedge, reset=rst)
     def control():
         # Registers are assigned only where they change (resp_valid falls after its one cycle, the accepted
-        # request's registers are cleared only if set): the same registers in Verilog, but MyHDL's simulator pays
-        # for every assignment, and on a TLB hit most of them would assign the value they already hold.
+        # request's registers are cleared only if set, and the physical address and the source of resp_rdata are
+        # written once, where the operation's outcome is known): the same registers in Verilog, but MyHDL's
+        # simulator pays for every assignment, and on a TLB hit most of them would assign the value they hold.
         if resp_valid:
             resp_valid.next = False
         # The TLB's and PWC's maintenance commands last one cycle: decided at the end of LOOKUP (or of a failed
@@ -349,8 +350,6 @@ def mmu(
                 fetch.next = req_fetch
                 vaddr.next = req_addr
                 wdata.next = req_wdata
-                if rdata_from_memory:
-                    rdata_from_memory.next = False
                 if rdata_from_csr:
                     rdata_from_csr.next = False
                 if event_flush:
@@ -359,7 +358,6 @@ def mmu(
                     resp_fault.next = 0
                 if resp_errcode != 0:
                     resp_errcode.next = 0
-                ev_paddr.next = 0
                 if ev_tlb_hit:
                     ev_tlb_hit.next = False
                 if ev_tlb_miss:
@@ -429,6 +427,10 @@ def mmu(
                 # The operation ends without a data access: its fault, decided here at the clock edge rather than
                 # by a combinational block that would re-run on every change of `state`. resp_fault and
                 # resp_errcode were cleared when the request was accepted (Fault.NONE).
+                if ev_paddr != 0:
+                    ev_paddr.next = 0
+                if rdata_from_memory:
+                    rdata_from_memory.next = False
                 if state == State.LOOKUP:
                     if is_load or is_store:
                         if paging and not canonical:
