@@ -79,18 +79,17 @@ def mmu(
     vaddr_width = len(req_addr)
     huge_2m_offset = (1 << LEVEL_BITS) - 1  # VPN bits that index into a 2 MiB page
     huge_1g_offset = (1 << (2 * LEVEL_BITS)) - 1
+    upper_ones = (1 << (vaddr_width - 47)) - 1  # bits 63..47 of a canonical upper-half address
 
     # -- the registered request ---------------------------------------------------------------------------
     state = Signal(State.IDLE)
     op = Signal(intbv(0)[len(req_op):])
     size = Signal(intbv(0)[len(req_size):])
     user = Signal(bool(0))
-    fetch = Signal(bool(0))
     vaddr = Signal(intbv(0)[vaddr_width:])
     wdata = Signal(intbv(0)[len(req_wdata):])
     rewalk = Signal(bool(0))  # the walk in progress re-walks a hit entry for a store (to set D)
-
-    # -- decoded, combinational -----------------------------------------------------------------------------
+    # ... and decoded as it is registered (the data port's byte_enable and wdata too)
     is_load = Signal(bool(0))
     is_store = Signal(bool(0))
     is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
@@ -98,6 +97,8 @@ def mmu(
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
     lane_shift = Signal(intbv(0)[6:])  # bit position of the access within its 64-bit word
+
+    # -- derived, combinational -------------------------------------------------------------------------------
     load_shifted = Signal(intbv(0)[DATA_WIDTH:])
     load_data = Signal(intbv(0)[DATA_WIDTH:])
     frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
@@ -182,46 +183,6 @@ def mmu(
     fault_gp, fault_align, fault_bus, fault_page = int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE)
     csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
     pg_bit = CR0_PG.bit_length() - 1
-
-    @always_comb
-    def decode():
-        is_load.next = op == op_load
-        is_store.next = op == op_store
-        is_fetch.next = op == op_load and fetch
-        vpn.next = vaddr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
-        canonical.next = vaddr[vaddr_width:47] == 0 or vaddr[vaddr_width:47] == (1 << (vaddr_width - 47)) - 1
-
-    @always_comb
-    def check_alignment():
-        # Sizes and shifts come from the same registered size and address, in one block, so the lanes below can
-        # never see a size with a stale offset (a 64-bit store shifted out of its word).
-        if size == 0:
-            aligned.next = True
-            lane_shift.next = concat(vaddr[3:0], intbv(0)[3:])
-        elif size == 1:
-            aligned.next = not vaddr[0]
-            lane_shift.next = concat(vaddr[3:1], intbv(0)[4:])
-        elif size == 2:
-            aligned.next = vaddr[2:0] == 0
-            lane_shift.next = concat(vaddr[2], intbv(0)[5:])
-        else:
-            aligned.next = vaddr[3:0] == 0
-            lane_shift.next = 0
-
-    @always_comb
-    def place_store():
-        if size == 0:
-            data_port.byte_enable.next = 0x01 << vaddr[3:0]
-            data_port.wdata.next = wdata[8:0] << concat(vaddr[3:0], intbv(0)[3:])
-        elif size == 1:
-            data_port.byte_enable.next = 0x03 << concat(vaddr[3:1], False)
-            data_port.wdata.next = wdata[16:0] << concat(vaddr[3:1], intbv(0)[4:])
-        elif size == 2:
-            data_port.byte_enable.next = 0x0F << concat(vaddr[2], intbv(0)[2:])
-            data_port.wdata.next = wdata[32:0] << concat(vaddr[2], intbv(0)[5:])
-        else:
-            data_port.byte_enable.next = 0xFF
-            data_port.wdata.next = wdata
 
     @always_comb
     def shift_load():
@@ -347,9 +308,36 @@ def mmu(
                 op.next = req_op
                 size.next = req_size
                 user.next = req_user
-                fetch.next = req_fetch
                 vaddr.next = req_addr
                 wdata.next = req_wdata
+                # Decoded on the way into the registers: LOOKUP starts from them, and MyHDL runs no
+                # combinational decoder per request.
+                is_load.next = req_op == op_load
+                is_store.next = req_op == op_store
+                is_fetch.next = req_op == op_load and req_fetch
+                vpn.next = req_addr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
+                canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
+                # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
+                if req_size == 0:
+                    aligned.next = True
+                    lane_shift.next = concat(req_addr[3:0], intbv(0)[3:])
+                    data_port.byte_enable.next = 0x01 << req_addr[3:0]
+                    data_port.wdata.next = req_wdata[8:0] << concat(req_addr[3:0], intbv(0)[3:])
+                elif req_size == 1:
+                    aligned.next = not req_addr[0]
+                    lane_shift.next = concat(req_addr[3:1], intbv(0)[4:])
+                    data_port.byte_enable.next = 0x03 << concat(req_addr[3:1], False)
+                    data_port.wdata.next = req_wdata[16:0] << concat(req_addr[3:1], intbv(0)[4:])
+                elif req_size == 2:
+                    aligned.next = req_addr[2:0] == 0
+                    lane_shift.next = concat(req_addr[2], intbv(0)[5:])
+                    data_port.byte_enable.next = 0x0F << concat(req_addr[2], intbv(0)[2:])
+                    data_port.wdata.next = req_wdata[32:0] << concat(req_addr[2], intbv(0)[5:])
+                else:
+                    aligned.next = req_addr[3:0] == 0
+                    lane_shift.next = 0
+                    data_port.byte_enable.next = 0xFF
+                    data_port.wdata.next = req_wdata
                 if rdata_from_csr:
                     rdata_from_csr.next = False
                 if event_flush:
@@ -466,7 +454,6 @@ def mmu(
         else:
             state.next = State.IDLE
 
-    return (memory, registers, translations, structure_cache, walker, decode, check_alignment, place_store,
-            shift_load, size_load, select_translation, translate_address, locate_physical, classify,
-            check_hit, plan_access, judge_walk, track_state, start_access,
-            drive_data_port, drive_response_data, control)
+    return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
+            translate_address, locate_physical, classify, check_hit, plan_access, judge_walk, track_state,
+            start_access, drive_data_port, drive_response_data, control)
