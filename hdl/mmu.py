@@ -130,6 +130,7 @@ def mmu(
     # -- memory ---------------------------------------------------------------------------------------------
     walk_port = MemPort(word_addr_width)
     data_port = MemPort(word_addr_width)
+    data_port.write = is_store  # the registered decode drives the port: a STORE writes, a LOAD reads
     mem_resp = MemResponse()
     memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words, ram_model)
 
@@ -222,13 +223,15 @@ def mmu(
 
     @always_comb
     def locate_physical():
-        # With paging the frame's address and the page offset, without it the address itself.
+        # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
         if paging:
             phys.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
             phys_in_ram.next = page_frame[frame_width:ram_bits - PAGE_SHIFT] == 0
+            data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys.next = vaddr[paddr_width:]
             phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
+            data_port.word_addr.next = vaddr[ram_bits:3]
 
     @always_comb
     def classify():
@@ -270,11 +273,6 @@ def mmu(
         data_port.valid.next = (lookup and access_ready) or (walk_ok and phys_in_ram)
         walk_start.next = lookup and walk_needed
         tlb_touch.next = lookup and translatable and tlb_hit
-
-    @always_comb
-    def drive_data_port():
-        data_port.write.next = is_store
-        data_port.word_addr.next = phys[ram_bits:3]
 
     @always_comb
     def drive_response_data():
@@ -456,4 +454,4 @@ def mmu(
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
             translate_address, locate_physical, classify, check_hit, plan_access, judge_walk, track_state,
-            start_access, drive_data_port, drive_response_data, control)
+            start_access, drive_response_data, control)
