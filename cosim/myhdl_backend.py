@@ -101,13 +101,12 @@ class MyhdlBackend(Backend):
             MyhdlBackend._open = None
 
 
-def _counted(cycles: int, request: Request) -> int:
-    """One more cycle of `request`, or a BackendError when the design has taken too many to answer it."""
+def _check_hung(cycles: int, request: Request) -> None:
+    """A BackendError when the design has spent too many cycles on `request` without answering it."""
     if cycles >= MAX_OP_CYCLES:
         raise BackendError(
             f"the design did not answer op {request[0]} at {request[1]:#x} within {MAX_OP_CYCLES} cycles"
         )
-    return cycles + 1
 
 
 def _trace_to(bench: Any, waves: Path) -> None:
@@ -130,7 +129,7 @@ def _bench(mmu: Any, sim_ram: Any, ports: dict[str, Any], config: MmuConfig, bac
         ports[n] for n in ("clk", "rst", "req_valid", "req_ready", "resp_valid")
     )
     request_ports = [ports[n] for n in ("req_op", "req_addr", "req_size", "req_wdata", "req_user", "req_fetch")]
-    response_ports = [ports[n] for n in ("resp_rdata", "resp_fault", "resp_errcode")]
+    resp_rdata, resp_fault, resp_errcode = (ports[n] for n in ("resp_rdata", "resp_fault", "resp_errcode"))
     event_ports = [ports[n] for n in EVENT_PORTS]
     trace = backend.trace
 
@@ -162,9 +161,10 @@ def _bench(mmu: Any, sim_ram: Any, ports: dict[str, Any], config: MmuConfig, bac
                 accepted = bool(req_ready.val)
                 clk.next = True
                 yield half_period
-                cycles = _counted(cycles, request)
+                cycles += 1
                 if accepted:
                     break
+                _check_hung(cycles, request)
                 clk.next = False
                 yield half_period
             req_valid.next = False
@@ -173,10 +173,11 @@ def _bench(mmu: Any, sim_ram: Any, ports: dict[str, Any], config: MmuConfig, bac
                 yield half_period
                 clk.next = True
                 yield half_period
-                cycles = _counted(cycles, request)
+                cycles += 1
                 if resp_valid.val:
                     break
-            response = tuple(int(port.val) for port in response_ports)
+                _check_hung(cycles, request)
+            response = (int(resp_rdata.val), int(resp_fault.val), int(resp_errcode.val))
             if trace:
                 backend.record(request, response, tuple(int(port.val) for port in event_ports))
 
