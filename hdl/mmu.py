@@ -3,6 +3,11 @@
 One request at a time: IDLE/RESP accept it (req_ready), LOOKUP checks it against the registered request in one
 cycle (canonical, alignment, TLB hit and permissions, RAM bounds) and starts the data access or a walk, WALK
 waits for the page walker, MEMWAIT for a read slower than one cycle, RESP pulses resp_valid with the access event.
+
+Only what must act within LOOKUP is combinational. The request is decoded as it is registered, and the commands
+that can act a cycle later (the TLB's drop and flushes, the PWC's flush) are registers that `control` sets: a
+shorter LOOKUP path in hardware, and fewer signal changes per cycle for MyHDL's simulator, which pays for each
+(docs/hardware.md, "Written for the simulator too").
 """
 
 from __future__ import annotations
