@@ -67,7 +67,6 @@ def pwc(
     full = Signal(bool(0))
     free_index = Signal(intbv(0)[index_bits:])
     insert_index = Signal(intbv(0)[index_bits:])
-    insert_tag = Signal(intbv(0)[vpn_width:])
 
     @always_comb
     def prefixes():
@@ -130,12 +129,6 @@ def pwc(
             insert_index.next = oldest
         else:
             insert_index.next = free_index
-        if insert_level == 2:
-            insert_tag.next = vpn_pde
-        elif insert_level == 3:
-            insert_tag.next = vpn_pdpte
-        else:
-            insert_tag.next = vpn_pml4e
 
     @always(clk.posedge)
     def update_entries():
@@ -143,7 +136,14 @@ def pwc(
         # contents are never reset, so they can map to RAM (always_seq would reset every word).
         if insert and not flush:
             levels[insert_index].next = insert_level
-            tags[insert_index].next = insert_tag
+            # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
+            # lookup.
+            if insert_level == 2:
+                tags[insert_index].next = vpn_pde
+            elif insert_level == 3:
+                tags[insert_index].next = vpn_pdpte
+            else:
+                tags[insert_index].next = vpn_pml4e
             tables[insert_index].next = insert_table
             writable[insert_index].next = insert_writable
             user[insert_index].next = insert_user

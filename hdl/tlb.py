@@ -98,7 +98,6 @@ def tlb(
     victim_way = Signal(intbv(0)[way_bits:])
     fill_way = Signal(intbv(0)[way_bits:])
     fill_index = Signal(intbv(0)[index_bits:])
-    fill_tag = Signal(intbv(0)[vpn_width:])
 
     @always_comb
     def split_vpn():
@@ -166,12 +165,6 @@ def tlb(
         else:
             fill_way.next = free_way
         fill_index.next = set_base | fill_way
-        if fill_size == SIZE_4K:
-            fill_tag.next = vpn
-        elif fill_size == SIZE_2M:
-            fill_tag.next = vpn_2m
-        else:
-            fill_tag.next = vpn_1g
 
     @always_comb
     def report_eviction():
@@ -197,7 +190,13 @@ def tlb(
                 index[:] = fill_index
             else:
                 index[:] = hit_index
-            tags[index].next = fill_tag
+            # The tag is the VPN at the page's size, formed here: a combinational copy would follow every lookup.
+            if fill_size == SIZE_4K:
+                tags[index].next = vpn
+            elif fill_size == SIZE_2M:
+                tags[index].next = vpn_2m
+            else:
+                tags[index].next = vpn_1g
             sizes[index].next = fill_size
             frames[index].next = fill_frame
             writable[index].next = fill_writable
