@@ -319,9 +319,15 @@ def mmu(
                 is_store.next = req_op == op_store
                 is_fetch.next = req_op == op_load and req_fetch
                 vpn.next = req_addr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
-                canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
+                upper = req_addr[vaddr_width:47]
+                canonical.next = upper == 0 or upper == upper_ones
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
-                if req_size == 0:
+                if req_size == 3:
+                    aligned.next = req_addr[3:0] == 0
+                    lane_shift.next = 0
+                    data_port.byte_enable.next = 0xFF
+                    data_port.wdata.next = req_wdata
+                elif req_size == 0:
                     aligned.next = True
                     lane_shift.next = concat(req_addr[3:0], intbv(0)[3:])
                     data_port.byte_enable.next = 0x01 << req_addr[3:0]
@@ -331,40 +337,29 @@ def mmu(
                     lane_shift.next = concat(req_addr[3:1], intbv(0)[4:])
                     data_port.byte_enable.next = 0x03 << concat(req_addr[3:1], False)
                     data_port.wdata.next = req_wdata[16:0] << concat(req_addr[3:1], intbv(0)[4:])
-                elif req_size == 2:
+                else:
                     aligned.next = req_addr[2:0] == 0
                     lane_shift.next = concat(req_addr[2], intbv(0)[5:])
                     data_port.byte_enable.next = 0x0F << concat(req_addr[2], intbv(0)[2:])
                     data_port.wdata.next = req_wdata[32:0] << concat(req_addr[2], intbv(0)[5:])
-                else:
-                    aligned.next = req_addr[3:0] == 0
-                    lane_shift.next = 0
-                    data_port.byte_enable.next = 0xFF
-                    data_port.wdata.next = req_wdata
                 if rdata_from_csr:
                     rdata_from_csr.next = False
                 if event_flush:
                     event_flush.next = False
-                if resp_fault != 0:
+                if resp_fault != 0:  # only a page fault has an error code
                     resp_fault.next = 0
-                if resp_errcode != 0:
                     resp_errcode.next = 0
                 if ev_tlb_hit:
                     ev_tlb_hit.next = False
                 if ev_tlb_miss:
                     ev_tlb_miss.next = False
-                if ev_evict:
-                    ev_evict.next = False
-                if ev_evict_vpn != 0:
-                    ev_evict_vpn.next = 0
-                if ev_walk_levels != 0:
+                if ev_walk_levels != 0:  # the last operation walked (a walk reads at least one entry), maybe filled
                     ev_walk_levels.next = 0
-                if ev_walk_cycles != 0:
                     ev_walk_cycles.next = 0
-                if ev_pwc_hits != 0:
                     ev_pwc_hits.next = 0
-                if ev_ad_writes != 0:
                     ev_ad_writes.next = 0
+                    ev_evict.next = False
+                    ev_evict_vpn.next = 0
                 state.next = State.LOOKUP
             elif state == State.RESP:
                 state.next = State.IDLE
