@@ -64,17 +64,25 @@ def memory_controller(
 
     @always_seq(clk.posedge, reset=rst)
     def count_latency():
+        # rvalid is registered with the count (it marks the last cycle), so it changes only when a read does.
         if ram_read:
             cycles_left.next = latency
+            resp.rvalid.next = single_cycle
         elif cycles_left != 0:
             cycles_left.next = cycles_left - 1
+            resp.rvalid.next = cycles_left == 2
 
-    @always_comb
-    def report():
-        resp.rvalid.next = cycles_left == 1
-        if single_cycle:
+    # rvalid_next: with 1-cycle reads the read itself, else the cycle before the last.
+    if single_cycle:
+
+        @always_comb
+        def announce():
             resp.rvalid_next.next = ram_read
-        else:
+
+    else:
+
+        @always_comb
+        def announce():
             resp.rvalid_next.next = cycles_left == 2
 
-    return memory, arbitrate_strobes, arbitrate_word, count_latency, report
+    return memory, arbitrate_strobes, arbitrate_word, count_latency, announce
