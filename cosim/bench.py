@@ -288,7 +288,7 @@ def measure(spec: RunSpec, config: MmuConfig, *, repeat: int, trace: bool, progr
             progress.line(f"{label}: {m.mem_ops:,} mem ops in {run.wall_s:.2f} s = {m.mem_ops / run.wall_s:,.0f} "
                           f"ops/s (+{run.startup_s:.1f} s to start)")
     if len(m.wall_s) > repeat:
-        print(f"    {len(m.wall_s)} runs in all, as each takes under {SHORT_RUN_S} s: the median of "
+        print(f"    {len(m.wall_s)} runs in all, as its runs take under {SHORT_RUN_S} s: the median of "
               f"{len(m.wall_s)} counts ({m.ops_per_s:,.0f} ops/s)", flush=True)
     return m
 
