@@ -20,7 +20,7 @@ COUNTER_WIDTH = 64
 def csr(
     clk: SignalType,
     rst: SignalType,
-    lookup: SignalType,
+    in_lookup: SignalType,
     op: SignalType,
     addr: SignalType,
     wdata: SignalType,
@@ -46,9 +46,9 @@ def csr(
 ):
     """The CSR file.
 
-    `lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata` commits
-    at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable` answer
-    combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
+    `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
+    commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable`
+    answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
     response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page fault's response
     records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time
     for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
@@ -135,20 +135,21 @@ def csr(
 
     @always_seq(clk.posedge, reset=rst)
     def update():
-        if lookup and op == op_csr_read:
-            if addr == csr_cycles:
-                rdata.next = cycles
-            elif counter_selected:
-                rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
-            else:
-                rdata.next = register_value
-        if lookup and op == op_csr_write and writable:
-            if addr == csr_cr0:
-                paging.next = wdata[pg_bit]
-            elif addr == csr_cr2:
-                cr2.next = wdata
-            elif addr == csr_cr3:
-                cr3.next = wdata
+        if in_lookup:
+            if op == op_csr_read:
+                if not counter_selected:
+                    rdata.next = register_value
+                elif addr == csr_cycles:  # the counter bank's first register is the `cycles` port, the rest memory
+                    rdata.next = cycles
+                else:
+                    rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
+            elif op == op_csr_write and writable:
+                if addr == csr_cr0:
+                    paging.next = wdata[pg_bit]
+                elif addr == csr_cr2:
+                    cr2.next = wdata
+                elif addr == csr_cr3:
+                    cr3.next = wdata
         if event_valid and event_fault == fault_page:
             cr2.next = fault_addr
             pfec.next = event_errcode

@@ -64,7 +64,8 @@ def memory_controller(
 
     @always_seq(clk.posedge, reset=rst)
     def count_latency():
-        # rvalid is registered with the count (it marks the last cycle), so it changes only when a read does.
+        # rvalid is registered with the count (it marks the last cycle: rvalid_next's cycle plus one), so it changes
+        # only when a read does.
         if ram_read:
             cycles_left.next = latency
             resp.rvalid.next = single_cycle

@@ -114,10 +114,10 @@ def mmu(
 
     # -- decisions, combinational ---------------------------------------------------------------------------
     # Two kinds, kept apart for MyHDL's simulator, whose cost is per signal change and per block woken: what the
-    # registered request asks for (settles once per request), and that plan gated by `lookup` (toggles every cycle
-    # of a TLB hit, so the blocks it wakes are small). Commands that can wait a cycle are registers set by
+    # registered request asks for (settles once per request), and that plan gated by `in_lookup` (toggles every
+    # cycle of a TLB hit, so the blocks it wakes are small). Commands that can wait a cycle are registers set by
     # `control` instead (the TLB's drop and flushes, the PWC's flush), so a TLB hit assigns none of them.
-    lookup = Signal(bool(0))  # state == LOOKUP
+    in_lookup = Signal(bool(0))  # state == LOOKUP
     data_access = Signal(bool(0))  # an aligned LOAD/STORE
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
     hit_permitted = Signal(bool(0))
@@ -145,7 +145,7 @@ def mmu(
     csr_writable = Signal(bool(0))
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
-    registers = csr(clk, rst, lookup, op, vaddr, wdata, csr_rdata, csr_known, csr_writable, paging, cr3,
+    registers = csr(clk, rst, in_lookup, op, vaddr, wdata, csr_rdata, csr_known, csr_writable, paging, cr3,
                     vaddr, resp_valid, resp_fault, resp_errcode, event_flush, ev_tlb_hit,
                     ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes,
                     ev_cycle, config=config)
@@ -268,16 +268,16 @@ def mmu(
 
     @always_comb
     def track_state():
-        lookup.next = state == State.LOOKUP
+        in_lookup.next = state == State.LOOKUP
         req_ready.next = state == State.IDLE or state == State.RESP
 
     @always_comb
     def start_access():
         # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data access
         # this cycle, and `control` reads it for the same decision.
-        data_port.valid.next = (lookup and access_ready) or (walk_ok and phys_in_ram)
-        walk_start.next = lookup and walk_needed
-        tlb_touch.next = lookup and translatable and tlb_hit
+        data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
+        walk_start.next = in_lookup and walk_needed
+        tlb_touch.next = in_lookup and translatable and tlb_hit
 
     @always_comb
     def drive_response_data():
@@ -397,7 +397,7 @@ def mmu(
                 if tlb_fill and tlb_evict:
                     ev_evict.next = True
                     ev_evict_vpn.next = tlb_evict_vpn
-            # Order: the data access of a translated LOOKUP/STORE, else a walk, else the end of the operation.
+            # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
             if data_port.valid:  # the data access starts this cycle
                 ev_paddr.next = phys
                 rdata_from_memory.next = is_load

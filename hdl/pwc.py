@@ -132,9 +132,14 @@ def pwc(
 
     @always(clk.posedge)
     def update_entries():
-        # One clocked block, with a synchronous reset of the valid bits and the FIFO pointer alone: the entries'
-        # contents are never reset, so they can map to RAM (always_seq would reset every word).
-        if insert and not flush:
+        # One clocked block, with a synchronous reset (rst is active high) of the valid bits and the FIFO pointer
+        # alone: the entries' contents are never reset, so they can map to RAM (always_seq would reset every word).
+        if rst:
+            valid.next = 0
+            oldest.next = 0
+        elif flush:
+            valid.next = 0
+        elif insert:
             levels[insert_index].next = insert_level
             # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
             # lookup.
@@ -148,12 +153,6 @@ def pwc(
             writable[insert_index].next = insert_writable
             user[insert_index].next = insert_user
             no_execute[insert_index].next = insert_no_execute
-        if rst:
-            valid.next = 0
-            oldest.next = 0
-        elif flush:
-            valid.next = 0
-        elif insert:
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[insert_index] = True

@@ -3,7 +3,7 @@
 Every entry compares its tag with the looked-up VPN at its own page size, all in parallel: the set's ways give
 the hit in the cycle of the lookup, and the same comparators find every entry INVLPG (or a fault) must drop, in
 every set, since a huge page may be splintered across several. Tags and translations are never reset (only the
-valid bits are), so large TLBs can map to distributed RAM.
+valid and global bits are), so large TLBs can map to distributed RAM.
 """
 
 from __future__ import annotations
@@ -173,8 +173,9 @@ def tlb(
 
     @always(clk.posedge)
     def update_entries():
-        # One clocked block for the entries, with a synchronous reset of the valid and global bits alone: tags and
-        # translations are never reset, so a large TLB can map to RAM (always_seq would reset every word).
+        # One clocked block for the entries, with a synchronous reset (rst is active high) of the valid and global
+        # bits alone: tags and translations are never reset, so a large TLB can map to RAM (always_seq would reset
+        # every word).
         if rst:
             valid.next = 0
             global_.next = 0
