@@ -93,12 +93,12 @@ def mmu(
     user = Signal(bool(0))
     vaddr = Signal(intbv(0)[vaddr_width:])
     wdata = Signal(intbv(0)[len(req_wdata):])
+    vpn = vaddr(PAGE_SHIFT + VPN_WIDTH, PAGE_SHIFT)  # addr[47:12], a view of vaddr (no register of its own)
     rewalk = Signal(bool(0))  # the walk in progress re-walks a hit entry for a store (to set D)
     # ... and decoded as it is registered (the data port's byte_enable and wdata too)
     is_load = Signal(bool(0))
     is_store = Signal(bool(0))
     is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
-    vpn = Signal(intbv(0)[VPN_WIDTH:])
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
     lane_shift = Signal(intbv(0)[6:])  # bit position of the access within its 64-bit word
@@ -318,7 +318,6 @@ def mmu(
                 is_load.next = req_op == op_load
                 is_store.next = req_op == op_store
                 is_fetch.next = req_op == op_load and req_fetch
-                vpn.next = req_addr[PAGE_SHIFT + VPN_WIDTH:PAGE_SHIFT]
                 upper = req_addr[vaddr_width:47]
                 canonical.next = upper == 0 or upper == upper_ones
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
