@@ -23,13 +23,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError
-from cosim.runner import resolve_program, run_program
+from cosim.backends import BACKENDS, HDL_BACKENDS, BackendError
+from cosim.program import resolve_program
+from cosim.runner import run_program
 from cosim.workloads import Job, resolve
 from firmware.allocator import HEAP_SIZE
 from firmware.cpu import Cpu
@@ -316,38 +317,26 @@ def prepare(backend: str, config: MmuConfig) -> float:
     """Build (or find cached) what `backend` needs for `config`; the seconds it took. Runs before any timing."""
     start = time.perf_counter()
     if backend == "verilator":
-        from cosim.verilator_backend import build_library
+        from cosim.backends.verilated import build_library
 
         build_library(config)
     elif backend in ("cocotb-verilator", "cocotb-icarus"):
-        from cosim.cocotb_backend import SIMULATORS, build_simulation
+        from cosim.backends.cocotb_sim import SIMULATORS, build_simulation
 
         build_simulation(SIMULATORS[backend], config)
     return time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def _verilator_build_root(path: Path) -> Iterator[None]:
-    """Point the verilator backend's build cache at `path` for the duration (it has no parameter for it)."""
-    from cosim import verilator_backend
-
-    saved = verilator_backend.BUILD_ROOT
-    verilator_backend.BUILD_ROOT = path
-    try:
-        yield
-    finally:
-        verilator_backend.BUILD_ROOT = saved
-
-
 def measure_rebuild(config: MmuConfig) -> dict[str, float]:
     """A from-scratch build of `config` in a temporary directory: MyHDL's export, then Verilator + C++."""
-    from cosim.verilator_backend import build_library, exported_verilog
+    from cosim.backends.verilated import build_library
+    from cosim.toolchain.export import exported_verilog
 
-    with tempfile.TemporaryDirectory(prefix="mmucosim-rebuild-") as tmp, _verilator_build_root(Path(tmp)):
+    with tempfile.TemporaryDirectory(prefix="mmucosim-rebuild-") as tmp:
         start = time.perf_counter()
-        exported_verilog(config)
+        exported_verilog(config, Path(tmp))
         exported = time.perf_counter()
-        build_library(config)
+        build_library(config, build_root=Path(tmp))
         built = time.perf_counter()
     return {"export_s": exported - start, "verilate_s": built - exported, "total_s": built - start}
 

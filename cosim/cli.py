@@ -24,15 +24,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosim import trace
-from cosim.backend import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
-from cosim.runner import ProgramError, ProgressCallback, RunResult, run_program
-from cosim.stale import StaleAccess, find_stale
-from cosim.summary import Summary, kind_table, percent, phase_table, summarize
-from cosim.summary import write_json as write_summary
+from cosim.analysis import trace
+from cosim.analysis.stale import StaleAccess, find_stale
+from cosim.analysis.summary import Summary, kind_table, percent, phase_table, summarize
+from cosim.analysis.summary import write_json as write_summary
+from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
+from cosim.program import ProgramError, ProgressCallback, RunResult
+from cosim.runner import run_program
+from cosim.toolchain.synth import SynthesisError
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
-from hdl.synth import SynthesisError
 
 PROG = "mmucosim"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -298,7 +299,7 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
                                           config=config, wall_s=result.wall_s)]
         progress.update()
         if plots:
-            from cosim.plots import plot_all
+            from cosim.analysis.plots import plot_all
 
             files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend)
             progress.update()
@@ -431,7 +432,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cosim.lockstep import first_divergence
+    from cosim.analysis.lockstep import first_divergence
 
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
     config = config_from(args)
@@ -458,7 +459,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
-    from hdl.export import VerilogLintError, export_verilog, lint
+    from cosim.toolchain.export import VerilogLintError, export_verilog, lint
 
     config = config_from(args)
     path = export_verilog(config, args.out)
@@ -474,7 +475,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from hdl.synth import format_report, run  # imported here: it needs the yowasp tools only when it runs
+    from cosim.toolchain.synth import format_report, run  # imported here: it needs the yowasp tools only when it runs
 
     if args.mem_bytes is not None:
         raise UsageError("synth sizes the RAM for each device (see mmucosim synth --help): drop --mem-bytes")

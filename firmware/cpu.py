@@ -16,7 +16,7 @@ from hdl.protocol import CR0_PG, Counter, Csr, ErrorCode, Fault, Op
 
 
 class Transactor(Protocol):
-    """What the CPU needs of a backend (see cosim.backend.Backend)."""
+    """What the CPU needs of a backend (see cosim.backends.base.Backend)."""
 
     def transact(
         self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False

@@ -70,8 +70,8 @@ def mmu(
 ):
     """The MMU with its RAM, built for `config`; ports as in hdl.protocol.PORTS_IN / PORTS_OUT.
 
-    `ram_words` materialises fewer RAM words than `config.mem_bytes` holds (hdl.export writes the real depth into
-    the Verilog); simulation needs the default, every word. `ram_model` is the RAM block: hdl.ram, or for MyHDL's
+    `ram_words` materialises fewer RAM words than `config.mem_bytes` holds (the exporter writes the real depth into the
+    Verilog); simulation needs the default, every word. `ram_model` is the RAM block: hdl.ram, or for MyHDL's
     simulator alone the behavioural hdl.sim_ram, which never converts.
     """
     config.validate()

@@ -6,16 +6,18 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import cocotb_tools.runner
 import pytest
 from conftest import require_simulator
 
-import cosim.cocotb_backend
-import cosim.verilator_backend
-import hdl.export
-from cosim.backend import BACKENDS, HDL_BACKENDS, BackendError, open_backend
-from cosim.runner import ProgramError, RunResult, Span, run_program
-from cosim.skeleton import SCRATCH, KernelPanic
+import cosim.backends.cocotb_sim
+import cosim.toolchain.build
+import cosim.toolchain.export
+from cosim.backends import BACKENDS, HDL_BACKENDS, BackendError, open_backend
+from cosim.program import ProgramError, RunResult, Span
+from cosim.runner import run_program
 from firmware.cpu import AlignmentCheck
+from firmware.skeleton import SCRATCH, KernelPanic
 from hdl.protocol import TIMING_FIELDS, Csr, Fault, MmuConfig, Op, Pte
 
 COCOTB_BACKENDS = [b for b in BACKENDS if b.startswith("cocotb-")]
@@ -29,7 +31,7 @@ def traced() -> Callable[[str, str], RunResult]:
     def run(program: str, backend: str) -> RunResult:
         require_simulator(backend)
         if (program, backend) not in runs:
-            runs[program, backend] = run_program(f"cosim.skeleton:{program}", backend, trace=True)
+            runs[program, backend] = run_program(f"firmware.skeleton:{program}", backend, trace=True)
         return runs[program, backend]
 
     return run
@@ -56,7 +58,7 @@ def test_caught_align_bus_and_gp_faults_are_identical_on_every_backend(
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fault_escaping_the_program_becomes_the_run_result(backend: str) -> None:
     require_simulator(backend)
-    result = run_program("cosim.skeleton:misaligned_load", backend)
+    result = run_program("firmware.skeleton:misaligned_load", backend)
     assert isinstance(result.value, AlignmentCheck)
     assert result.fault is result.value
     assert result.value.addr == SCRATCH + 2
@@ -69,7 +71,7 @@ def test_fault_escaping_the_program_becomes_the_run_result(backend: str) -> None
 def test_firmware_exception_reaches_the_caller_with_its_type_and_attributes(backend: str) -> None:
     require_simulator(backend)
     with pytest.raises(KernelPanic, match="deliberate") as raised:
-        run_program("cosim.skeleton:panics", backend)
+        run_program("firmware.skeleton:panics", backend)
     assert raised.value.code == 7
 
 
@@ -123,7 +125,7 @@ def test_rtl_events_match_the_reference_model_apart_from_timing(traced: Callable
 @pytest.mark.parametrize("backend", ["reference", "cocotb-icarus"])
 def test_nested_contexts_come_back_as_spans_over_operation_numbers(backend: str) -> None:
     require_simulator(backend)
-    result = run_program("cosim.skeleton:nested_contexts", backend, trace=True)
+    result = run_program("firmware.skeleton:nested_contexts", backend, trace=True)
     assert result.value == 3
     # outer: store (0), inner: store (1), then two loads (2, 3); end_seq is exclusive
     assert result.contexts == [Span("outer", 0, 0, 4), Span("inner", 1, 1, 2)]
@@ -133,9 +135,9 @@ def test_nested_contexts_come_back_as_spans_over_operation_numbers(backend: str)
 def test_slow_memory_stretches_operations_alike_on_myhdl_and_icarus() -> None:
     require_simulator("cocotb-icarus")
     slow = MmuConfig(mem_latency=3)
-    runs = [run_program("cosim.skeleton:one_mapped_page", b, slow, trace=True) for b in ("myhdl", "cocotb-icarus")]
+    runs = [run_program("firmware.skeleton:one_mapped_page", b, slow, trace=True) for b in ("myhdl", "cocotb-icarus")]
     assert runs[0].events == runs[1].events
-    fast = run_program("cosim.skeleton:one_mapped_page", "cocotb-icarus", trace=True)
+    fast = run_program("firmware.skeleton:one_mapped_page", "cocotb-icarus", trace=True)
     assert runs[0].value == fast.value
     assert runs[0].events[-1].cycle > fast.events[-1].cycle
 
@@ -155,8 +157,8 @@ def test_second_verilator_open_reuses_the_built_library(monkeypatch: pytest.Monk
     config = MmuConfig()
     with open_backend("verilator", config) as first:
         library = first.library_path
-    _forbid(monkeypatch, hdl.export, "export_verilog")
-    _forbid(monkeypatch, cosim.verilator_backend, "run_tool")
+    _forbid(monkeypatch, cosim.toolchain.export, "convert_text")
+    _forbid(monkeypatch, cosim.toolchain.build, "run_tool")
     with open_backend("verilator", config) as second:
         assert second.library_path == library
         assert second.transact(0, SCRATCH, 3) == (0, 0, 0)
@@ -166,11 +168,11 @@ def test_second_verilator_open_reuses_the_built_library(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("backend", COCOTB_BACKENDS)
 def test_second_cocotb_build_reuses_the_built_simulation(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     require_simulator(backend)
-    simulator = cosim.cocotb_backend.SIMULATORS[backend]
-    build_dir = cosim.cocotb_backend.build_simulation(simulator, MmuConfig())
-    _forbid(monkeypatch, hdl.export, "export_verilog")
-    _forbid(monkeypatch, cosim.cocotb_backend, "_runner")
-    assert cosim.cocotb_backend.build_simulation(simulator, MmuConfig()) == build_dir
+    simulator = cosim.backends.cocotb_sim.SIMULATORS[backend]
+    build_dir = cosim.backends.cocotb_sim.build_simulation(simulator, MmuConfig())
+    _forbid(monkeypatch, cosim.toolchain.export, "convert_text")
+    _forbid(monkeypatch, cocotb_tools.runner, "get_runner")
+    assert cosim.backends.cocotb_sim.build_simulation(simulator, MmuConfig()) == build_dir
 
 
 # -- waves ----------------------------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ WAVES_CASES = [
 def test_waves_file_is_written_where_asked(backend: str, name: str, tmp_path: Path) -> None:
     require_simulator(backend)
     waves = tmp_path / "waves" / name
-    result = run_program("cosim.skeleton:memory_roundtrip", backend, waves=waves)
+    result = run_program("firmware.skeleton:memory_roundtrip", backend, waves=waves)
     assert result.value["u64"] == 0x0123_4567_89AB_CDEF
     assert waves.stat().st_size > 0
     if waves.suffix == ".vcd":
@@ -203,7 +205,7 @@ def test_waves_file_is_written_where_asked(backend: str, name: str, tmp_path: Pa
 def test_waves_file_of_a_format_the_simulator_cannot_write_is_refused(backend: str, name: str, tmp_path: Path) -> None:
     require_simulator(backend)
     with pytest.raises(BackendError, match="waves"):
-        run_program("cosim.skeleton:memory_roundtrip", backend, waves=tmp_path / name)
+        run_program("firmware.skeleton:memory_roundtrip", backend, waves=tmp_path / name)
 
 
 # -- one MyHDL simulation per process, bad input --------------------------------------------------------------------
@@ -229,7 +231,8 @@ def test_myhdl_simulates_64_mib_of_ram_up_to_its_last_word() -> None:
 
 
 @pytest.mark.parametrize(
-    "program", ["memory_roundtrip", "cosim.skeleton", "cosim.no_such_module:run", "cosim.skeleton:no_such_function"]
+    "program",
+    ["memory_roundtrip", "firmware.skeleton", "cosim.no_such_module:run", "firmware.skeleton:no_such_function"],
 )
 def test_program_that_names_no_function_is_a_program_error(program: str) -> None:
     with pytest.raises(ProgramError):
@@ -238,7 +241,7 @@ def test_program_that_names_no_function_is_a_program_error(program: str) -> None
 
 def test_unknown_backend_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="unknown backend"):
-        run_program("cosim.skeleton:memory_roundtrip", "modelsim")
+        run_program("firmware.skeleton:memory_roundtrip", "modelsim")
 
 
 # -- large memories -------------------------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ def test_unknown_backend_is_a_backend_error() -> None:
 @pytest.mark.slow
 def test_verilator_runs_a_64_mib_memory_to_its_last_word() -> None:
     config = MmuConfig(mem_bytes=64 << 20)
-    result = run_program("cosim.skeleton:memory_roundtrip", "verilator", config)
+    result = run_program("firmware.skeleton:memory_roundtrip", "verilator", config)
     assert result.value["mem_bytes"] == 64 << 20
     assert result.value["last_word"] == 0x7E57_0F_7A11
 

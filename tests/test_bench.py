@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from cosim import bench
-from cosim.backend import BackendError
+from cosim.backends import BackendError
 from cosim.bench import COUNTER_READS, QUICK, REDUCED, RunSpec, latencies, plan
 from cosim.cli import main as cli_main
 from cosim.runner import run_program

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware import memory
 from firmware.boot import (
     KERNEL_STATICS,

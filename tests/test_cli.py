@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cosim.analysis.trace import read_trace
 from cosim.cli import build_parser, main
-from cosim.trace import read_trace
 from cosim.workloads import WORKLOADS, Workload
 from firmware.allocator import KernelPanic
 from firmware.boot import boot

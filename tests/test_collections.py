@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware.allocator import AllocError, Dummy, Layout
 from firmware.collections import (
     I8,

@@ -19,7 +19,7 @@ import pytest
 from myhdl import Simulation, always, delay
 from myhdl import _simulator as myhdl_simulator
 
-from hdl.export import config_tag, export_verilog, lint
+from cosim.toolchain.export import config_tag, export_verilog, lint
 from hdl.interfaces import top_ports
 from hdl.mmu import mmu
 from hdl.protocol import (
@@ -723,7 +723,7 @@ def _random_session(rng: random.Random, mem_bytes: int, ops: int) -> Iterator[tu
     (4, {"tlb_entries": 4, "tlb_policy": TlbPolicy.RANDOM, "maxphyaddr": 36}),
 ])
 def test_random_tables_and_accesses_agree_with_the_reference_model(make_bench, seed: int, config: dict) -> None:
-    from cosim.reference import ReferenceBackend
+    from cosim.backends.reference import ReferenceBackend
 
     bench = make_bench(**config)
     model = ReferenceBackend(bench.config, trace=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware import heap_allocation_tests, memory
 from firmware.allocator import HEAP_SIZE, HEAP_START, Layout, global_allocator, init_heap
 from firmware.boot import KERNEL_STATICS, boot

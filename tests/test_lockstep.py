@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from cosim.lockstep import compared_fields, first_divergence
-from cosim.runner import RunResult, run_program
+from cosim.analysis.lockstep import compared_fields, first_divergence
+from cosim.program import RunResult
+from cosim.runner import run_program
 from cosim.workloads import resolve
 
 PROGRAM = "test_trace:paged_touches"  # boot, work/touch(i) x 3, other: 17 operations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware import memory
 from firmware.boot import BootInfo, MemoryRegionType, boot
 from firmware.cpu import Cpu, PageFault

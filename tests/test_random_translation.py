@@ -2,8 +2,8 @@
 
 Every stream runs on the reference backend and on the verilator backend (a short one on myhdl): each response,
 including CR2/PFEC reads after faults, must equal the model's, and the backends' access events must agree
-(cosim.lockstep), so the TLB, PWC and replacement behaviour is cross-checked too. A failure names the seed and the
-first divergent operation with the operations before it.
+(cosim.analysis.lockstep), so the TLB, PWC and replacement behaviour is cross-checked too. A failure names the seed
+and the first divergent operation with the operations before it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from x86_model import Access, Machine, first_model_divergence, generate_stream, run_stream
 
-from cosim.lockstep import first_divergence
+from cosim.analysis.lockstep import first_divergence
 from hdl.protocol import ErrorCode, Fault, MmuConfig, Op, Pte, TlbPolicy
 
 CONFIG = MmuConfig(tlb_entries=8, tlb_ways=2, tlb_policy=TlbPolicy.PLRU, pwc_entries=4)  # small: many evictions

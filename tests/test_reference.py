@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cosim.backend import BackendError, open_backend
-from cosim.reference import ReferenceBackend, Translation, walk
+from cosim.backends import BackendError, open_backend
+from cosim.backends.reference import ReferenceBackend, Translation, walk
 from hdl.protocol import (
     CR0_PE,
     CR0_PG,

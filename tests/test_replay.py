@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware.allocator import HEAP_SIZE, HEAP_START
 from firmware.cpu import Cpu
 from firmware.replay import ReplayError, generate, parse, replay

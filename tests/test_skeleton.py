@@ -7,11 +7,12 @@ from collections.abc import Callable
 import pytest
 from conftest import require_simulator
 
-from cosim.backend import BACKENDS, HDL_BACKENDS
-from cosim.runner import RunResult, run_program
+from cosim.backends import BACKENDS, HDL_BACKENDS
+from cosim.program import RunResult
+from cosim.runner import run_program
 from hdl.protocol import MmuConfig
 
-ROUNDTRIP = "cosim.skeleton:memory_roundtrip"
+ROUNDTRIP = "firmware.skeleton:memory_roundtrip"
 
 
 @pytest.fixture(scope="session")

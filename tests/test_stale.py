@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from cosim.analysis.stale import find_stale
 from cosim.cli import main
 from cosim.runner import run_program
-from cosim.stale import find_stale
 from cosim.workloads import WORKLOADS, Workload
 from firmware import memory
 from firmware.boot import boot

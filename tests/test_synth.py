@@ -1,4 +1,4 @@
-"""Synthesis flow (hdl/synth.py): the harness, the report, and one real Yosys run on the smallest MMU."""
+"""Synthesis flow (cosim/toolchain/synth.py): the harness, the report, and one real Yosys run on the smallest MMU."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from cosim.toolchain.synth import TARGETS, SynthesisError, format_report, harness_verilog, run, synthesize
 from hdl.protocol import PORTS_IN, PORTS_OUT, MmuConfig
-from hdl.synth import TARGETS, SynthesisError, format_report, harness_verilog, run, synthesize
 
 
 def test_the_harness_puts_every_mmu_port_on_a_register_and_needs_four_pins():

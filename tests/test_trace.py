@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cosim.runner import Span, run_program
-from cosim.summary import summarize
-from cosim.trace import attribute, kind_of, read_trace, write_csv, write_jsonl
+from cosim.analysis.summary import summarize
+from cosim.analysis.trace import attribute, kind_of, read_trace, write_csv, write_jsonl
+from cosim.program import Span
+from cosim.runner import run_program
 from firmware.cpu import Cpu
 from hdl.protocol import AccessEvent, Op, Pte, table_index
 

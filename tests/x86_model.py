@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from hdl.protocol import (
     CR0_PE,
     CR0_PG,
@@ -451,7 +451,7 @@ def generate_stream(seed: int, operations: int, config: MmuConfig) -> StreamGene
 
 @dataclass
 class Run:
-    """A backend's responses and events for a stream (what cosim.lockstep compares)."""
+    """A backend's responses and events for a stream (what cosim.analysis.lockstep compares)."""
 
     backend: str
     responses: list[tuple[int, int, int]]

@@ -15,7 +15,6 @@ puts tests/ on sys.path for conftest.py) and shadow the real cocotb.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -33,8 +32,8 @@ from typing import Any
 
 from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay, instance, intbv
 
-from cosim.runner import RESET_CYCLES
-from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, tool_environment
+from cosim.backends.handshake import RESET_CYCLES
+from cosim.toolchain import build
 from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
 from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
 from hdl.pwc import LEVEL_WIDTH
@@ -43,7 +42,7 @@ from hdl.tlb import SIZE_WIDTH
 SIMULATORS = ("verilator", "icarus")
 CLOCK_PERIOD_NS = 10
 PARAMS_ENV = "MMUCOSIM_TB"  # JSON: {"params": ..., "trace_dir": ...} for the cocotb module inside the simulator
-BLOCK_BUILD_ROOT = BUILD_ROOT / "cocotb_blocks"
+BLOCK_RUNS = build.BUILD_ROOT / "blocks" / "runs"
 TESTS_DIR = Path(__file__).resolve().parent
 # The testbenches run a few thousand cycles: compiling without optimisation saves most of the build time.
 _BUILD_ARGS = {
@@ -82,7 +81,7 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
         return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
                        maxphyaddr=params.get("maxphyaddr", DEFAULT_MAXPHYADDR),
-                       tlb_policy=0)  # a plain int, not the IntEnum: see hdl.export
+                       tlb_policy=0)  # a plain int, not the IntEnum: see cosim.toolchain.export
     words = word_addr_width(config.mem_bytes)
     if name == "page_walker":
         from hdl.page_walker import page_walker
@@ -136,40 +135,24 @@ class BlockDesign:
         return function, kwargs, _flatten(kwargs)
 
 
-def _sources_digest(*parts: str) -> str:
-    """A hash of the hdl package's sources, MyHDL's version and `parts`: what a converted block depends on."""
-    import myhdl
-
-    import hdl
-
-    digest = hashlib.sha256("\0".join((myhdl.__version__, *parts)).encode())
-    for source in sorted(Path(hdl.__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()
-
-
 def convert_block(design: BlockDesign) -> Path:
-    """build/cocotb_blocks/<tag>/<block>.v, converted by MyHDL unless the design's sources are unchanged.
+    """The Verilog of `design` (build/blocks/<tag>-<key>/<block>.v), converted by MyHDL unless cached.
 
     The conversion runs in a fresh interpreter (`python tb.py BLOCK PARAMS`): after a conversion, MyHDL's
     process-wide state made later simulations and conversions in the same process misbehave (wrong outputs from
-    the first cycles, "referenced before assignment" errors), and hdl.export isolates its conversions the same way.
+    the first cycles, "referenced before assignment" errors), and cosim.toolchain.export isolates its conversions
+    the same way.
     """
-    out_dir = BLOCK_BUILD_ROOT / design.tag
-    verilog = out_dir / f"{design.name}.v"
-    stamp = out_dir / f"{design.name}.v.sources"
-    digest = _sources_digest(design.tag)
-    with file_lock(out_dir.with_suffix(".lock")):
-        if verilog.exists() and stamp.exists() and stamp.read_text() == digest:
-            return verilog
-        out_dir.mkdir(parents=True, exist_ok=True)
+    artefact = f"{design.name}.v"
+
+    def make(directory: Path) -> None:
         done = subprocess.run([sys.executable, __file__, design.name, json.dumps(design.params)],
                               capture_output=True, text=True, check=False, cwd=TESTS_DIR.parents[1])
         if done.returncode != 0:
             raise RuntimeError(f"MyHDL could not convert {design.tag}:\n{done.stderr.strip()}")
-        verilog.write_text(re.sub(r"^// Date:.*\n", "", done.stdout, flags=re.M))
-        stamp.write_text(digest)
-    return verilog
+        (directory / artefact).write_text(re.sub(r"^// Date:.*\n", "", done.stdout, flags=re.M))
+
+    return build.cached("blocks", design.tag, [build.hdl_digest(), design.tag], artefact, make) / artefact
 
 
 def _convert_here(design: BlockDesign) -> str:
@@ -185,45 +168,24 @@ def _convert_here(design: BlockDesign) -> str:
 # -- building and running under cocotb ------------------------------------------------------------------------------
 
 
-def build_simulation(
-    simulator: str, sources: list[Path], toplevel: str, build_dir: Path, extra_args: tuple[str, ...] = ()
-) -> Path:
-    """Compile `sources` for `simulator` into `build_dir`, unless a build of the same texts is there."""
-    from cocotb_tools.runner import get_runner
-
-    build_args = [*_BUILD_ARGS[simulator], *extra_args]
-    stamp = build_dir / "mmucosim.stamp"
-    texts = b"\0".join(source.read_bytes() for source in sources)
-    digest = hashlib.sha256(texts + "\0".join([simulator, *build_args]).encode()).hexdigest()
-    with file_lock(build_dir.with_suffix(".lock")):
-        if stamp.exists() and stamp.read_text() == digest:
-            return build_dir
-        shutil.rmtree(build_dir, ignore_errors=True)
-        build_dir.mkdir(parents=True)
-        with tool_environment(simulator):
-            get_runner(simulator).build(
-                sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
-                build_args=build_args, log_file=build_dir / "build.log",
-            )  # fmt: skip
-        stamp.write_text(digest)
-    return build_dir
-
-
 def run_cocotb_module(
-    simulator: str, sources: list[Path], toplevel: str, build_name: str, test_module: str, params: dict[str, Any],
+    simulator: str, sources: dict[str, str], toplevel: str, build_name: str, test_module: str, params: dict[str, Any],
     extra_args: tuple[str, ...] = (),
 ) -> Path:  # fmt: skip
-    """Run every cocotb test of `test_module` on `sources`; return the directory of the traces they wrote.
+    """Run every cocotb test of `test_module` on the Verilog `sources` (file name -> text); return the directory of
+    the traces they wrote.
 
     Raises AssertionError naming the failed cocotb tests and their messages.
     """
     from cocotb_tools.runner import get_runner
 
-    build_dir = build_simulation(simulator, sources, toplevel, BLOCK_BUILD_ROOT / build_name / simulator, extra_args)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_BUILD_ROOT))
+    build_args = [*_BUILD_ARGS[simulator], *extra_args]
+    build_dir = build.cocotb_simulation(simulator, build_name, sources, toplevel, build_args, kind="blocks")
+    BLOCK_RUNS.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_RUNS))
     results = run_dir / "results.xml"
     # cocotb's runner exits when a test fails; the results file says which
-    with tool_environment(simulator), suppress(SystemExit):
+    with build.tool_environment(simulator), suppress(SystemExit):
         get_runner(simulator).test(
             test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
             test_dir=run_dir, extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
@@ -385,7 +347,8 @@ def check_block(
     """The pytest half of a block test: run the cocotb module on the converted block, then every scenario on the
     MyHDL block, and require the same traces."""
     verilog = convert_block(design)
-    run_dir = run_cocotb_module(simulator, [verilog], design.name, design.tag, test_module, design.params)
+    sources = {verilog.name: verilog.read_text()}
+    run_dir = run_cocotb_module(simulator, sources, design.name, design.tag, test_module, design.params)
     for name, scenario in scenarios.items():
         verilog_trace = load_trace(run_dir, name)
         myhdl_trace = run_myhdl(design, scenario(design.params))
@@ -397,33 +360,29 @@ def check_block(
 RAM_ZERO_MODULE = "mmu_ram_zero"
 
 
-def _ram_zero(verilog: Path, out_dir: Path) -> Path:
+def _ram_zero(verilog_text: str) -> str:
     """A second Icarus root that zeroes the RAM at time 0, as Verilator's model and the other backends start.
 
     The RAM is never reset (it is block RAM), so Icarus would read X where the tests expect RAM's initial zeros.
     """
-    match = re.search(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];", verilog.read_text(), re.M)
+    match = re.search(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];", verilog_text, re.M)
     if match is None:
-        raise RuntimeError(f"no RAM array in {verilog}")
+        raise RuntimeError("no RAM array in the exported Verilog")
     name, words = match.groups()
-    path = out_dir / f"{RAM_ZERO_MODULE}.v"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"module {RAM_ZERO_MODULE};\ninteger i;\n"
-                    f"initial for (i = 0; i < {words}; i = i + 1) mmu.{name}[i] = 64'd0;\nendmodule\n")
-    return path
+    return (f"module {RAM_ZERO_MODULE};\ninteger i;\n"
+            f"initial for (i = 0; i < {words}; i = i + 1) mmu.{name}[i] = 64'd0;\nendmodule\n")
 
 
 def run_mmu_module(simulator: str, config: MmuConfig, test_module: str, params: dict[str, Any]) -> Path:
     """Run the cocotb tests of `test_module` on the `mmu` exported for `config` (see run_cocotb_module)."""
-    from hdl.export import config_tag
+    from cosim.toolchain.export import config_tag, exported_verilog
 
-    verilog = exported_verilog(config)
+    verilog_text = exported_verilog(config).read_text()
     build_name = f"mmu-{config_tag(config)}"
     if simulator != "icarus":
-        return run_cocotb_module(simulator, [verilog], "mmu", build_name, test_module, params)
-    sources = [verilog, _ram_zero(verilog, BLOCK_BUILD_ROOT / build_name)]
+        return run_cocotb_module(simulator, {"mmu.v": verilog_text}, "mmu", build_name, test_module, params)
+    sources = {"mmu.v": verilog_text, f"{RAM_ZERO_MODULE}.v": _ram_zero(verilog_text)}
     return run_cocotb_module(simulator, sources, "mmu", build_name, test_module, params, ("-s", RAM_ZERO_MODULE))
-
 
 
 # -- the whole MMU ----------------------------------------------------------------------------------------------------
@@ -437,7 +396,7 @@ class MmuTB:
     """
 
     def __init__(self, dut: Any, *, seed: int = 0, max_gap: int = 0, gap_probability: float = 0.5) -> None:
-        from cosim.runner import EVENT_PORTS
+        from cosim.backends.handshake import EVENT_PORTS
 
         self.dut = dut
         self.rng = random.Random(seed)
@@ -465,7 +424,7 @@ class MmuTB:
         """One operation, presented with clk low after the idle cycles the knob draws; returns the response."""
         from cocotb.triggers import FallingEdge
 
-        from cosim.runner import MAX_OP_CYCLES, hdl_event
+        from cosim.backends.handshake import MAX_OP_CYCLES, hdl_event
 
         falling = FallingEdge(self.dut.clk)
         for _ in range(self.max_gap and self.rng.randint(1, self.max_gap) * (self.rng.random() < self.gap_probability)):

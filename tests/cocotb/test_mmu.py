@@ -1,5 +1,5 @@
-"""The whole `mmu` (hdl.export's Verilog) under cocotb: short scenarios through the request/response handshake,
-with and without idle cycles between requests.
+"""The whole `mmu` (its exported Verilog) under cocotb: short scenarios through the request/response handshake, with
+and without idle cycles between requests.
 
 Inside the simulator every response is checked against the TLB-free x86 model of tests/test_random_translation.py
 (so CR2/PFEC, A/D and faults are architecture, not our own output), and a few events against what the scenario
@@ -22,8 +22,8 @@ import pytest
 import tb
 from x86_model import Machine, Memory, Request, describe, generate_stream
 
-from cosim.backend import open_backend
-from cosim.lockstep import first_divergence
+from cosim.analysis.lockstep import first_divergence
+from cosim.backends import open_backend
 from hdl.protocol import CR0_PG, AccessEvent, Csr, ErrorCode, Fault, MmuConfig, Op, Pte, TlbPolicy
 
 P, W, U, A, NX, G = (Pte.PRESENT, Pte.WRITABLE, Pte.USER_ACCESSIBLE, Pte.ACCESSED, Pte.NO_EXECUTE, Pte.GLOBAL)
@@ -205,7 +205,7 @@ def _run_backend(backend: str, config: MmuConfig, requests: list[Request]) -> _R
 def test_mmu_runner(simulator: str, config: MmuConfig) -> None:
     from conftest import require_simulator
 
-    from hdl.export import config_tag
+    from cosim.toolchain.export import config_tag
 
     require_simulator(f"cocotb-{simulator}")
     params = {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)}

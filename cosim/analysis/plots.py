@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.trace import SpanLike, kind_of
+from cosim.analysis.trace import SpanLike, kind_of
 from hdl.protocol import AccessEvent, Fault, Op
 
 _LOAD, _STORE = int(Op.LOAD), int(Op.STORE)

@@ -1,4 +1,4 @@
-// C ABI around the Verilated `mmu`, loaded by cosim/verilator_backend.py with ctypes.
+// C ABI around the Verilated `mmu`, loaded by cosim/backends/verilated.py with ctypes.
 //
 // The shim owns the clock so that one Python call runs one whole operation: it drives req_*, ticks until
 // resp_valid, and returns the response; each cycle costs two evaluations (rising and falling edge), nothing else.
@@ -25,7 +25,7 @@ using WavesFile = VerilatedVcdC;
 
 namespace {
 
-// One operation's access event, laid out for numpy (cosim/verilator_backend.py mirrors it field by field).
+// One operation's access event, laid out for numpy (cosim/backends/verilated.py mirrors it field by field).
 struct Event {
     uint64_t seq;
     uint64_t cycle;
@@ -45,7 +45,7 @@ struct Event {
     uint8_t tlb_miss;
 };
 
-// hdl.protocol.Op values and port widths, defined on the compiler command line by cosim/verilator_backend.py.
+// hdl.protocol.Op values and port widths, defined on the compiler command line by cosim/backends/verilated.py.
 constexpr uint32_t kOpLoad = MMU_OP_LOAD, kOpStore = MMU_OP_STORE;
 constexpr uint32_t kOpCsrRead = MMU_OP_CSR_READ, kOpCsrWrite = MMU_OP_CSR_WRITE;
 

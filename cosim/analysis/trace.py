@@ -24,7 +24,7 @@ _BATCH = 4096  # rows per write() call
 
 
 class SpanLike(Protocol):
-    """What a trace needs of `cosim.runner.Span`."""
+    """What a trace needs of `cosim.program.Span`."""
 
     label: str
     depth: int

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
-from cosim.summary import format_table
-from cosim.trace import SpanLike, attribute, describe
+from cosim.analysis.summary import format_table
+from cosim.analysis.trace import SpanLike, attribute, describe
 from hdl.protocol import TIMING_FIELDS, AccessEvent, Fault, Op
 
 HISTORY = 5  # operations shown before the divergent one
 
 
 class TracedRun(Protocol):
-    """What a comparison needs of `cosim.runner.RunResult`."""
+    """What a comparison needs of `cosim.program.RunResult`."""
 
     backend: str
     value: Any

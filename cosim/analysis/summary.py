@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosim.trace import UNTAGGED, Context, SpanLike, kind_of
+from cosim.analysis.trace import UNTAGGED, Context, SpanLike, kind_of
 from hdl.protocol import AccessEvent, MmuConfig, Op, TlbPolicy
 
 _MEMORY_OPS = (int(Op.LOAD), int(Op.STORE))
@@ -84,7 +84,7 @@ class Summary:
 def summarize(
     events: Sequence[AccessEvent], contexts: Sequence[Context | None], spans: Sequence[SpanLike]
 ) -> Summary:
-    """Totals, phases and kinds of a run; `contexts` comes from `cosim.trace.attribute(events, spans)`."""
+    """Totals, phases and kinds of a run; `contexts` comes from `cosim.analysis.trace.attribute(events, spans)`."""
     total = TlbStats()
     phases: dict[str, TlbStats] = {}
     kinds: dict[str, KindStats] = {}

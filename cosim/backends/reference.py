@@ -37,7 +37,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from cosim.backend import Backend, BackendError
+from cosim.backends.base import Backend, BackendError
 from hdl.protocol import (
     CR0_PE,
     CR0_PG,

@@ -13,10 +13,6 @@ from types import TracebackType
 
 from hdl.protocol import AccessEvent, MmuConfig
 
-BACKENDS = ("reference", "myhdl", "verilator", "cocotb-verilator", "cocotb-icarus")
-IN_PROCESS_BACKENDS = ("reference", "myhdl", "verilator")
-HDL_BACKENDS = ("myhdl", "verilator", "cocotb-verilator", "cocotb-icarus")
-
 
 class BackendError(Exception):
     """A backend cannot be built or started (missing tool, bad configuration); never a fault of the firmware."""
@@ -58,23 +54,13 @@ class Backend(ABC):
         self.close()
 
 
-def open_backend(
-    name: str, config: MmuConfig | None = None, *, trace: bool = False, waves: Path | None = None
-) -> Backend:
-    """Build the in-process backend `name` for `config`."""
-    config = config or MmuConfig()
-    if name == "reference":
-        from cosim.reference import ReferenceBackend
+WAVES_FORMATS = {".vcd": "vcd", ".fst": "fst"}  # waveform file suffix -> trace format of the Verilog simulators
 
-        return ReferenceBackend(config, trace=trace, waves=waves)
-    if name == "myhdl":
-        from cosim.myhdl_backend import MyhdlBackend
 
-        return MyhdlBackend(config, trace=trace, waves=waves)
-    if name == "verilator":
-        from cosim.verilator_backend import VerilatorBackend
-
-        return VerilatorBackend(config, trace=trace, waves=waves)
-    if name in BACKENDS:
-        raise BackendError(f"{name} runs the firmware inside its simulator: use cosim.runner.run_program")
-    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+def waves_format(waves: Path | None) -> str | None:
+    """The trace format of a waves file, chosen by its suffix; None without waves."""
+    if waves is None:
+        return None
+    if waves.suffix.lower() not in WAVES_FORMATS:
+        raise BackendError(f"waves are written as *.vcd or *.fst, not {waves.name}")
+    return WAVES_FORMATS[waves.suffix.lower()]

@@ -1,6 +1,6 @@
 """Firmware for the walking skeleton: paging off, physical RAM and CSRs, on every backend.
 
-Programs for `cosim.runner.run_program` ("cosim.skeleton:memory_roundtrip", ...). They live in the package, not in
+Programs for `cosim.runner.run_program` ("firmware.skeleton:memory_roundtrip", ...). They live in the package, not in
 tests/, because the cocotb backends import them inside the simulator process.
 """
 

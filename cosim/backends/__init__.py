@@ -1,0 +1,69 @@
+"""The backends that simulate the MMU, one module each, registered here by name.
+
+A module is imported only when its backend is first used (MyHDL, Verilator and cocotb are heavy, and the cocotb
+module is also what runs inside the simulator). In-process backends are `Backend` classes that `open_backend`
+builds; the cocotb backends own the process they run in, so `cosim.runner.run_program` hands them the whole program.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cosim.backends.base import Backend, BackendError
+from hdl.protocol import MmuConfig
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Where a backend lives and what kind it is."""
+
+    name: str
+    module: str
+    entry: str  # a Backend class (in process), or the function that runs a program inside the simulator
+    in_process: bool
+    hdl: bool  # simulates the RTL (as opposed to the reference model)
+
+    def load(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.entry)
+
+
+REGISTRY = {
+    info.name: info
+    for info in (
+        BackendInfo("reference", "cosim.backends.reference", "ReferenceBackend", in_process=True, hdl=False),
+        BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True),
+        BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True),
+        BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True),
+        BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True),
+    )
+}
+BACKENDS = tuple(REGISTRY)
+IN_PROCESS_BACKENDS = tuple(name for name, info in REGISTRY.items() if info.in_process)
+HDL_BACKENDS = tuple(name for name, info in REGISTRY.items() if info.hdl)
+
+
+def backend_info(name: str) -> BackendInfo:
+    """The registry entry of `name`; a BackendError naming the choices when there is none."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
+
+
+def open_backend(
+    name: str, config: MmuConfig | None = None, *, trace: bool = False, waves: Path | None = None
+) -> Backend:
+    """Build the in-process backend `name` for `config` (default MmuConfig())."""
+    info = backend_info(name)
+    if not info.in_process:
+        raise BackendError(f"{name} runs the firmware inside its simulator: use cosim.runner.run_program")
+    return info.load()(config or MmuConfig(), trace=trace, waves=waves)
+
+
+__all__ = [
+    "BACKENDS", "HDL_BACKENDS", "IN_PROCESS_BACKENDS", "REGISTRY", "Backend", "BackendError", "BackendInfo",
+    "backend_info", "open_backend",
+]  # fmt: skip
