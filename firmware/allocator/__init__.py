@@ -1,16 +1,23 @@
 """blog_os `allocator.rs`: the heap region, `init_heap`, the `Dummy` allocator, and the allocation interface
-of Rust's `alloc` crate that every allocator implements (`Layout`, `GlobalAlloc`, `handle_alloc_error`).
+of Rust's `alloc` crate that every allocator implements (`Layout`, `GlobalAlloc`, `handle_alloc_error`); and,
+from the "Allocator Designs" chapter, `align_up`, the `Locked<A>` spin-lock wrapper and the allocator modules
+`bump`, `linked_list` and `fixed_size_block` (`src/allocator/{bump,linked_list,fixed_size_block}.rs`).
 
 The kernel heap is the 100 KiB at virtual address `HEAP_START`; `init_heap` maps it page by page and then
-initialises the global allocator, a `linked_list_allocator::LockedHeap` static that lives in the kernel's
-statics region (`firmware.boot.KERNEL_STATICS`). A `GlobalAlloc` answers `alloc` with an address or 0 (null),
-exactly as the Rust trait does; collections turn a null into `handle_alloc_error`, which raises `AllocError`.
+initialises the global allocator, a static that lives in the kernel's statics region
+(`firmware.boot.KERNEL_STATICS`). Which allocator that static is, is chosen by name (`ALLOCATORS`): `lla`, the
+heap-allocation chapter's `linked_list_allocator::LockedHeap` (the default), or one of the allocator-designs
+chapter's `Locked<BumpAllocator>` (`bump`), `Locked<LinkedListAllocator>` (`linked-list`) and
+`Locked<FixedSizeBlockAllocator>` (`fixed-size-block`). A `GlobalAlloc` answers `alloc` with an address or 0
+(null), exactly as the Rust trait does; collections turn a null into `handle_alloc_error`, which raises
+`AllocError`.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar
 
 from firmware.boot import KERNEL_STATICS
 from firmware.cpu import Cpu
@@ -19,7 +26,6 @@ from firmware.x86_64.mapper import MapToError
 from firmware.x86_64.paging import Page, PageTableFlags
 
 if TYPE_CHECKING:
-    from firmware.linked_list_allocator import LockedHeap
     from firmware.x86_64.mapper import FrameAllocator, OffsetPageTable
 
 HEAP_START = 0x_4444_4444_0000
@@ -27,6 +33,10 @@ HEAP_SIZE = 100 * 1024  # 100 KiB
 
 ISIZE_MAX = (1 << 63) - 1
 USIZE_MAX = (1 << 64) - 1
+USIZE = 8  # size_of::<usize>()
+
+LOCKED_LOCK = 0  # Locked<A>: offset of the spinlock's AtomicBool
+LOCKED_DATA = USIZE  # Locked<A>: offset of the allocator, after the lock byte padded to 8
 
 
 class LayoutError(ValueError):
@@ -166,21 +176,199 @@ class Dummy(GlobalAlloc):
         raise KernelPanic("dealloc should be never called")
 
 
-# The `#[global_allocator] static ALLOCATOR: LockedHeap` sits at the start of the kernel's statics region.
+class AllocatorAssertionFailed(KernelPanic):
+    """An `assert!`/`assert_eq!` in an allocator's own code failed (the chapter's allocators check a freed
+    region's alignment and size before writing a list node into it); the message is Rust's."""
+
+
+def align_up(addr: int, align: int) -> int:
+    """`align_up`: the smallest multiple of `align` (a power of two) that is >= `addr`, as
+    `(addr + align - 1) & !(align - 1)`, the chapter's fast variant (both of its variants agree)."""
+    return (addr + align - 1) & -align
+
+
+class KernelAllocator(Protocol):
+    """What the kernel needs of its global allocator static, beyond `GlobalAlloc`: `lock()` for `init_heap`
+    (`ALLOCATOR.lock().init(HEAP_START, HEAP_SIZE)`), and two read-only views for tests and analysis."""
+
+    cpu: Cpu
+
+    def alloc(self, layout: Layout) -> int: ...
+
+    def dealloc(self, ptr: int, layout: Layout) -> None: ...
+
+    def realloc(self, ptr: int, layout: Layout, new_size: int) -> int: ...
+
+    def lock(self) -> Any: ...
+
+    def live_blocks(self) -> dict[int, Layout]:
+        """Blocks handed out and not freed since, address -> layout (an observer's record, not the heap's)."""
+        ...
+
+    def free_regions(self) -> list[tuple[int, int]]:
+        """(address, size) of every region the allocator could hand out again, read from memory."""
+        ...
+
+
+class SpinlockDeadlock(Exception):
+    """`lock()` found the spinlock held: on one core it would spin forever (e.g. allocating in a handler that
+    interrupted an allocation)."""
+
+
+A = TypeVar("A")
+
+
+class Locked(GlobalAlloc, Generic[A]):
+    """`Locked<A> { inner: spin::Mutex<A> }` at `addr` in memory, with `GlobalAlloc` for a wrapped allocator.
+
+    spin 0.5's `Mutex<T: ?Sized> { lock: AtomicBool, data: UnsafeCell<T> }`: rustc keeps the possibly unsized
+    last field last, so the lock byte is at +0 and `A` at +8 (`LOCKED_DATA`, padded to the allocators' 8-byte
+    alignment), as in `LockedHeap`. `lock()` is the `compare_and_swap(false, true)` of `Mutex::lock`, one load
+    and one store of the lock byte; the guard's drop stores 0. A subclass is the chapter's `unsafe impl
+    GlobalAlloc for Locked<X>`: its `_alloc`/`_dealloc` are the chapter's method bodies. `alloc` and `dealloc`
+    open the same `alloc(size, align)`/`dealloc(ptr, size, align)` contexts as `LockedHeap`.
+
+    `live_blocks` is an observer's record kept in Python (which addresses `alloc` returned and `dealloc` has not
+    taken back): it checks nothing and changes neither placement nor memory traffic. The chapter's allocators
+    do not detect a double or foreign free, and neither do these (see each one's `_dealloc`).
+    """
+
+    __slots__ = ("_live", "addr", "cpu", "inner")
+
+    def __init__(self, cpu: Cpu, addr: int, inner: A) -> None:
+        self.cpu = cpu
+        self.addr = addr
+        self.inner = inner
+        self._live: dict[int, Layout] = {}
+
+    def _acquire(self) -> None:
+        cpu = self.cpu
+        if cpu.load_u8(self.addr + LOCKED_LOCK):
+            raise SpinlockDeadlock(f"the Locked spinlock at {self.addr:#x} is already held")
+        cpu.store_u8(self.addr + LOCKED_LOCK, 1)
+
+    def _release(self) -> None:
+        self.cpu.store_u8(self.addr + LOCKED_LOCK, 0)
+
+    def lock(self) -> _LockedGuard[A]:
+        """`self.inner.lock()`: `with locked.lock() as inner: ...` holds the spinlock for the block (and
+        releases it when the block raises, so that a refused call leaves the allocator usable)."""
+        return _LockedGuard(self)
+
+    def alloc(self, layout: Layout) -> int:
+        cpu = self.cpu
+        if cpu.listener is None:
+            ptr = self._alloc(layout)
+        else:
+            with cpu.context("alloc({}, {})", layout.size, layout.align):
+                ptr = self._alloc(layout)
+        if ptr:
+            self._live[ptr] = layout
+        return ptr
+
+    def dealloc(self, ptr: int, layout: Layout) -> None:
+        cpu = self.cpu
+        if cpu.listener is None:
+            self._dealloc(ptr, layout)
+        else:
+            with cpu.context("dealloc({:#x}, {}, {})", ptr, layout.size, layout.align):
+                self._dealloc(ptr, layout)
+        self._live.pop(ptr, None)
+
+    @abstractmethod
+    def _alloc(self, layout: Layout) -> int:
+        """The chapter's `alloc` body."""
+
+    @abstractmethod
+    def _dealloc(self, ptr: int, layout: Layout) -> None:
+        """The chapter's `dealloc` body."""
+
+    @abstractmethod
+    def free_regions(self) -> list[tuple[int, int]]:
+        """(address, size) of every region the allocator could hand out again, read from memory without
+        taking the lock (a debugger's view)."""
+
+    def live_blocks(self) -> dict[int, Layout]:
+        return dict(self._live)
+
+
+class _LockedGuard(Generic[A]):
+    """The `MutexGuard` of a `Locked<A>`: the wrapped allocator while the lock is held."""
+
+    __slots__ = ("_locked",)
+
+    def __init__(self, locked: Locked[A]) -> None:
+        self._locked = locked
+
+    def __enter__(self) -> A:
+        self._locked._acquire()
+        return self._locked.inner
+
+    def __exit__(self, *exc: object) -> None:
+        self._locked._release()
+
+
+class UsizeField:
+    """A `usize` field at `offset` in a struct whose handle has `cpu` and `addr`: reading the attribute is one
+    `load_u64`, assigning it one `store_u64`. Code that reads a field twice where rustc -O would keep it in a
+    register reads it into a local instead."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.cpu.load_u64(obj.addr + self.offset)
+
+    def __set__(self, obj: Any, value: int) -> None:
+        obj.cpu.store_u64(obj.addr + self.offset, value)
+
+
+# -- the global allocator static -----------------------------------------------------------------------------
+
+DEFAULT_ALLOCATOR = "lla"
+ALLOCATORS: dict[str, tuple[str, str]] = {
+    # name -> (module, class) of the `#[global_allocator] static ALLOCATOR`, imported when chosen
+    "lla": ("firmware.linked_list_allocator", "LockedHeap"),
+    "bump": ("firmware.allocator.bump", "LockedBumpAllocator"),
+    "linked-list": ("firmware.allocator.linked_list", "LockedLinkedListAllocator"),
+    "fixed-size-block": ("firmware.allocator.fixed_size_block", "LockedFixedSizeBlockAllocator"),
+}
+
+
+class UnknownAllocator(ValueError):
+    """An allocator name that is not in `ALLOCATORS`."""
+
+    def __init__(self, name: object) -> None:
+        super().__init__(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
+        self.name = name
+
+
+def allocator_class(name: str) -> type:
+    """The class of the global allocator static called `name`; raises UnknownAllocator."""
+    if not isinstance(name, str) or name not in ALLOCATORS:
+        raise UnknownAllocator(name)
+    module, cls = ALLOCATORS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+# The `#[global_allocator] static ALLOCATOR` sits at the start of the kernel's statics region.
 ALLOCATOR_OFFSET = 0
 
 
-def global_allocator(cpu: Cpu) -> LockedHeap:
-    """The `ALLOCATOR` static as seen from `cpu`: a handle on the `LockedHeap` at `KERNEL_STATICS`.
+def global_allocator(cpu: Cpu, allocator: str = DEFAULT_ALLOCATOR) -> KernelAllocator:
+    """The `ALLOCATOR` static as seen from `cpu`: a handle on the allocator named `allocator` (`ALLOCATORS`) at
+    `KERNEL_STATICS`; raises UnknownAllocator.
 
-    The handle touches no memory; the loader's zeroed statics are `LockedHeap::empty()`.
+    The handle touches no memory; the loader's zeroed statics are each allocator's `const fn new()` (`empty()`).
     """
-    from firmware.linked_list_allocator import LockedHeap  # here: the crate imports this module's Layout
-
-    return LockedHeap(cpu, KERNEL_STATICS + ALLOCATOR_OFFSET)
+    return allocator_class(allocator)(cpu, KERNEL_STATICS + ALLOCATOR_OFFSET)
 
 
-def init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: LockedHeap) -> None:
+def init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: KernelAllocator) -> None:
     """Map every page of `[HEAP_START, HEAP_START + HEAP_SIZE)` to a fresh frame (PRESENT | WRITABLE), then
     `heap.lock().init(HEAP_START, HEAP_SIZE)`. Raises MapToError as the seed's `?` returns it; the heap is
     initialised only after all its pages are mapped, since `init` writes the first hole at HEAP_START."""
@@ -192,7 +380,7 @@ def init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: Lo
         _init_heap(mapper, frame_allocator, heap)
 
 
-def _init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: LockedHeap) -> None:
+def _init_heap(mapper: OffsetPageTable, frame_allocator: FrameAllocator, heap: KernelAllocator) -> None:
     cpu = heap.cpu
     heap_start = VirtAddr.new(HEAP_START)
     heap_end = heap_start + HEAP_SIZE - 1
