@@ -22,7 +22,8 @@
   asking its fallback for `Layout(block, block)` when the request has a block size; a fixed-size list block
   when it is on the list of the request's block size; for `linked-list` the chapter's `alloc_from_region`
   after `size_align`; for `bump` when `align_up(next, align) + size <= heap_end`. Free bytes that are only in
-  regions that cannot serve the largest request are what the design has fragmented for that workload.
+  regions that cannot serve the largest request are what the design has fragmented for that workload. The
+  largest free region is given beside it.
 
 `.table()` prints the numbers; `.plot(path)` draws the heap maps side by side (heap bytes the allocator cannot
 hand out, dark, against its free regions, light, after each allocator call) with the free-region count below.
@@ -77,6 +78,7 @@ class AllocatorStats:
     free_bytes: int
     fragmented_bytes: int  # free bytes in regions that cannot serve largest_request
     free_regions: int
+    largest_free_region: int
     operations: int
     heap_map: tuple[list[int], list[list[tuple[int, int]]]] = field(repr=False)  # (seqs, free regions at each)
 
@@ -103,7 +105,7 @@ class AllocatorComparison:
     def table(self) -> str:
         headers = ("allocator", "result", "allocs", "deallocs", "mem ops/alloc", "mem ops/dealloc",
                    "TLB hits/alloc", "misses/alloc", "walks/alloc", "cycles/alloc", "heap pages (alloc/all)",
-                   "free bytes", "regions", "can't serve largest")
+                   "free bytes", "regions", "largest region", "can't serve largest")
         rows = []
         for s in self.stats.values():
             rows.append([
@@ -112,6 +114,7 @@ class AllocatorComparison:
                 f"{s.per_alloc(s.alloc_tlb_hits):.1f}", f"{s.per_alloc(s.alloc_tlb_misses):.4f}",
                 f"{s.per_alloc(s.alloc_walks):.4f}", f"{s.per_alloc(s.alloc_cycles):.1f}",
                 f"{s.heap_pages_by_allocator}/{s.heap_pages}", f"{s.free_bytes:,}", f"{s.free_regions:,}",
+                f"{s.largest_free_region:,}",
                 f"{s.fragmented_bytes:,} ({100 * s.fragmentation:.1f} %)",
             ])
         largest = {repr(s.largest_request) for s in self.stats.values()}
@@ -241,7 +244,7 @@ def measure(run: RunResult, allocator: str) -> AllocatorStats:
     return AllocatorStats(
         allocator, _outcome(run.value), alloc[0], dealloc[0], alloc[1], dealloc[1], alloc[2], alloc[3], alloc[4],
         alloc[5], len(by_allocator), len(heap_pages), largest, sum(size for _, size in regions), fragmented,
-        len(regions), run.ops, heap_map,
+        len(regions), max((size for _, size in regions), default=0), run.ops, heap_map,
     )
 
 
