@@ -6,6 +6,14 @@ does, and returns the `cargo test` lines. A failed `assert_eq!` raises `Assertio
 
 `n` scales each test: the element count of `large_vec` (1000 in the seed), the iterations of `many_boxes` and
 `many_boxes_long_lived` (HEAP_SIZE, 102,400, in the seed), the repetitions of `simple_allocation` (1).
+`allocator` names the global allocator static (`firmware.allocator.ALLOCATORS`, default `lla`); an unknown
+name raises `UnknownAllocator` before the machine boots.
+
+A test whose allocation fails ends in the seed's `alloc_error_handler` panic, as the Rust test kernel does (the
+bump allocator fails `many_boxes_long_lived`: it reuses memory only once every block is freed). That is a
+result, not a crash: the entry point returns `"result": "failed"` with the panic message and, in a loop, the
+iteration (`i`) whose `Box::new` failed; `main` prints `[failed]` and the `Error:` line and runs no further
+test, as `test_panic_handler` exits QEMU.
 """
 
 from __future__ import annotations
@@ -13,11 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from firmware.allocator import HEAP_SIZE, GlobalAlloc, KernelPanic
+from firmware.allocator import (
+    DEFAULT_ALLOCATOR,
+    HEAP_SIZE,
+    AllocError,
+    GlobalAlloc,
+    KernelAllocator,
+    KernelPanic,
+    allocator_class,
+)
 from firmware.collections import U64, USIZE, Box, Vec
 from firmware.cpu import Cpu
 from firmware.kernel import init_kernel_heap, start
-from firmware.linked_list_allocator import LockedHeap
 
 
 class AssertionFailed(KernelPanic):
@@ -25,6 +40,14 @@ class AssertionFailed(KernelPanic):
 
     def __init__(self, left: Any, right: Any) -> None:
         super().__init__(f"assertion `left == right` failed\n  left: {left}\n right: {right}")
+
+
+class AllocErrorInLoop(AllocError):
+    """The alloc error handler ran in iteration `iteration` (from 0) of a test's loop."""
+
+    def __init__(self, err: AllocError, iteration: int) -> None:
+        super().__init__(err.layout)
+        self.iteration = iteration
 
 
 def assert_eq(left: Any, right: Any) -> None:
@@ -57,7 +80,10 @@ def _large_vec(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
 
 def _many_boxes(alloc: GlobalAlloc, n: int) -> dict[str, Any]:
     for i in range(n):
-        x = Box.new_in(i, alloc, USIZE)
+        try:
+            x = Box.new_in(i, alloc, USIZE)
+        except AllocError as err:
+            raise AllocErrorInLoop(err, i) from err
         assert_eq(x.get(), i)
         x.drop()
     return {"boxes": n, "last_box": f"{x.ptr:#x}"}
@@ -80,44 +106,55 @@ TESTS: dict[str, tuple[Callable[[GlobalAlloc, int], dict[str, Any]], int]] = {
 }
 
 
-def _run(cpu: Cpu, alloc: LockedHeap, name: str, n: int | None) -> dict[str, Any]:
+def _run(cpu: Cpu, alloc: KernelAllocator, name: str, n: int | None) -> dict[str, Any]:
     body, default_n = TESTS[name]
     n = default_n if n is None else n
     if n < 1:
         raise ValueError(f"{name}: n must be at least 1, got {n}")
-    with cpu.context(name):
-        summary = body(alloc, n)
-    leaked = len(alloc.heap.live_blocks())
+    try:
+        with cpu.context(name):
+            summary = body(alloc, n)
+    except AllocError as err:
+        failed = {"test": name, "n": n, "result": "failed", "panic": err.seed_panic_message}
+        if isinstance(err, AllocErrorInLoop):
+            failed["iteration"] = err.iteration
+        return failed
+    leaked = len(alloc.live_blocks())
     return {"test": name, "n": n, "result": "ok", **summary, "leaked_blocks": leaked}
 
 
-def _boot_test_kernel(cpu: Cpu) -> LockedHeap:
+def _boot_test_kernel(cpu: Cpu, allocator: str) -> KernelAllocator:
     """The test kernel's `main` up to `test_main()`."""
-    return init_kernel_heap(cpu, start(cpu))
+    allocator_class(allocator)  # an unknown name fails before the machine boots
+    return init_kernel_heap(cpu, start(cpu), allocator)
 
 
-def simple_allocation(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
-    return _run(cpu, _boot_test_kernel(cpu), "simple_allocation", n)
+def simple_allocation(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu, allocator), "simple_allocation", n)
 
 
-def large_vec(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
-    return _run(cpu, _boot_test_kernel(cpu), "large_vec", n)
+def large_vec(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu, allocator), "large_vec", n)
 
 
-def many_boxes(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
-    return _run(cpu, _boot_test_kernel(cpu), "many_boxes", n)
+def many_boxes(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu, allocator), "many_boxes", n)
 
 
-def many_boxes_long_lived(cpu: Cpu, n: int | None = None) -> dict[str, Any]:
-    return _run(cpu, _boot_test_kernel(cpu), "many_boxes_long_lived", n)
+def many_boxes_long_lived(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> dict[str, Any]:
+    return _run(cpu, _boot_test_kernel(cpu, allocator), "many_boxes_long_lived", n)
 
 
-def main(cpu: Cpu, n: int | None = None) -> list[str]:
-    """All the tests in one boot, in order, as `cargo test --test heap_allocation` reports them."""
-    alloc = _boot_test_kernel(cpu)
+def main(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> list[str]:
+    """All the tests in one boot, in order, as `cargo test --test heap_allocation` reports them; a failed test
+    ends the run with its `Error: panicked at '...'` line."""
+    alloc = _boot_test_kernel(cpu, allocator)
     lines = [f"Running {len(TESTS)} tests"]
     for name in TESTS:
-        _run(cpu, alloc, name, n)
+        summary = _run(cpu, alloc, name, n)
+        if summary["result"] != "ok":
+            lines += [f"{name}... [failed]", "", f"Error: panicked at '{summary['panic']}'"]
+            break
         lines.append(f"{name}... [ok]")
     for line in lines:
         print(line)

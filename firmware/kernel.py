@@ -5,6 +5,10 @@ initialises the heap, and puts a Box, a growing Vec and a reference-counted Vec 
 chapter's earlier kernel, whose `Dummy` global allocator makes the first `Box::new` end in the
 `#[alloc_error_handler]` panic.
 
+`demo` takes `allocator`, the name of the `#[global_allocator]` static (`firmware.allocator.ALLOCATORS`:
+`lla`, the seed's `linked_list_allocator::LockedHeap`, by default; `bump`, `linked-list` or `fixed-size-block`
+from the next chapter); an unknown name raises `UnknownAllocator` before the machine boots.
+
 Deliberate differences: `blog_os::init()` (GDT, IDT, PIC) has no MMU traffic and is left out; `println!`
 prints and also collects the lines, which the entry points return; the global allocator is passed to the
 collections explicitly (`Box::new_in`) instead of being found through `#[global_allocator]`.
@@ -12,12 +16,20 @@ collections explicitly (`Box::new_in`) instead of being found through `#[global_
 
 from __future__ import annotations
 
-from firmware import allocator, memory
-from firmware.allocator import AllocError, Dummy, KernelPanic
+from firmware import memory
+from firmware.allocator import (
+    DEFAULT_ALLOCATOR,
+    AllocError,
+    Dummy,
+    KernelAllocator,
+    KernelPanic,
+    allocator_class,
+    global_allocator,
+    init_heap,
+)
 from firmware.boot import BootInfo, boot
 from firmware.collections import I32, Box, Rc, Vec, VecOf
 from firmware.cpu import Cpu
-from firmware.linked_list_allocator import LockedHeap
 from firmware.memory import BootInfoFrameAllocator
 from firmware.x86_64.addr import VirtAddr
 from firmware.x86_64.mapper import MapToError
@@ -40,24 +52,25 @@ def start(cpu: Cpu) -> BootInfo:
         return boot(cpu)
 
 
-def init_kernel_heap(cpu: Cpu, boot_info: BootInfo) -> LockedHeap:
-    """The lines of `kernel_main` (and of the test kernel's `main`) that set up memory and the heap."""
+def init_kernel_heap(cpu: Cpu, boot_info: BootInfo, allocator: str = DEFAULT_ALLOCATOR) -> KernelAllocator:
+    """The lines of `kernel_main` (and of the test kernel's `main`) that set up memory and the heap, with the
+    global allocator static named `allocator`."""
     with cpu.context("memory::init"):
         phys_mem_offset = VirtAddr.new(boot_info.physical_memory_offset)
         mapper = memory.init(cpu, phys_mem_offset)
     frame_allocator = BootInfoFrameAllocator.init(boot_info.memory_map)
 
-    global_allocator = allocator.global_allocator(cpu)
+    heap = global_allocator(cpu, allocator)
     try:
-        allocator.init_heap(mapper, frame_allocator, global_allocator)
+        init_heap(mapper, frame_allocator, heap)
     except MapToError as err:
         raise KernelPanic(f"heap initialization failed: {type(err).__name__}") from err
-    return global_allocator
+    return heap
 
 
-def kernel_main(cpu: Cpu, boot_info: BootInfo, console: Console) -> None:
+def kernel_main(cpu: Cpu, boot_info: BootInfo, console: Console, allocator: str = DEFAULT_ALLOCATOR) -> None:
     console.println("Hello World!")
-    alloc = init_kernel_heap(cpu, boot_info)
+    alloc = init_kernel_heap(cpu, boot_info, allocator)
 
     with cpu.context("kernel_main"):
         # allocate a number on the heap
@@ -93,10 +106,12 @@ def kernel_main_dummy(cpu: Cpu, boot_info: BootInfo, console: Console) -> None:
     console.println("It did not crash!")
 
 
-def demo(cpu: Cpu) -> list[str]:
-    """Boot and run `kernel_main`; the printed lines. A panic or fault propagates: it is a failure here."""
+def demo(cpu: Cpu, allocator: str = DEFAULT_ALLOCATOR) -> list[str]:
+    """Boot and run `kernel_main` on the global allocator named `allocator`; the printed lines. A panic or fault
+    propagates: it is a failure here."""
+    allocator_class(allocator)  # an unknown name fails before the machine boots
     console = Console()
-    kernel_main(cpu, start(cpu), console)
+    kernel_main(cpu, start(cpu), console, allocator)
     return console.lines
 
 

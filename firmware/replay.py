@@ -2,9 +2,11 @@
 
 A script is JSON lines, one operation each:
     {"op":"alloc","id":N,"size":S,"align":A}   {"op":"dealloc","id":N}   {"op":"realloc","id":N,"size":S}
-`replay` boots the machine, runs `init_heap`, then feeds every operation to the `LockedHeap` (`alloc`,
-`dealloc`, `realloc` with Rust's default realloc) and returns one record per alloc and realloc, in order:
-{"id":N,"addr":"0x…"}, or {"id":N,"addr":null} when the heap cannot serve it.
+`replay` boots the machine, runs `init_heap`, then feeds every operation to the global allocator static
+(`allocator`, a name in `firmware.allocator.ALLOCATORS`; the seed's `LockedHeap`, `lla`, by default) through
+`GlobalAlloc` (`alloc`, `dealloc`, `realloc` with Rust's default realloc: alloc, copy, dealloc) and returns one
+record per alloc and realloc, in order: {"id":N,"addr":"0x…"}, or {"id":N,"addr":null} when the heap cannot
+serve it.
 
 Rules: an id is allocated once and names its block until it is deallocated; a realloc keeps the id (and the
 block's alignment). When an alloc fails, later deallocs of its id are skipped and reallocs of it yield null. A
@@ -22,7 +24,7 @@ import random
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from firmware.allocator import Layout, LayoutError
+from firmware.allocator import DEFAULT_ALLOCATOR, Layout, LayoutError, allocator_class
 from firmware.cpu import Cpu
 from firmware.kernel import init_kernel_heap, start
 
@@ -104,11 +106,13 @@ def _layout(line_no: int, size: int, align: int) -> Layout:
         raise ReplayError(line_no, str(err)) from None
 
 
-def replay(cpu: Cpu, lines: Iterable[str]) -> list[dict[str, Any]]:
-    """Boot, initialise the heap, run the script through the global `LockedHeap`; one record per alloc and
-    realloc."""
+def replay(cpu: Cpu, lines: Iterable[str], allocator: str = DEFAULT_ALLOCATOR) -> list[dict[str, Any]]:
+    """Boot, initialise the heap, run the script through the global allocator named `allocator`; one record per
+    alloc and realloc. A malformed script (ReplayError) or an unknown allocator (UnknownAllocator) is refused
+    before the machine boots."""
     operations = parse(lines)
-    alloc = init_kernel_heap(cpu, start(cpu))
+    allocator_class(allocator)
+    alloc = init_kernel_heap(cpu, start(cpu), allocator)
     blocks: dict[int, tuple[int, Layout]] = {}  # id -> (address or 0 when its alloc failed, layout)
     results: list[dict[str, Any]] = []
     with cpu.context("replay"):

@@ -12,7 +12,7 @@ traffic.
 
 from __future__ import annotations
 
-from firmware.allocator import GlobalAlloc, Layout
+from firmware.allocator import GlobalAlloc, Layout, SpinlockDeadlock
 from firmware.cpu import Cpu
 from firmware.linked_list_allocator.hole import USIZE, HoleList
 
@@ -39,11 +39,6 @@ class ForeignFree(InvalidFree):
 
 class LayoutMismatch(InvalidFree):
     """`dealloc` got a layout other than the one the block was allocated with."""
-
-
-class SpinlockDeadlock(Exception):
-    """`lock()` found the spinlock held: on one core it would spin forever (e.g. allocating in a handler that
-    interrupted an allocation)."""
 
 
 class Heap:
@@ -160,6 +155,14 @@ class LockedHeap(GlobalAlloc):
 
     def _release(self) -> None:
         self.cpu.store_u8(self.addr + LOCK, 0)
+
+    def live_blocks(self) -> dict[int, Layout]:
+        """The heap's `live_blocks()` (its sanitizer's record), as every global allocator static offers it."""
+        return self.heap.live_blocks()
+
+    def free_regions(self) -> list[tuple[int, int]]:
+        """The holes, (address, size) in list order, read from memory: `HoleList::holes`."""
+        return self.heap.holes.holes()
 
     def lock(self) -> _HeapGuard:
         """`self.0.lock()`: `with heap.lock() as heap: ...` holds the spinlock for the block."""

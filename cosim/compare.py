@@ -1,0 +1,341 @@
+"""Run one workload once per global allocator and compare what each design cost and left behind.
+
+`compare_allocators("many_boxes", n=2000)` runs the workload traced on one backend with each allocator of
+`firmware.allocator.ALLOCATORS` (the firmware entry points take `allocator=`) and measures, per allocator:
+
+- calls: the `alloc(...)` and `dealloc(...)` contexts the allocator opened (a default `realloc` is one alloc,
+  a copy and one dealloc; its alloc and dealloc count here, the copy does not);
+- per alloc and per dealloc: memory operations (loads and stores, the allocator's own traffic including its
+  spinlock and its fallback); per alloc: TLB hits, misses and page walks, and cycles (from the cycle before
+  the call's first operation to its last operation's response; the `reference` model's clock ticks once per
+  operation, so there cycles are operations, and the RTL backends give real cycles);
+- heap pages: the distinct 4 KiB pages of the heap touched by allocator calls, and by the whole run;
+- the final free state, read from the RAM the trace left (a shadow RAM rebuilt from its stores, as the heap
+  map of `cosim.plots` does) through the allocator's own code: the free regions are the memory the allocator
+  could hand out again (`free_regions()` of the static: bump's `[next, heap_end)`, the chapter's list, the
+  fixed-size lists plus the fallback's holes, the crate's holes);
+- fragmentation: the free bytes in regions that cannot serve the largest request of the run. The largest
+  request is the largest `alloc` layout (by size, then alignment) of any call, a realloc's new layout included.
+  A region "can serve" it when the allocator, asked for that layout in its final state, would accept that
+  region: for `lla` and the fixed-size fallback the crate's rule (`allocate_first_fit`: after front padding of
+  at least 16 bytes when unaligned, the back remainder is 0 or at least 16), with the fixed-size allocator
+  asking its fallback for `Layout(block, block)` when the request has a block size; a fixed-size list block
+  when it is on the list of the request's block size; for `linked-list` the chapter's `alloc_from_region`
+  after `size_align`; for `bump` when `align_up(next, align) + size <= heap_end`. Free bytes that are only in
+  regions that cannot serve the largest request are what the design has fragmented for that workload. The
+  largest free region is given beside it.
+
+`.table()` prints the numbers; `.plot(path)` draws the heap maps side by side (heap bytes the allocator cannot
+hand out, dark, against its free regions, light, after each allocator call) with the free-region count below.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosim.plots import ALLOCATOR_KINDS, HEAP_ROWS, MAX_HEAP_SAMPLES, _pyplot, _ShadowMemory
+from cosim.runner import RunResult, Span, run_program
+from cosim.summary import format_table
+from cosim.trace import kind_of
+from cosim.workloads import resolve
+from firmware.allocator import ALLOCATORS, HEAP_SIZE, HEAP_START, Layout, align_up, allocator_class, global_allocator
+from firmware.cpu import Cpu
+from hdl.protocol import PAGE_SIZE, AccessEvent, MmuConfig, Op
+
+_LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
+_ALLOC_LABEL = re.compile(r"alloc\((\d+), (\d+)\)$")
+
+
+class ComparisonError(ValueError):
+    """A comparison that cannot run: a workload without an allocator (demo-dummy), an unknown allocator, or a
+    run that ended in an exception instead of a result."""
+
+
+@dataclass
+class AllocatorStats:
+    """What one allocator did in one run of the workload (see the module docstring for each definition)."""
+
+    allocator: str
+    result: str  # the program's outcome in a few words ("ok", "failed at i=12799", "3 of 500 allocs null")
+    allocs: int
+    deallocs: int
+    alloc_memory_ops: int
+    dealloc_memory_ops: int
+    alloc_tlb_hits: int
+    alloc_tlb_misses: int
+    alloc_walks: int
+    alloc_cycles: int
+    heap_pages_by_allocator: int
+    heap_pages: int
+    largest_request: Layout | None
+    free_bytes: int
+    fragmented_bytes: int  # free bytes in regions that cannot serve largest_request
+    free_regions: int
+    largest_free_region: int
+    operations: int
+    heap_map: tuple[list[int], list[list[tuple[int, int]]]] = field(repr=False)  # (seqs, free regions at each)
+
+    def per_alloc(self, value: int) -> float:
+        return value / self.allocs if self.allocs else 0.0
+
+    def per_dealloc(self, value: int) -> float:
+        return value / self.deallocs if self.deallocs else 0.0
+
+    @property
+    def fragmentation(self) -> float:
+        """fragmented_bytes / free_bytes (0 when nothing is free)."""
+        return self.fragmented_bytes / self.free_bytes if self.free_bytes else 0.0
+
+
+@dataclass
+class AllocatorComparison:
+    """One workload on several allocators: `stats` by allocator name, in the order they ran."""
+
+    workload: str
+    backend: str
+    stats: dict[str, AllocatorStats]
+
+    def table(self) -> str:
+        headers = ("allocator", "result", "allocs", "deallocs", "mem ops/alloc", "mem ops/dealloc",
+                   "TLB hits/alloc", "misses/alloc", "walks/alloc", "cycles/alloc", "heap pages (alloc/all)",
+                   "free bytes", "regions", "largest region", "can't serve largest")
+        rows = []
+        for s in self.stats.values():
+            rows.append([
+                s.allocator, s.result, f"{s.allocs:,}", f"{s.deallocs:,}",
+                f"{s.per_alloc(s.alloc_memory_ops):.1f}", f"{s.per_dealloc(s.dealloc_memory_ops):.1f}",
+                f"{s.per_alloc(s.alloc_tlb_hits):.1f}", f"{s.per_alloc(s.alloc_tlb_misses):.4f}",
+                f"{s.per_alloc(s.alloc_walks):.4f}", f"{s.per_alloc(s.alloc_cycles):.1f}",
+                f"{s.heap_pages_by_allocator}/{s.heap_pages}", f"{s.free_bytes:,}", f"{s.free_regions:,}",
+                f"{s.largest_free_region:,}",
+                f"{s.fragmented_bytes:,} ({100 * s.fragmentation:.1f} %)",
+            ])
+        largest = {repr(s.largest_request) for s in self.stats.values()}
+        note = f"largest request: {', '.join(sorted(largest))}"
+        return f"{self.workload} on {self.backend}\n{format_table(headers, rows)}\n{note}"
+
+    def plot(self, path: Path) -> Path:
+        """Heap maps side by side (one column per allocator, same address range), free-region counts below."""
+        plt = _pyplot()
+        from matplotlib.ticker import MaxNLocator
+
+        maps = {name: _binned_use(s.heap_map[1]) for name, s in self.stats.items() if s.heap_map[0]}
+        top = max((int(np.flatnonzero(m.any(axis=0))[-1]) for m in maps.values() if m.any()), default=0)
+        shown_bins = min(HEAP_SIZE // _BIN, -(-int((top + 1) * 1.15 + 1) // 4) * 4)  # 256-byte steps
+        group = -(-shown_bins // HEAP_ROWS)
+        shown_bins -= shown_bins % group
+        rows, shown = shown_bins // group, shown_bins * _BIN
+        columns = len(self.stats)
+        fig, axes = plt.subplots(2, columns, figsize=(3.6 * columns + 1, 7.5), height_ratios=(3, 1),
+                                 squeeze=False, layout="constrained")
+        mesh = None
+        for column, (name, s) in enumerate(self.stats.items()):
+            heap_ax, count_ax = axes[0][column], axes[1][column]
+            seqs, snapshots = s.heap_map
+            heap_ax.set_title(f"{name}\n{s.result}", fontsize=10)
+            if not seqs:
+                heap_ax.text(0.5, 0.5, "no allocator calls", transform=heap_ax.transAxes, ha="center")
+                continue
+            image = maps[name][:, :shown_bins].reshape(len(seqs), rows, group).mean(axis=2).T
+            calls = np.arange(len(seqs) + 1)
+            mesh = heap_ax.pcolormesh(calls, np.linspace(0, shown, rows + 1), image, cmap="Blues", vmin=0,
+                                      vmax=1, shading="flat")
+            count_ax.step(calls[:-1], [len(h) for h in snapshots], where="post", color="tab:red", linewidth=0.9)
+            count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            count_ax.set_xlabel("allocator call (sampled)")
+            count_ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"offset from the heap start (bytes)\nthe lowest {shown:,} of {HEAP_SIZE:,}")
+        axes[1][0].set_ylabel("free regions")
+        if mesh is not None:
+            fig.colorbar(mesh, ax=axes[0].tolist(), pad=0.01).set_label(
+                "share of the bytes the allocator cannot hand out")
+        fig.suptitle(f"Heap maps after each allocator call — {self.workload} on {self.backend}")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def compare_allocators(
+    workload: str,
+    allocators: Sequence[str] = tuple(ALLOCATORS),
+    *,
+    backend: str = "reference",
+    config: MmuConfig | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+    ops: int | None = None,
+) -> AllocatorComparison:
+    """Run `workload` (a name of `cosim.workloads`, with its knobs `n`, `seed`, `ops`) traced on `backend` once
+    per allocator in `allocators`, and measure each run. Raises ComparisonError (or WorkloadError)."""
+    job = resolve(workload, n=n, seed=seed, ops=ops)
+    if job.program == "firmware.kernel:demo_dummy":
+        raise ComparisonError(f"workload {workload!r} runs the Dummy allocator and takes no allocator")
+    for name in allocators:
+        try:
+            allocator_class(name)
+        except ValueError as err:
+            raise ComparisonError(str(err)) from None
+    stats = {}
+    for name in allocators:
+        try:
+            run = run_program(job.program, backend, config, args={**job.args, "allocator": name}, trace=True)
+        except Exception as err:  # a panic in the firmware: the comparison has no trace of this run
+            raise ComparisonError(f"{workload} with allocator {name!r} ended in {type(err).__name__}: {err}") from err
+        stats[name] = measure(run, name)
+    return AllocatorComparison(job.slug, backend, stats)
+
+
+def measure(run: RunResult, allocator: str) -> AllocatorStats:
+    """The statistics of one traced run whose global allocator is `allocator`."""
+    events, spans = run.events, run.contexts
+    seqs = [e.seq for e in events]
+    memory = np.fromiter((e.op in (_LOAD, _STORE) for e in events), dtype=np.int64, count=len(events))
+    hits = np.fromiter((bool(e.tlb_hit) for e in events), dtype=np.int64, count=len(events))
+    misses = np.fromiter((bool(e.tlb_miss) for e in events), dtype=np.int64, count=len(events))
+    walks = np.fromiter((e.walk_levels > 0 for e in events), dtype=np.int64, count=len(events))
+    cycles = np.fromiter((e.cycle for e in events), dtype=np.int64, count=len(events))
+
+    def prefix(values: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(values)))
+
+    mem_sum, hit_sum, miss_sum, walk_sum = (prefix(v) for v in (memory, hits, misses, walks))
+    totals = {"alloc": [0, 0, 0, 0, 0, 0], "dealloc": [0, 0, 0, 0, 0, 0]}  # calls, mem, hits, misses, walks, cycles
+    largest: Layout | None = None
+    in_allocator = np.zeros(len(events) + 1, dtype=np.int64)
+    for span in spans:
+        kind = kind_of(span.label)
+        lo, hi = bisect_left(seqs, span.start_seq), bisect_left(seqs, span.end_seq)
+        if kind in ALLOCATOR_KINDS:
+            in_allocator[lo] += 1
+            in_allocator[hi] -= 1
+        if kind not in totals:
+            continue
+        row = totals[kind]
+        row[0] += 1
+        row[1] += mem_sum[hi] - mem_sum[lo]
+        row[2] += hit_sum[hi] - hit_sum[lo]
+        row[3] += miss_sum[hi] - miss_sum[lo]
+        row[4] += walk_sum[hi] - walk_sum[lo]
+        if hi > lo:
+            row[5] += int(cycles[hi - 1]) - (int(cycles[lo - 1]) if lo else 0)
+        match = _ALLOC_LABEL.fullmatch(span.label) if kind == "alloc" else None
+        if match:
+            layout = Layout(int(match[1]), int(match[2]))
+            largest = layout if largest is None or layout > largest else largest
+    allocator_events = np.cumsum(in_allocator[:-1]) > 0
+    heap_pages, by_allocator = set(), set()
+    for event, inside in zip(events, allocator_events, strict=True):
+        if event.op in (_LOAD, _STORE) and HEAP_START <= event.vaddr < HEAP_START + HEAP_SIZE:
+            page = event.vaddr // PAGE_SIZE
+            heap_pages.add(page)
+            if inside:
+                by_allocator.add(page)
+    heap_map, final = _heap_states(events, spans, allocator)
+    regions = final.free_regions()
+    fragmented = sum(size for addr, size, serves in _classify(final, allocator, largest) if not serves)
+    alloc, dealloc = totals["alloc"], totals["dealloc"]
+    return AllocatorStats(
+        allocator, _outcome(run.value), alloc[0], dealloc[0], alloc[1], dealloc[1], alloc[2], alloc[3], alloc[4],
+        alloc[5], len(by_allocator), len(heap_pages), largest, sum(size for _, size in regions), fragmented,
+        len(regions), max((size for _, size in regions), default=0), run.ops, heap_map,
+    )
+
+
+def _outcome(value: Any) -> str:
+    if isinstance(value, dict):
+        if value.get("result") == "failed":
+            where = f" at i={value['iteration']}" if "iteration" in value else ""
+            return f"failed{where}"
+        return str(value.get("result", "ok"))
+    if isinstance(value, list) and value and isinstance(value[0], dict):  # replay records
+        nulls = sum(record["addr"] is None for record in value)
+        return f"{nulls} of {len(value)} null"
+    if isinstance(value, Exception):
+        return type(value).__name__
+    return "ok"
+
+
+def _heap_states(
+    events: Sequence[AccessEvent], spans: Sequence[Span], allocator: str
+) -> tuple[tuple[list[int], list[list[tuple[int, int]]]], Any]:
+    """(seqs, free regions after each sampled allocator call), and the allocator static over the final RAM."""
+    ends = sorted({s.end_seq for s in spans if kind_of(s.label) in ALLOCATOR_KINDS})
+    if len(ends) > MAX_HEAP_SAMPLES:
+        ends = [ends[round(i * (len(ends) - 1) / (MAX_HEAP_SAMPLES - 1))] for i in range(MAX_HEAP_SAMPLES)]
+    memory = _ShadowMemory()
+    static = global_allocator(Cpu(memory), allocator)
+    seqs: list[int] = []
+    snapshots: list[list[tuple[int, int]]] = []
+    pending = iter(ends)
+    next_end = next(pending, None)
+    for event in events:
+        while next_end is not None and event.seq >= next_end:
+            seqs.append(next_end)
+            snapshots.append(static.free_regions())
+            next_end = next(pending, None)
+        memory.observe(event)
+    for end in [] if next_end is None else [next_end, *pending]:
+        seqs.append(end)
+        snapshots.append(static.free_regions())
+    return (seqs, snapshots), static
+
+
+_BIN = 64  # bytes per cell of a binned heap map
+
+
+def _binned_use(snapshots: list[list[tuple[int, int]]]) -> np.ndarray:
+    """Per snapshot, per 64-byte bin of the heap: the share of its bytes the allocator cannot hand out (outside
+    every free region)."""
+    out = np.empty((len(snapshots), HEAP_SIZE // _BIN))
+    for column, regions in enumerate(snapshots):
+        used = np.ones(HEAP_SIZE, dtype=bool)
+        for addr, length in regions:
+            used[max(addr - HEAP_START, 0):max(addr - HEAP_START + length, 0)] = False
+        out[column] = used.reshape(-1, _BIN).mean(axis=1)
+    return out
+
+
+def _crate_fits(hole: int, hole_size: int, layout: Layout) -> bool:
+    """linked_list_allocator 0.9.1's test of one hole (`HoleList::allocate_first_fit`)."""
+    from firmware.linked_list_allocator.hole import MIN_SIZE, align_layout
+
+    size, align = align_layout(layout)
+    addr = hole if hole % align == 0 else align_up(hole + MIN_SIZE, align)
+    back = hole + hole_size - addr - size
+    return back == 0 or back >= MIN_SIZE
+
+
+def _classify(static: Any, allocator: str, layout: Layout | None) -> list[tuple[int, int, bool]]:
+    """(address, size, can serve `layout`) of every free region of the allocator static (see the module
+    docstring for the rule of each design); with no request at all, every region counts as serving."""
+    if layout is None:
+        return [(addr, size, True) for addr, size in static.free_regions()]
+    if allocator == "lla":
+        return [(a, s, _crate_fits(a, s, layout)) for a, s in static.free_regions()]
+    if allocator == "bump":
+        return [(a, s, align_up(a, layout.align) + layout.size <= a + s) for a, s in static.free_regions()]
+    if allocator == "linked-list":
+        from firmware.allocator.linked_list import LIST_NODE_SIZE, LinkedListAllocator
+
+        size, align = LinkedListAllocator.size_align(layout)
+
+        def fits(addr: int, region: int) -> bool:
+            excess = addr + region - (align_up(addr, align) + size)
+            return excess == 0 or excess >= LIST_NODE_SIZE
+
+        return [(a, s, fits(a, s)) for a, s in static.free_regions()]
+    from firmware.allocator.fixed_size_block import BLOCK_SIZES, list_index
+
+    index = list_index(layout)
+    inner = static.inner
+    out = [(block, size, i == index) for i, size in enumerate(BLOCK_SIZES) for block in inner.blocks(i)]
+    asked = layout if index is None else Layout(BLOCK_SIZES[index], BLOCK_SIZES[index])
+    out += [(a, s, _crate_fits(a, s, asked)) for a, s in inner.fallback_allocator.holes.holes()]
+    return out
