@@ -11,7 +11,7 @@
   operation, so there cycles are operations, and the RTL backends give real cycles);
 - heap pages: the distinct 4 KiB pages of the heap touched by allocator calls, and by the whole run;
 - the final free state, read from the RAM the trace left (a shadow RAM rebuilt from its stores, as the heap
-  map of `cosim.plots` does) through the allocator's own code: the free regions are the memory the allocator
+  map of `cosim.analysis.plots` does) through the allocator's own code: the free regions are the memory the allocator
   could hand out again (`free_regions()` of the static: bump's `[next, heap_end)`, the chapter's list, the
   fixed-size lists plus the fallback's holes, the crate's holes);
 - fragmentation: the free bytes in regions that cannot serve the largest request of the run. The largest
@@ -40,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from cosim.plots import ALLOCATOR_KINDS, HEAP_ROWS, MAX_HEAP_SAMPLES, _pyplot, _ShadowMemory
-from cosim.runner import RunResult, Span, run_program
-from cosim.summary import format_table
-from cosim.trace import kind_of
+from cosim.analysis.plots import ALLOCATOR_KINDS, HEAP_ROWS, MAX_HEAP_SAMPLES, _pyplot, _ShadowMemory
+from cosim.analysis.summary import format_table
+from cosim.analysis.trace import kind_of
+from cosim.program import RunResult, Span
+from cosim.runner import run_program
 from cosim.workloads import resolve
 from firmware.allocator import ALLOCATORS, HEAP_SIZE, HEAP_START, Layout, align_up, allocator_class, global_allocator
 from firmware.cpu import Cpu

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosim.backend import open_backend
+from cosim.backends import open_backend
 from firmware import heap_allocation_tests
 from firmware.allocator import (
     ALLOCATORS,
