@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from myhdl import Simulation, always, delay
-from myhdl import _simulator as myhdl_simulator
 
+from cosim.backends.myhdl_sim import MyhdlBackend
 from cosim.toolchain.export import config_tag, export_verilog, lint
-from hdl.interfaces import top_ports
-from hdl.mmu import mmu
 from hdl.protocol import (
     CR0_PE,
     CR0_PG,
@@ -36,6 +33,7 @@ from hdl.protocol import (
     TlbPolicy,
     table_index,
 )
+from hdl.ram import ram
 
 pytestmark = pytest.mark.rtl
 
@@ -65,50 +63,24 @@ class Response:
 
 
 class Bench:
-    """Clock, reset and a blocking `op()` around the MMU in MyHDL's simulator (a TB in the cocotbext style)."""
-
-    HALF_PERIOD = 5
+    """A blocking `op()` around the MMU, with its synthesizable RAM, on MyHDL's simulator: the myhdl backend, whose
+    driver is the one MyHDL driver of the handshake (a TB in the cocotbext style)."""
 
     def __init__(self, config: MmuConfig) -> None:
         self.config = config
-        self.ports = ports = top_ports()
-        clk = ports["clk"]
+        self.backend = MyhdlBackend(config, trace=True, ram_model=ram)
 
-        @always(delay(self.HALF_PERIOD))
-        def clock():
-            clk.next = not clk
-
-        self.sim = Simulation(mmu(config=config, **ports), clock)
-        ports["rst"].next = True
-        self.cycles(2)
-        ports["rst"].next = False
-        self.cycles(1)
-
-    def cycles(self, n: int) -> None:
-        self.sim.run(2 * self.HALF_PERIOD * n, quiet=1)
+    def close(self) -> None:
+        self.backend.close()
 
     def op(self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False,
            fetch: bool = False) -> Response:
-        """Hold the request until a rising edge samples req_ready, then wait for the resp_valid pulse."""
-        p = self.ports
-        p["req_valid"].next, p["req_op"].next, p["req_size"].next = True, op, size
-        p["req_addr"].next, p["req_wdata"].next = addr, wdata
-        p["req_user"].next, p["req_fetch"].next = user, fetch
-        for _ in range(MAX_CYCLES):
-            accepted = bool(p["req_ready"])
-            self.cycles(1)
-            if accepted:
-                break
-        p["req_valid"].next = False
-        for _ in range(MAX_CYCLES):
-            if p["resp_valid"]:
-                return Response(
-                    int(p["resp_rdata"]), int(p["resp_fault"]), int(p["resp_errcode"]), int(p["ev_cycle"]),
-                    int(p["ev_paddr"]), bool(p["ev_tlb_hit"]), bool(p["ev_tlb_miss"]), bool(p["ev_evict"]),
-                    int(p["ev_evict_vpn"]), int(p["ev_walk_levels"]), int(p["ev_pwc_hits"]),
-                    int(p["ev_ad_writes"]))
-            self.cycles(1)
-        raise AssertionError(f"no response to op {op} at {addr:#x} within {MAX_CYCLES} cycles")
+        """One operation, held until a rising edge samples req_ready, then its response and access event."""
+        rdata, fault, errcode = self.backend.transact(op, addr, size, wdata, user, fetch)
+        (event,) = self.backend.drain_events()
+        return Response(rdata, fault, errcode, event.cycle, event.paddr, event.tlb_hit, event.tlb_miss,
+                        event.evicted_vpn >= 0, max(event.evicted_vpn, 0), event.walk_levels, event.pwc_hits,
+                        event.ad_writes)
 
     # -- the CPU's view ---------------------------------------------------------------------------------------
     def load(self, addr: int, size: int = 3, **kind: bool) -> Response:
@@ -183,16 +155,15 @@ def make_bench() -> Iterator:
     benches: list[Bench] = []
 
     def make(**config: object) -> Bench:
+        for earlier in benches:
+            earlier.close()
         bench = Bench(MmuConfig(**{"mem_bytes": SMALL_RAM, **config}))
         benches.append(bench)
         return bench
 
     yield make
     for bench in benches:
-        bench.sim.quit()
-    # MyHDL registers every Signal ever made in one module-level list and walks it whenever a simulation ends:
-    # without this, each test would keep the previous benches' RAMs alive and end more slowly than the last.
-    del myhdl_simulator._signals[:]
+        bench.close()
 
 
 @pytest.fixture

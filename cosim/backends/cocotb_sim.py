@@ -16,27 +16,23 @@ import re
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
 from cocotb_tools.runner import Icarus, Runner, get_runner
 from greenlet import greenlet
 
 from cosim.backends.base import BackendError, waves_format
-from cosim.backends.handshake import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
+from cosim.backends.cocotb_driver import CLOCK_PERIOD_NS, MmuDriver
 from cosim.program import RunResult, execute, resolve_program
 from cosim.toolchain import build
 from cosim.toolchain.export import config_tag, exported_verilog
-from hdl.protocol import AccessEvent, MmuConfig
+from hdl.protocol import MmuConfig
 
 SIMULATORS = {"cocotb-verilator": "verilator", "cocotb-icarus": "icarus"}
 JOB_ENV = "MMUCOSIM_JOB"  # names the job pickle for the test inside the simulator
-CLOCK_PERIOD_NS = 10
 # cocotb 2 rewrites the asserts of every module imported after it starts (pytest's hook): the firmware's modules,
 # about 1.7 s per launch, for asserts nothing here relies on being rewritten.
 _NO_ASSERTION_REWRITING = {"COCOTB_REWRITE_ASSERTION_FILES": ""}
@@ -247,124 +243,6 @@ def _write_outcome(path: str, kind: str, payload: Any, remote_traceback: str = "
         _OutcomePickler(handle).dump((kind, payload, remote_traceback))
 
 
-_NO_DELAY = 3  # cocotb's _GPISetAction.NO_DELAY: the action number an `Immediate` write passes to the GPI
-_GPI_INT_BITS = 32  # get_signal_val_long and set_signal_val_int carry a signed 32-bit int
-
-
-def _reader(port: Any) -> Callable[[], int]:
-    """A function returning `port`'s value as an unsigned int, straight from its GPI handle."""
-    handle = port._handle
-    if len(port) < _GPI_INT_BITS:
-        return handle.get_signal_val_long
-    get_binstr = handle.get_signal_val_binstr
-    return lambda: int(get_binstr(), 2)
-
-
-def _writer(port: Any) -> Callable[[int], None]:
-    """A function writing an unsigned int to `port` at once, straight through its GPI handle."""
-    handle = port._handle
-    width = len(port)
-    if width < _GPI_INT_BITS:
-        set_int = handle.set_signal_val_int
-        return lambda value: set_int(_NO_DELAY, value)
-    set_binstr = handle.set_signal_val_binstr
-    binary = f"0{width}b"
-    return lambda value: set_binstr(_NO_DELAY, format(value, binary))
-
-
-class _Ports:
-    """The mmu's ports, looked up once, and the driving discipline of cosim.runner on them.
-
-    Per operation the ports are read and written through their GPI handles (the private `_handle` of cocotb 2.1,
-    which pyproject.toml pins): the public `.value` builds a `LogicArray` of one `Logic` per bit that
-    `.to_unsigned()` parses back, and an `Immediate` write goes through cocotb's write scheduling. Together they
-    were most of this backend's time (docs/performance.md); tests/test_lockstep.py catches a change in cocotb.
-    """
-
-    def __init__(self, dut: Any, trace: bool) -> None:
-        self.clk = dut.clk
-        self.rst = dut.rst
-        self.req_valid = dut.req_valid
-        self.request = [_writer(getattr(dut, n)) for n in ("req_op", "req_addr", "req_size", "req_wdata",
-                                                            "req_user", "req_fetch")]  # fmt: skip
-        self.driven: list[int | None] = [None] * len(self.request)  # what each request port holds
-        self.set_req_valid = _writer(dut.req_valid)
-        self.offering = False  # req_valid is held high from one request to the next (see transact)
-        self.req_ready, self.resp_valid = _reader(dut.req_ready), _reader(dut.resp_valid)
-        self.response = [_reader(getattr(dut, n)) for n in ("resp_rdata", "resp_fault", "resp_errcode")]
-        self.event = [_reader(getattr(dut, n)) for n in EVENT_PORTS]
-        self.trace = trace
-        self.events: list[AccessEvent] = []
-        self.falling = FallingEdge(self.clk)
-        self.next_cycle = Timer(CLOCK_PERIOD_NS, unit="ns")  # from a falling edge to the next one
-        self.hit_latency = Timer(2 * CLOCK_PERIOD_NS, unit="ns")  # request to response of an op without a walk
-
-    async def reset(self, clock_in_design: bool) -> None:
-        """Hold reset for RESET_CYCLES rising edges; start the clock unless the design's bench drives it (Icarus)."""
-        self.rst.value = 1
-        self.req_valid.value = 0
-        if not clock_in_design:
-            self.clk.value = 0
-            Clock(self.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
-        rising = RisingEdge(self.clk)
-        for _ in range(RESET_CYCLES):
-            await rising
-        await self.falling
-        self.rst.value = 0
-
-    async def transact(self, request: tuple[int, int, int, int, bool, bool]) -> tuple[int, int, int]:
-        """Run one operation; called with clk low, in the cycle of the previous response (or right after reset).
-
-        Writes take effect at once (GPI NO_DELAY, what `Immediate` does): nothing in the design reacts to the
-        falling edge, so there is no race to avoid by deferring them to the ReadWrite phase, and Icarus would pay an
-        extra callback per operation for it.
-
-        req_valid stays high after the request is taken, until `idle`: the mmu takes no request while busy
-        (req_ready is low from the accepting edge to the response cycle), and this coroutine offers the next
-        request, or calls `idle`, in the response cycle itself. So the fastest operation, two cycles, costs one
-        timed wait of exactly two periods instead of two edge waits; any longer one then waits cycle by cycle.
-        """
-        ready = self.req_ready()  # req_ready depends on registers only: the value the next rising edge samples
-        driven = self.driven
-        for index, value in enumerate(request):  # writes cost more than compares: write only what changed
-            if driven[index] != value:
-                self.request[index](int(value))
-                driven[index] = value
-        if not self.offering:
-            self.set_req_valid(1)
-            self.offering = True
-        cycles = 1
-        while not ready:
-            self._check_alive(request, cycles)
-            await self.next_cycle
-            ready = self.req_ready()
-            cycles += 1
-        await self.hit_latency  # no response comes sooner: the accepting edge, then LOOKUP's edge
-        cycles += 1
-        while not self.resp_valid():
-            self._check_alive(request, cycles)
-            await self.next_cycle
-            cycles += 1
-        rdata, fault, errcode = (read() for read in self.response)
-        if self.trace:
-            op, addr, size, wdata, _user, _fetch = request
-            ev = tuple(read() for read in self.event)
-            self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
-        return rdata, fault, errcode
-
-    def idle(self) -> None:
-        """Stop offering a request (in a response cycle, so before the mmu would take the last one again)."""
-        self.set_req_valid(0)
-        self.offering = False
-
-    @staticmethod
-    def _check_alive(request: tuple[int, int, int, int, bool, bool], cycles: int) -> None:
-        if cycles > MAX_OP_CYCLES:
-            raise BackendError(
-                f"the design did not answer op {request[0]} at {request[1]:#x} within {MAX_OP_CYCLES} cycles"
-            )
-
-
 class _SwitchingTransactor:
     """The firmware's backend inside its greenlet: each transact switches to the test coroutine and back."""
 
@@ -383,16 +261,16 @@ async def run_job(dut: Any) -> None:
     job: Job = pickle.loads(Path(os.environ[JOB_ENV]).read_bytes())
     try:
         function = resolve_program(job.program)
-        ports = _Ports(dut, job.trace)
-        await ports.reset(clock_in_design=SIMULATORS[job.backend] == "icarus")
+        driver = MmuDriver(dut, trace=job.trace)
+        await driver.reset(clock_in_design=SIMULATORS[job.backend] == "icarus")
         test = greenlet.getcurrent()
         firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace))
         outcome = firmware.switch()
         while not firmware.dead:
-            outcome = firmware.switch(await ports.transact(outcome))
-        ports.idle()
+            outcome = firmware.switch(await driver.transact(*outcome))
+        driver.idle()
         value, ops, spans, wall_s = outcome
-        result = RunResult(value, ports.events, spans, job.backend, job.config, wall_s, ops)
+        result = RunResult(value, driver.events, spans, job.backend, job.config, wall_s, ops)
     except Exception as exc:
         _write_outcome(job.outcome_path, "error", exc, traceback.format_exc())
         return

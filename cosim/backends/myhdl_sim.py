@@ -29,7 +29,11 @@ class MyhdlBackend(Backend):
     name = "myhdl"
     _open: ClassVar[MyhdlBackend | None] = None
 
-    def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
+    def __init__(
+        self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None, ram_model: Any = None
+    ) -> None:
+        """`ram_model` is the RAM block: by default hdl.sim_ram (a dict, fast to build); tests of the RAM itself
+        pass hdl.ram, the synthesizable one."""
         super().__init__(config, trace=trace, waves=waves)
         if waves is not None and waves.suffix != ".vcd":
             raise BackendError(f"the myhdl backend writes VCD waves: name the file *.vcd, not {waves.name}")
@@ -39,11 +43,12 @@ class MyhdlBackend(Backend):
         from hdl.mmu import mmu
         from hdl.sim_ram import sim_ram
 
+        self._closed = False
         first_signal = len(myhdl_signals)
         self._ports = top_ports()
         self._events: list[AccessEvent] = []
         self._seq = 0
-        self._bench = _bench(mmu, sim_ram, self._ports, config, self)
+        self._bench = _bench(mmu, ram_model or sim_ram, self._ports, config, self)
         self._own_signals = myhdl_signals[first_signal:]
         if waves is not None:
             waves.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +93,9 @@ class MyhdlBackend(Backend):
         return events
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         # MyHDL keeps every Signal ever made in one global list and resets them all when a simulation ends: a
         # leak per backend, and every later end slower. Ours are done with, so they leave the list first.
         own = {id(signal) for signal in self._own_signals}
@@ -122,9 +130,10 @@ def _trace_to(bench: Any, waves: Path) -> None:
 
 
 @block
-def _bench(mmu: Any, sim_ram: Any, ports: dict[str, Any], config: MmuConfig, backend: MyhdlBackend):
-    """The mmu and a driver that clocks it and turns each request from `backend` into port activity."""
-    dut = mmu(config=config, ram_model=sim_ram, **ports)  # a dict for the RAM, not a Signal per word
+def _bench(mmu: Any, ram_model: Any, ports: dict[str, Any], config: MmuConfig, backend: MyhdlBackend):
+    """The mmu and the one MyHDL driver of its handshake (cosim.backends.handshake): it clocks the design and turns
+    each request from `backend` into port activity."""
+    dut = mmu(config=config, ram_model=ram_model, **ports)
     clk, rst, req_valid, req_ready, resp_valid = (
         ports[n] for n in ("clk", "rst", "req_valid", "req_ready", "resp_valid")
     )

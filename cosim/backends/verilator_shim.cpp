@@ -3,9 +3,10 @@
 // The shim owns the clock so that one Python call runs one whole operation: it drives req_*, ticks until
 // resp_valid, and returns the response; each cycle costs two evaluations (rising and falling edge), nothing else.
 // When tracing it also appends the ev_* record of the operation to a C-side buffer that Python drains in
-// batches. Driving discipline (shared by every HDL backend, see cosim/runner.py): inputs change only while clk
-// is low; the request of an operation is presented in the cycle that carried the previous response and held
-// until a rising edge samples req_ready = 1.
+// batches. It drives the handshake by the rule every HDL backend follows, written once in
+// cosim/backends/handshake.py (the Python drivers: myhdl_sim.py, cocotb_driver.py); this is its C++ driver:
+// inputs change only while clk is low; the request of an operation is presented in the cycle that carried the
+// previous response and held until a rising edge samples req_ready = 1.
 
 #include <cstdint>
 #include <memory>

@@ -1,5 +1,6 @@
 """Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, page_walker, memory_controller) and of
-the whole `mmu`: conversion and simulator builds (cached), and the one driver discipline both simulators follow.
+the whole `mmu` (driven by cosim.backends.cocotb_driver): conversion and simulator builds (cached by
+cosim.toolchain.build), and the per-cycle discipline the block tests follow on both simulators.
 
 A block test is an *environment*: a synchronous Python model of everything around the block (the commands it is
 given, the memory it talks to) that also predicts the block's outputs. Each cycle the driver asks the environment
@@ -32,6 +33,8 @@ from typing import Any
 
 from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay, instance, intbv
 
+from cosim.backends.cocotb_driver import CLOCK_PERIOD_NS, read_value
+from cosim.backends.cocotb_sim import SIMULATORS as COCOTB_SIMULATORS
 from cosim.backends.handshake import RESET_CYCLES
 from cosim.toolchain import build
 from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
@@ -39,8 +42,7 @@ from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
 from hdl.pwc import LEVEL_WIDTH
 from hdl.tlb import SIZE_WIDTH
 
-SIMULATORS = ("verilator", "icarus")
-CLOCK_PERIOD_NS = 10
+SIMULATORS = tuple(COCOTB_SIMULATORS.values())
 PARAMS_ENV = "MMUCOSIM_TB"  # JSON: {"params": ..., "trace_dir": ...} for the cocotb module inside the simulator
 BLOCK_RUNS = build.BUILD_ROOT / "blocks" / "runs"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -308,15 +310,6 @@ def run_myhdl(design: BlockDesign, env: Environment) -> list[Any]:
     return env.trace
 
 
-def read_handle(handle: Any) -> int | None:
-    """A cocotb handle's value as an int, None if any bit is X or Z."""
-    value = handle.value
-    try:
-        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
-    except ValueError:
-        return None
-
-
 async def run_cocotb(dut: Any, env: Environment) -> list[Any]:
     """Run `env` on the Verilog `dut` with the discipline of run_myhdl, and return its trace."""
     from cocotb.clock import Clock
@@ -335,7 +328,7 @@ async def run_cocotb(dut: Any, env: Environment) -> list[Any]:
         for name, value in env.drive().items():
             getattr(dut, name).value = int(value)
         await ReadOnly()
-        env.sample({name: read_handle(handle) for name, handle in handles.items()})
+        env.sample({name: read_value(handle) for name, handle in handles.items()})
         env.cycle += 1
         await FallingEdge(dut.clk)
     return env.trace
@@ -383,71 +376,6 @@ def run_mmu_module(simulator: str, config: MmuConfig, test_module: str, params: 
         return run_cocotb_module(simulator, {"mmu.v": verilog_text}, "mmu", build_name, test_module, params)
     sources = {"mmu.v": verilog_text, f"{RAM_ZERO_MODULE}.v": _ram_zero(verilog_text)}
     return run_cocotb_module(simulator, sources, "mmu", build_name, test_module, params, ("-s", RAM_ZERO_MODULE))
-
-
-# -- the whole MMU ----------------------------------------------------------------------------------------------------
-
-
-class MmuTB:
-    """The `mmu` under cocotb: clock, reset and the request/response handshake of cosim.runner, plus a knob for
-    random idle cycles before each request (so the handshake runs after stalls, not only back to back).
-
-    With `max_gap` = 0 it drives exactly as the verilator and myhdl backends do, so events agree cycle for cycle.
-    """
-
-    def __init__(self, dut: Any, *, seed: int = 0, max_gap: int = 0, gap_probability: float = 0.5) -> None:
-        from cosim.backends.handshake import EVENT_PORTS
-
-        self.dut = dut
-        self.rng = random.Random(seed)
-        self.max_gap, self.gap_probability = max_gap, gap_probability
-        self.request_ports = [getattr(dut, name) for name in
-                              ("req_op", "req_addr", "req_size", "req_wdata", "req_user", "req_fetch")]
-        self.response_ports = [dut.resp_rdata, dut.resp_fault, dut.resp_errcode]
-        self.event_ports = [getattr(dut, name) for name in EVENT_PORTS]
-        self.events: list[Any] = []
-
-    async def cycle_reset(self) -> None:
-        from cocotb.clock import Clock
-        from cocotb.triggers import FallingEdge, RisingEdge
-
-        self.dut.rst.value = 1
-        self.dut.req_valid.value = 0
-        Clock(self.dut.clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
-        for _ in range(RESET_CYCLES):
-            await RisingEdge(self.dut.clk)
-        await FallingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-
-    async def transact(self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False,
-                       fetch: bool = False) -> tuple[int, int, int]:
-        """One operation, presented with clk low after the idle cycles the knob draws; returns the response."""
-        from cocotb.triggers import FallingEdge
-
-        from cosim.backends.handshake import MAX_OP_CYCLES, hdl_event
-
-        falling = FallingEdge(self.dut.clk)
-        for _ in range(self.max_gap and self.rng.randint(1, self.max_gap) * (self.rng.random() < self.gap_probability)):
-            await falling
-        ready = self.dut.req_ready.value  # registered: what the next rising edge samples
-        for port, value in zip(self.request_ports, (op, addr, size, wdata, user, fetch), strict=True):
-            port.value = int(value)
-        self.dut.req_valid.value = 1
-        while not ready:
-            await falling
-            ready = self.dut.req_ready.value
-        await falling
-        self.dut.req_valid.value = 0
-        cycles = 0
-        while not self.dut.resp_valid.value:
-            cycles += 1
-            if cycles > MAX_OP_CYCLES:
-                raise AssertionError(f"no response to op {op} at {addr:#x}")
-            await falling
-        response = tuple(read_handle(port) for port in self.response_ports)
-        ev = tuple(read_handle(port) for port in self.event_ports)
-        self.events.append(hdl_event(len(self.events), op, addr, size, wdata, *response, ev))
-        return response
 
 
 if __name__ == "__main__":  # the child process of convert_block: block name and parameters in, Verilog out

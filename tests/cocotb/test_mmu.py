@@ -24,6 +24,7 @@ from x86_model import Machine, Memory, Request, describe, generate_stream
 
 from cosim.analysis.lockstep import first_divergence
 from cosim.backends import open_backend
+from cosim.backends.cocotb_driver import MmuDriver
 from hdl.protocol import CR0_PG, AccessEvent, Csr, ErrorCode, Fault, MmuConfig, Op, Pte, TlbPolicy
 
 P, W, U, A, NX, G = (Pte.PRESENT, Pte.WRITABLE, Pte.USER_ACCESSIBLE, Pte.ACCESSED, Pte.NO_EXECUTE, Pte.GLOBAL)
@@ -109,8 +110,8 @@ async def run_scenario(dut: Any, name: str) -> list[AccessEvent]:
     """Run scenario `name` on the design, checking every response against the model; save and return the events."""
     config = job_config()
     requests, max_gap = SCENARIOS[name][0](config), SCENARIOS[name][1]
-    bench = tb.MmuTB(dut, seed=len(name), max_gap=max_gap)
-    await bench.cycle_reset()
+    bench = MmuDriver(dut, strict=True, seed=len(name), max_gap=max_gap)
+    await bench.reset()
     model = Machine(config)
     for seq, request in enumerate(requests):
         response = await bench.transact(*request)
@@ -122,7 +123,7 @@ async def run_scenario(dut: Any, name: str) -> list[AccessEvent]:
     return events
 
 
-async def clear_ram(bench: tb.MmuTB, memory: Memory) -> None:
+async def clear_ram(bench: MmuDriver, memory: Memory) -> None:
     """Zero every word the scenario left non-zero. The RAM is never reset and outlives a cocotb test (they share
     one simulation), while each scenario's model starts from a zeroed RAM, as the other backends do."""
     await bench.transact(Op.CSR_WRITE, Csr.CR0, 3, 0)  # paging off: physical stores
