@@ -31,7 +31,7 @@ from cosim.analysis.summary import write_json as write_summary
 from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
-from cosim.toolchain.synth import SynthesisError
+from cosim.toolchain import synth
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
 
@@ -166,14 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     verilog.add_argument("--out", type=Path, default=Path("build"), metavar="DIR",
                          help="build directory: the file is DIR/verilog/<configuration>/mmu.v (default build)")
     verilog.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
-    synth = commands.add_parser(
+    synth_command = commands.add_parser(
         "synth", parents=[config], help="synthesize for iCE40 and ECP5 (Yosys, nextpnr)",
         description="Synthesize a configuration for iCE40 and ECP5 and report resources and Fmax. The RAM is sized "
                     "for each device (64 KiB on the iCE40UP5K, 256 KiB on the ECP5-85F), so --mem-bytes does not "
                     "apply.",
     )
-    synth.add_argument("--out", type=Path, default=Path("build/synth"), metavar="DIR",
-                       help="output directory (default build/synth)")
+    synth_command.add_argument("--out", type=Path, default=Path("build/synth"), metavar="DIR",
+                               help="output directory (default build/synth)")
+    synth_command.add_argument("--target", action="append", choices=list(synth.TARGETS),
+                               help="synthesize for this device only (repeatable; default: every device)")
     commands.add_parser(
         "bench", add_help=False, help="throughput of every backend (options: mmucosim bench --help)",
     )
@@ -475,12 +477,10 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from cosim.toolchain.synth import format_report, run  # imported here: it needs the yowasp tools only when it runs
-
     if args.mem_bytes is not None:
         raise UsageError("synth sizes the RAM for each device (see mmucosim synth --help): drop --mem-bytes")
-    reports = run(config_from(args), args.out)
-    print(format_report(reports))
+    reports = synth.run(config_from(args), args.out, tuple(args.target or synth.TARGETS))
+    print(synth.format_report(reports))
     print(f"Reports: {args.out / 'report.txt'}, {args.out / 'report.json'}")
     return 0
 
@@ -510,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
     except ProgramError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
-    except SynthesisError as err:  # a missing tool or a tool that failed, with its message
+    except synth.SynthesisError as err:  # a missing tool or a tool that failed, with its message
         parser.exit(EXIT_FAILED, f"{PROG}: synthesis failed: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")

@@ -12,7 +12,6 @@ mmucosim[synth]`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -221,24 +220,3 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
         lines += [f"    {cell:<16} {used:>7} / {available}" for cell, (used, available) in pnr["utilization"].items()]
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cosim.toolchain.synth [--target NAME] [--out DIR]` with the default MmuConfig otherwise."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", action="append", choices=list(TARGETS), help="default: every target")
-    parser.add_argument("--out", type=Path, default=Path("build/synth"))
-    parser.add_argument("--tlb-entries", type=int, default=MmuConfig.tlb_entries)
-    parser.add_argument("--pwc-entries", type=int, default=MmuConfig.pwc_entries)
-    args = parser.parse_args(argv)
-    config = MmuConfig(tlb_entries=args.tlb_entries, pwc_entries=args.pwc_entries)
-    try:
-        reports = run(config, args.out, tuple(args.target or TARGETS))
-    except (SynthesisError, ValueError) as exc:
-        parser.exit(1, f"synthesis: {exc}\n")
-    print(format_report(reports), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
