@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cosim.backends import open_backend
+from cosim.program import ContextLog
 from firmware.allocator import (
     ISIZE_MAX,
     AllocError,
@@ -488,24 +489,13 @@ def test_alloc_error_handler_uses_rusts_wording() -> None:
     assert caught.value.seed_panic_message == "allocation error: Layout { size: 4, align: 4 }"
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.labels: list[str] = []
-
-    def enter(self, label: str, seq: int) -> None:
-        self.labels.append(label)
-
-    def exit(self, seq: int) -> None:
-        pass
-
-
 def test_global_alloc_calls_are_labelled_for_traces(cpu: Cpu) -> None:
     locked = new_locked_heap(cpu)
-    cpu.listener = recorder = _Recorder()
+    cpu.listener = log = ContextLog()
     ptr = locked.alloc(layout(16, 8))
     ptr = locked.realloc(ptr, layout(16, 8), 32)
     locked.dealloc(ptr, layout(32, 8))
-    assert recorder.labels == [
+    assert [span.label for span in log.spans] == [
         "alloc(16, 8)", "realloc(0x10000, 16, 8, 32)", "alloc(32, 8)", "dealloc(0x10000, 16, 8)",
         "dealloc(0x10010, 32, 8)",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cosim.backends import open_backend
+from cosim.program import ContextLog
 from firmware.allocator import AllocError, Dummy, Layout
 from firmware.collections import (
     I8,
@@ -55,19 +56,6 @@ def alloc(cpu: Cpu) -> LockedHeap:
 
 def holes(alloc: LockedHeap) -> list[tuple[int, int]]:
     return alloc.heap.holes.holes()
-
-
-class Recorder:
-    """A context listener that keeps the labels, to see which allocator calls a collection makes."""
-
-    def __init__(self) -> None:
-        self.labels: list[str] = []
-
-    def enter(self, label: str, seq: int) -> None:
-        self.labels.append(label)
-
-    def exit(self, seq: int) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -166,10 +154,10 @@ def test_new_vec_allocates_nothing_and_dangles_at_its_alignment(alloc: LockedHea
 
 def test_vec_grows_with_realloc_after_the_first_allocation(cpu: Cpu, alloc: LockedHeap) -> None:
     vec = Vec.new_in(alloc, I32)
-    cpu.listener = recorder = Recorder()
+    cpu.listener = log = ContextLog()
     for i in range(5):
         vec.push(i)
-    allocator_calls = [label for label in recorder.labels if not label.startswith("Vec::push")]
+    allocator_calls = [span.label for span in log.spans if not span.label.startswith("Vec::push")]
     # cap 0 -> 4: a plain alloc of 4 i32; cap 4 -> 8: realloc (alloc 32 bytes, copy, dealloc the old 16)
     assert allocator_calls == [
         "alloc(16, 4)", f"realloc({BOTTOM:#x}, 16, 4, 32)", "alloc(32, 4)", f"dealloc({BOTTOM:#x}, 16, 4)",
@@ -302,9 +290,9 @@ def test_rc_of_vec_drops_the_vec_then_frees_the_rc_box(cpu: Cpu, alloc: LockedHe
     assert rc.get().to_list() == [1, 2, 3]
     with pytest.raises(UseAfterDrop, match="cannot borrow data in an `Rc` as mutable"):
         rc.get().push(4)
-    cpu.listener = recorder = Recorder()
+    cpu.listener = log = ContextLog()
     rc.drop()
-    assert recorder.labels == [f"dealloc({BOTTOM:#x}, 12, 4)", f"dealloc({BOTTOM + 16:#x}, 40, 8)"]
+    assert [span.label for span in log.spans] == [f"dealloc({BOTTOM:#x}, 12, 4)", f"dealloc({BOTTOM + 16:#x}, 40, 8)"]
     assert holes(alloc) == [(BOTTOM, SIZE)]
 
 

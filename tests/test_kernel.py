@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cosim.backends import open_backend
+from cosim.program import ContextLog
 from firmware import heap_allocation_tests, memory
 from firmware.allocator import HEAP_SIZE, HEAP_START, Layout, global_allocator, init_heap
 from firmware.boot import KERNEL_STATICS, boot
@@ -22,21 +23,6 @@ from hdl.protocol import PAGE_SIZE, ErrorCode
 @pytest.fixture
 def cpu() -> Cpu:
     return Cpu(open_backend("reference"))
-
-
-class Recorder:
-    """Keeps (depth, label) of every context the firmware enters."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[int, str]] = []
-        self.depth = 0
-
-    def enter(self, label: str, seq: int) -> None:
-        self.spans.append((self.depth, label))
-        self.depth += 1
-
-    def exit(self, seq: int) -> None:
-        self.depth -= 1
 
 
 def test_demo_prints_the_seed_lines(cpu: Cpu, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,12 +43,12 @@ def test_demo_dummy_ends_with_the_alloc_error_handler_panic(cpu: Cpu) -> None:
 
 
 def test_demo_phases_and_labels(cpu: Cpu) -> None:
-    cpu.listener = recorder = Recorder()
+    cpu.listener = log = ContextLog()
     demo(cpu)
-    phases = [label for depth, label in recorder.spans if depth == 0]
+    phases = [span.label for span in log.spans if span.depth == 0]
     assert phases == ["boot", "memory::init", "init_heap", "kernel_main"]
     pages = HEAP_SIZE // PAGE_SIZE
-    labels = [label for _, label in recorder.spans]
+    labels = [span.label for span in log.spans]
     assert sum(label.startswith("map_to(") for label in labels) == pages
     assert sum(label.startswith("flush(") for label in labels) == pages
     assert "Box::new(4, 4)" in labels
