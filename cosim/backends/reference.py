@@ -23,10 +23,11 @@ Where the contract leaves room, this model (and hdl/, checked in lockstep) reads
 - ops 6 and 7 (the rest of the 3-bit req_op) are GP; an op outside 0..7, a size outside 0..3 or an address
   outside 64 bits cannot reach the ports and is a ValueError.
 
-Speed: the firmware runs on this backend, so `transact` serves a supervisor hit (or a paging-off access) from
-two int-keyed dicts and a few list operations; everything else, and every operation while tracing, takes the
-general path `_operate`. TLB entries are small lists indexed by the `_E_*` positions below, and RAM is a
-bytearray read through memoryviews cast to each access width.
+Speed: the firmware runs on this backend, so the hot path stands apart: `transact` serves an aligned supervisor
+hit (or a paging-off access) from two int-keyed dicts and a few field reads; everything else, and every
+operation while tracing, takes the general path `_operate`. A TLB entry is a `TlbEntry`, whose `__slots__`
+fields CPython reads as fast as list items, and RAM is a bytearray read through memoryviews cast to each access
+width.
 """
 
 from __future__ import annotations
@@ -109,20 +110,6 @@ _C_INVLPGS, _C_FLUSHES, _C_FAULTS_GP = int(Counter.INVLPGS), int(Counter.FLUSHES
 _new_tuple = tuple.__new__  # _new_tuple(AccessEvent, fields in order): no NamedTuple __new__ frame, no partial
 _CFG_CSRS = tuple(csr for csr in Csr if csr.name.startswith("CFG_"))
 _COUNTER_BASE = int(Csr.COUNTER_BASE)
-
-# TLB entry: a list indexed by these positions (a list, not an object, because the hit path reads it)
-_E_WAY = 0  # flat index set * ways + way
-_E_SET = 1
-_E_BASE = 2  # VPN (4 KiB granule) of the page's first byte
-_E_VSHIFT = 3  # page size as a VPN shift: 0 (4 KiB), 9 (2 MiB), 18 (1 GiB)
-_E_FRAME = 4  # physical address of the page
-_E_OFFSET = 5  # mask of the page offset
-_E_DENY = 6  # error-code bits of the accesses the combined permissions deny, plus _CLEAN when D is clear
-_E_GLOBAL = 7
-_E_KEY = 8  # key of the entry in its index dict
-_E_PLRU_KEEP = 9  # PLRU update of this way: state & keep | point (keep all, point none for other policies)
-_E_PLRU_POINT = 10
-_E_FAST = 11  # the keys under which the fast dicts hold this entry
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -290,6 +277,38 @@ _HIT: _Info = (True, False, -1, 0, 0, 0)
 _STORED = (0, 0, 0)  # the response of a STORE that completed
 
 
+class TlbEntry:
+    """One valid way of the TLB: a cached translation, and where the lookup structures hold it.
+
+    Slotted, so that the hit paths read its fields by name as fast as they would read the items of a list.
+    """
+
+    __slots__ = (  # noqa: RUF023 - in reading order: where the entry is, what it maps, how it is found
+        "slot",  # position in the TLB array: set * ways + way
+        "set",  # the set holding it
+        "base_vpn",  # VPN (4 KiB granule) of the page's first byte
+        "vpn_shift",  # page size as a VPN shift: 0 (4 KiB), 9 (2 MiB), 18 (1 GiB)
+        "frame",  # physical address of the page's first byte
+        "offset_mask",  # mask of the page offset: frame | (addr & offset_mask) is the physical address
+        "deny",  # error-code bits of the accesses the combined permissions deny, plus _CLEAN when D is clear
+        "is_global",  # G of the leaf (Pte.GLOBAL or 0): a CR3 write keeps the entry
+        "key",  # its key in the index dict of its page size
+        "plru_keep",  # a hit or fill sets its set's PLRU state to state & plru_keep | plru_point, pointing
+        "plru_point",  # the tree away from this way (-1 and 0, no change, for policies other than PLRU)
+        "fast_pages",  # the pages (addr >> 12) under which the fast dicts hold it
+    )
+
+    def __init__(self, slot: int, set_: int, plru_keep: int, plru_point: int) -> None:
+        """An entry of `slot` in set `set_`, its translation still to be set (`_set_translation`)."""
+        self.slot = slot
+        self.set = set_
+        self.base_vpn = self.vpn_shift = self.frame = self.offset_mask = self.deny = self.is_global = 0
+        self.key = 0
+        self.plru_keep = plru_keep
+        self.plru_point = plru_point
+        self.fast_pages: list[int] = []
+
+
 class ReferenceBackend(Backend):
     """The MMU as a Python model: same operations, faults, counters and events as the RTL, no clock."""
 
@@ -329,9 +348,9 @@ class ReferenceBackend(Backend):
         self._plru_updates = [_plru_masks(ways, w) if plru else (-1, 0) for w in range(ways)]
         self._fifo = [0] * sets
         self._lfsr = LFSR_SEED
-        self._tlb: list[list[int] | None] = [None] * config.tlb_entries
+        self._tlb: list[TlbEntry | None] = [None] * config.tlb_entries
         self._valid = [0] * sets  # valid entries per set
-        self._index: tuple[dict[int, list[int]], ...] = ({}, {}, {})  # by page size: 4 KiB, 2 MiB, 1 GiB
+        self._index: tuple[dict[int, TlbEntry], ...] = ({}, {}, {})  # by page size: 4 KiB, 2 MiB, 1 GiB
         self._huge = 0  # valid 2 MiB and 1 GiB entries: no overlap is possible without one
         # Entries of one set may overlap after the tables change under a cached translation (a 2 MiB fill next
         # to a stale 4 KiB entry). Then the lowest matching way wins, found by scanning the set.
@@ -340,9 +359,9 @@ class ReferenceBackend(Backend):
         # address can match) -> the entry a supervisor LOAD, resp. STORE (W allowed, D set), of that 4 KiB
         # page hits with no other effect than the PLRU update, the page being in RAM. Filled by the general
         # path as it uses entries; both stay empty while tracing or while entries overlap.
-        self._fast_load: dict[int, list[int]] = {}
-        self._fast_store: dict[int, list[int]] = {}
-        self._last_touched: list | None = None  # the entry the last hit or fill pointed the PLRU bits away from
+        self._fast_load: dict[int, TlbEntry] = {}
+        self._fast_store: dict[int, TlbEntry] = {}
+        self._last_touched: TlbEntry | None = None  # the entry the last hit or fill pointed the PLRU bits away from
 
         self._pwc_size = config.pwc_entries
         self._pwc_key = [-1] * self._pwc_size
@@ -392,9 +411,9 @@ class ReferenceBackend(Backend):
         if entry is not self._last_touched:  # touching the same entry again leaves PLRU as it is
             self._last_touched = entry
             state = self._plru_state
-            s = entry[_E_SET]
-            state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
-        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+            s = entry.set
+            state[s] = state[s] & entry.plru_keep | entry.plru_point
+        paddr = entry.frame | (addr & entry.offset_mask)
         if op:
             self._views[size][paddr >> size] = wdata & _SIZE_MASK[size]
             return _STORED
@@ -449,11 +468,11 @@ class ReferenceBackend(Backend):
         self._counters[_C_HITS] += 1
         self._last_touched = entry
         state = self._plru_state
-        s = entry[_E_SET]
-        state[s] = state[s] & entry[_E_PLRU_KEEP] | entry[_E_PLRU_POINT]
-        if entry[_E_DENY] & access:
+        s = entry.set
+        state[s] = state[s] & entry.plru_keep | entry.plru_point
+        if entry.deny & access:
             return self._hit_slow(seq, op, addr, size, wdata, access, entry)
-        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        paddr = entry.frame | (addr & entry.offset_mask)
         return self._complete(seq, op, addr, size, wdata, paddr, _HIT, entry)
 
     def _complete(
@@ -465,7 +484,7 @@ class ReferenceBackend(Backend):
         wdata: int,
         paddr: int,
         info: _Info,
-        entry: list | None,
+        entry: TlbEntry | None,
     ) -> tuple[int, int, int]:
         """Steps 5 and 6: the BUS check of the physical address, then the data access (as `transact` does).
 
@@ -477,9 +496,9 @@ class ReferenceBackend(Backend):
             page = addr >> PAGE_SHIFT
             if page not in self._fast_load:
                 self._fast_load[page] = entry
-                if not entry[_E_DENY] & _STORE_ACCESS:
+                if not entry.deny & _STORE_ACCESS:
                     self._fast_store[page] = entry
-                entry[_E_FAST].append(page)
+                entry.fast_pages.append(page)
         if op:
             data = wdata & _SIZE_MASK[size]
             self._views[size][paddr >> size] = data
@@ -505,12 +524,12 @@ class ReferenceBackend(Backend):
         return (0, fault, errcode)
 
     def _hit_slow(
-        self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, entry: list[int]
+        self, seq: int, op: int, addr: int, size: int, wdata: int, access: int, entry: TlbEntry
     ) -> tuple[int, int, int]:
         """A hit the cached permissions deny (a page fault), or a STORE to a clean page (a re-walk)."""
         errcode = access & _EC_BITS
         vpn = (addr >> PAGE_SHIFT) & _VPN_MASK
-        if entry[_E_DENY] & errcode:
+        if entry.deny & errcode:
             self._drop_page(vpn)
             return self._fail(seq, op, addr, size, wdata, _PAGE, errcode | ErrorCode.P, _HIT)
         # D is clear: re-walk as a write, which sets D in memory, and refresh the entry in place
@@ -521,7 +540,7 @@ class ReferenceBackend(Backend):
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
         self._unindex(entry)
         self._set_translation(entry, vpn, level, leaf, deny)
-        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        paddr = entry.frame | (addr & entry.offset_mask)
         return self._complete(seq, op, addr, size, wdata, paddr, info, entry)
 
     def _miss(
@@ -536,7 +555,7 @@ class ReferenceBackend(Backend):
             return self._fail(seq, op, addr, size, wdata, fault, errcode, info)
         entry, evicted = self._fill(vpn, level, leaf, deny)
         info = (False, True, evicted, reads, pwc_hit, ad)
-        paddr = entry[_E_FRAME] | (addr & entry[_E_OFFSET])
+        paddr = entry.frame | (addr & entry.offset_mask)
         return self._complete(seq, op, addr, size, wdata, paddr, info, entry)
 
     # -- walk with PWC and A/D write-back --------------------------------------------------------------------
@@ -605,12 +624,12 @@ class ReferenceBackend(Backend):
         self._pwc_used = 0
 
     # -- TLB -------------------------------------------------------------------------------------------------
-    def _lookup(self, vpn: int) -> list[int] | None:
+    def _lookup(self, vpn: int) -> TlbEntry | None:
         """The entry matching `vpn` in its set (the lowest-numbered way if several do), or None."""
         if self._overlap:
             first = (vpn & self._set_mask) * self._ways
             for entry in self._tlb[first:first + self._ways]:  # the lowest-numbered matching way wins
-                if entry is not None and (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0:
+                if entry is not None and (entry.base_vpn ^ vpn) >> entry.vpn_shift == 0:
                     return entry
             return None
         entry = self._index[0].get(vpn)
@@ -621,7 +640,7 @@ class ReferenceBackend(Backend):
             ((vpn >> 18) << self._set_bits) | low
         )
 
-    def _fill(self, vpn: int, level: int, leaf: int, deny: int) -> tuple[list[int], int]:
+    def _fill(self, vpn: int, level: int, leaf: int, deny: int) -> tuple[TlbEntry, int]:
         """Cache a translation in `vpn`'s set; return the entry and the evicted base VPN (-1 if none)."""
         ways = self._ways
         s = vpn & self._set_mask
@@ -635,13 +654,13 @@ class ReferenceBackend(Backend):
             way = self._victim(s)
             victim = tlb[first + way]
             assert victim is not None
-            evicted = victim[_E_BASE]
+            evicted = victim.base_vpn
             self._unindex(victim)
             self._counters[_C_EVICTIONS] += 1
         keep, point = self._plru_updates[way]
         self._plru_state[s] = self._plru_state[s] & keep | point
         self._last_touched = None
-        entry: list = [first + way, s, 0, 0, 0, 0, 0, 0, 0, keep, point, []]
+        entry = TlbEntry(first + way, s, keep, point)
         tlb[first + way] = entry
         self._set_translation(entry, vpn, level, leaf, deny)
         if self._overlap:
@@ -664,65 +683,65 @@ class ReferenceBackend(Backend):
             node = 2 * node + ((state >> node) & 1)
         return node - ways
 
-    def _set_translation(self, entry: list[int], vpn: int, level: int, leaf: int, deny: int) -> None:
+    def _set_translation(self, entry: TlbEntry, vpn: int, level: int, leaf: int, deny: int) -> None:
         """Make `entry` cache the leaf `leaf` of `level` for `vpn` (a fill, or a refresh in place)."""
         vshift = LEVEL_BITS * (level - 1)
         offset = (1 << (vshift + PAGE_SHIFT)) - 1
-        entry[_E_BASE] = vpn & ~((1 << vshift) - 1)
-        entry[_E_VSHIFT] = vshift
-        entry[_E_FRAME] = leaf & self._rules.addr_mask & ~offset
-        entry[_E_OFFSET] = offset
-        entry[_E_DENY] = deny | (0 if leaf & _DIRTY else _CLEAN)
-        entry[_E_GLOBAL] = leaf & Pte.GLOBAL
-        key = ((vpn >> vshift) << self._set_bits) | entry[_E_SET] if vshift else vpn
-        entry[_E_KEY] = key
+        entry.base_vpn = vpn & ~((1 << vshift) - 1)
+        entry.vpn_shift = vshift
+        entry.frame = leaf & self._rules.addr_mask & ~offset
+        entry.offset_mask = offset
+        entry.deny = deny | (0 if leaf & _DIRTY else _CLEAN)
+        entry.is_global = leaf & Pte.GLOBAL
+        key = ((vpn >> vshift) << self._set_bits) | entry.set if vshift else vpn
+        entry.key = key
         if not self._overlap and (vshift or self._huge) and self._overlaps(entry):
             self._overlap = True
             self._fast_load.clear()
             self._fast_store.clear()
         self._index_add(entry)
 
-    def _overlaps(self, entry: list[int]) -> bool:
+    def _overlaps(self, entry: TlbEntry) -> bool:
         """Whether another entry of `entry`'s set maps part of the same pages."""
-        first = entry[_E_SET] * self._ways
+        first = entry.set * self._ways
         for other in self._tlb[first:first + self._ways]:
             if other is not None and other is not entry:
-                shift = max(other[_E_VSHIFT], entry[_E_VSHIFT])
-                if (other[_E_BASE] ^ entry[_E_BASE]) >> shift == 0:
+                shift = max(other.vpn_shift, entry.vpn_shift)
+                if (other.base_vpn ^ entry.base_vpn) >> shift == 0:
                     return True
         return False
 
-    def _index_add(self, entry: list[int]) -> None:
+    def _index_add(self, entry: TlbEntry) -> None:
         """Enter `entry` in the lookup index (the fast dicts learn of it when `_complete` uses it)."""
-        vshift = entry[_E_VSHIFT]
-        self._index[vshift // LEVEL_BITS][entry[_E_KEY]] = entry
+        vshift = entry.vpn_shift
+        self._index[vshift // LEVEL_BITS][entry.key] = entry
         if vshift:
             self._huge += 1
 
-    def _unindex(self, entry: list[int]) -> None:
+    def _unindex(self, entry: TlbEntry) -> None:
         """Take `entry` out of the index (before it is dropped or changes its translation)."""
-        vshift = entry[_E_VSHIFT]
+        vshift = entry.vpn_shift
         index = self._index[vshift // LEVEL_BITS]
-        if index.get(entry[_E_KEY]) is entry:  # while entries overlap, another may hold the key
-            del index[entry[_E_KEY]]
+        if index.get(entry.key) is entry:  # while entries overlap, another may hold the key
+            del index[entry.key]
         if vshift:
             self._huge -= 1
-        for page in entry[_E_FAST]:
+        for page in entry.fast_pages:
             for fast in (self._fast_load, self._fast_store):
                 if fast.get(page) is entry:
                     del fast[page]
-        entry[_E_FAST] = []
+        entry.fast_pages = []
 
     def _drop_page(self, vpn: int) -> None:
         """Remove every entry, in every set, whose page holds `vpn`: what INVLPG and a failed translation do."""
-        self._remove_where(lambda entry: (entry[_E_BASE] ^ vpn) >> entry[_E_VSHIFT] == 0)
+        self._remove_where(lambda entry: (entry.base_vpn ^ vpn) >> entry.vpn_shift == 0)
 
-    def _remove_where(self, doomed: Callable[[list[int]], bool]) -> None:
+    def _remove_where(self, doomed: Callable[[TlbEntry], bool]) -> None:
         for entry in self._tlb:
             if entry is not None and doomed(entry):
                 self._unindex(entry)
-                self._tlb[entry[_E_WAY]] = None
-                self._valid[entry[_E_SET]] -= 1
+                self._tlb[entry.slot] = None
+                self._valid[entry.set] -= 1
         if self._overlap:
             self._reindex()
 
@@ -734,7 +753,7 @@ class ReferenceBackend(Backend):
         self._huge = 0
         self._overlap = any(self._overlaps(entry) for entry in entries)
         for entry in entries:
-            entry[_E_FAST] = []
+            entry.fast_pages = []
             self._index_add(entry)
 
     # -- INVLPG, FLUSH and CSRs ------------------------------------------------------------------------------
@@ -817,7 +836,7 @@ class ReferenceBackend(Backend):
         elif addr == Csr.CR3:
             self._cr3 = value  # as written, flags included; the walk uses bits 12..M-1
             self._counters[_C_FLUSHES] += 1
-            self._remove_where(lambda entry: not entry[_E_GLOBAL])
+            self._remove_where(lambda entry: not entry.is_global)
             self._pwc_clear()
         else:
             return False
