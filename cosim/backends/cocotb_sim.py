@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import cocotb
-from cocotb_tools.runner import Icarus, Runner, get_runner
+from cocotb_tools.runner import Icarus, Runner
 from greenlet import greenlet
 
 from cosim.backends.base import BackendError, waves_format
@@ -70,6 +70,7 @@ def run_in_simulator(
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
     build_dir = build_simulation(SIMULATORS[backend], config, waves_format(waves))  # by suffix, for both simulators
+    build.prune_runs(build.BUILD_ROOT / "cocotb" / "runs")
     return _run(program, backend, build_dir, config, args, trace, waves)
 
 
@@ -210,11 +211,11 @@ def _runner(simulator: str, *, dump_vcd: bool = False) -> Runner:
     if simulator == "icarus":
         if shutil.which("iverilog") is None:
             raise BackendError("Icarus Verilog is not installed (no `iverilog` on PATH): apt-get install iverilog")
-        runner = _IcarusRunner()
+        runner = build.cocotb_runner(simulator, _IcarusRunner)
         runner.dump_vcd = dump_vcd
         return runner
     with build.tool_environment(simulator):
-        return get_runner(simulator)
+        return build.cocotb_runner(simulator)
 
 
 # -- the simulator's side -----------------------------------------------------------------------------------------

@@ -18,18 +18,22 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import IO, Any
 
 from cosim.backends.base import BackendError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT = Path(os.environ.get("MMUCOSIM_BUILD", PROJECT_ROOT / "build"))
 MARKER = "mmucosim.built"  # written last: {"key": ..., "artefact": name, "sha256": ...}
+KEEP_BUILDS = 3  # builds of one tag kept (the newest): sources that change back and forth rebuild nothing
 
 
 class BuildError(BackendError):
@@ -105,13 +109,52 @@ def cached(
             print(f"mmucosim: rebuilding {directory.name}: {damage}", file=sys.stderr)
         shutil.rmtree(directory, ignore_errors=True)  # a half-finished or damaged build
         directory.mkdir(parents=True)
-        make(directory)
-        path = directory / artefact
-        if not path.is_file():
-            raise BuildError(f"the {kind} build of {tag} reported success but wrote no {path}")
+        try:
+            make(directory)
+            path = directory / artefact
+            if not path.is_file():
+                raise BuildError(f"the {kind} build of {tag} reported success but wrote no {path}")
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # a failed build leaves nothing that could pass for one
+            raise
         marker = {"key": key, "artefact": artefact, "sha256": _file_sha256(path)}
         (directory / MARKER).write_text(json.dumps(marker))
+    _prune_builds(directory.parent, tag)
     return directory
+
+
+def _prune_builds(kind_dir: Path, tag: str) -> None:
+    """Remove all but the KEEP_BUILDS newest builds of `tag`, each only while nobody is building it."""
+    builds = [d for d in kind_dir.glob(f"{tag}-*") if d.is_dir() and len(d.name) == len(tag) + 17]
+    builds.sort(key=lambda d: _mtime(d / MARKER), reverse=True)
+    for stale in builds[KEEP_BUILDS:]:
+        with open(stale.with_name(stale.name + ".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            shutil.rmtree(stale, ignore_errors=True)
+        stale.with_name(stale.name + ".lock").unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def prune_runs(runs_dir: Path, *, keep: int = 8, min_age_s: float = 600.0) -> None:
+    """Remove the run folders in `runs_dir` beyond the `keep` newest, if older than `min_age_s` (so that a run
+    still going in another process keeps its folder). Successful runs remove their own; these are failed ones,
+    kept for their logs."""
+    if not runs_dir.is_dir():
+        return
+    runs = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=_mtime, reverse=True)
+    now = time.time()
+    for old in runs[keep:]:
+        if now - _mtime(old) > min_age_s:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @cache
@@ -172,15 +215,66 @@ def explain_build_failure(output: str) -> str:
     return f"{output}\n{_FST_HINT}" if "lz4.h" in output else output
 
 
-def run_tool(command: list[str], *, cwd: Path, env: dict[str, str], what: str) -> None:
-    """Run a build tool; its own output becomes the BuildError message when it fails."""
+def run_in_group(
+    command: list[str], *, cwd: Path | str, env: dict[str, str] | None, stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run `command` in a process group of its own that ends with this call: when this process is interrupted
+    (Ctrl-C, or a SIGINT to it alone) or anything else goes wrong, the whole group — make, the compilers, a
+    simulator — is terminated instead of running on."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True,
+                               start_new_session=True)
     try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        out, err = process.communicate()
+    except BaseException:
+        _end_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _end_group(process: subprocess.Popen[str]) -> None:
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_tool(command: list[str], *, cwd: Path, env: dict[str, str], what: str) -> None:
+    """Run a build tool (in its own process group); its own output becomes the BuildError message when it fails."""
+    try:
+        done = run_in_group(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as exc:
         raise BuildError(f"{what} could not start: {exc}") from exc
     if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-40:])
+        tail = "\n".join(done.stdout.strip().splitlines()[-40:])
         raise BuildError(f"{what} failed (exit {done.returncode}):\n{explain_build_failure(tail)}")
+
+
+class _OwnProcessGroup:
+    """For cocotb's runners: every command they run (compiler, simulator) in a process group of its own."""
+
+    def _execute_cmds(self, cmds: Any, cwd: Any, stdout: IO[str] | None = None) -> None:
+        for cmd in cmds:
+            self.log.info("Running command %s in directory %s", " ".join(map(str, cmd)), cwd)  # type: ignore[attr-defined]
+            stderr = None if stdout is None else subprocess.STDOUT
+            result = run_in_group(list(map(str, cmd)), cwd=cwd, env=self.env, stdout=stdout, stderr=stderr)  # type: ignore[attr-defined]
+            if result.returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {result.returncode}")
+
+
+def cocotb_runner(simulator: str, runner_class: type | None = None) -> Any:
+    """cocotb's runner for `simulator` (or `runner_class`, a subclass of it), running its commands in their own
+    process group (run_in_group)."""
+    from cocotb_tools.runner import get_runner
+
+    base = runner_class or type(get_runner(simulator))
+    return type(f"Grouped{base.__name__}", (_OwnProcessGroup, base), {})()
 
 
 def log_tail(log_path: Path, lines: int = 40) -> str:
@@ -203,7 +297,6 @@ def cocotb_simulation(
     Icarus.
     """
     import cocotb
-    from cocotb_tools.runner import get_runner
 
     artefact = toplevel if simulator == "verilator" else "sim.vvp"
     inputs = [simulator, cocotb.__version__, toplevel, str(waves), *build_args]
@@ -217,7 +310,7 @@ def cocotb_simulation(
         log_path = directory / "build.log"
         with tool_environment(simulator):
             try:
-                get_runner(simulator).build(
+                cocotb_runner(simulator).build(
                     sources=paths, hdl_toplevel=toplevel, build_dir=directory, build_args=build_args, waves=waves,
                     always=True, log_file=log_path,
                 )  # fmt: skip

@@ -179,16 +179,16 @@ def run_cocotb_module(
 
     Raises AssertionError naming the failed cocotb tests and their messages.
     """
-    from cocotb_tools.runner import get_runner
 
     build_args = [*_BUILD_ARGS[simulator], *extra_args]
     build_dir = build.cocotb_simulation(simulator, build_name, sources, toplevel, build_args, kind="blocks")
+    build.prune_runs(BLOCK_RUNS)
     BLOCK_RUNS.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{test_module}-{simulator}-", dir=BLOCK_RUNS))
     results = run_dir / "results.xml"
     # cocotb's runner exits when a test fails; the results file says which
     with build.tool_environment(simulator), suppress(SystemExit):
-        get_runner(simulator).test(
+        build.cocotb_runner(simulator).test(
             test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
             test_dir=run_dir, extra_env={PARAMS_ENV: json.dumps({"params": params, "trace_dir": str(run_dir)})},
             results_xml=str(results), log_file=run_dir / "sim.log",
