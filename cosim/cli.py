@@ -24,15 +24,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosim import outputs
 from cosim.analysis import trace
 from cosim.analysis.stale import StaleAccess, find_stale
 from cosim.analysis.summary import Summary, kind_table, percent, phase_table, summarize
 from cosim.analysis.summary import write_json as write_summary
-from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
+from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_waves
+from cosim.backends.base import MAX_PWC_ENTRIES, MAX_RAM_BYTES, MAX_TLB_ENTRIES, check_simulation_limits
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
 from cosim.toolchain import synth
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
+from firmware.boot import MIN_RAM_BYTES
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
 
 PROG = "mmucosim"
@@ -72,17 +75,21 @@ def _config_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("MMU configuration")
     group.add_argument("--tlb-entries", type=int, metavar="N",
-                       help=f"TLB entries, a power of two (default {_DEFAULTS.tlb_entries})")
+                       help=f"TLB entries, a power of two up to {MAX_TLB_ENTRIES} (beyond that, building the "
+                            f"simulators takes minutes) (default {_DEFAULTS.tlb_entries})")
     group.add_argument("--tlb-ways", type=int, metavar="N",
                        help="TLB associativity, a power of two; 0 = fully associative (default 0)")
     group.add_argument("--tlb-policy", choices=[p.name.lower() for p in TlbPolicy],
                        help=f"TLB replacement policy (default {_DEFAULTS.tlb_policy.name.lower()})")
     group.add_argument("--pwc-entries", type=int, metavar="N",
-                       help=f"paging-structure cache entries, 0 = none (default {_DEFAULTS.pwc_entries})")
+                       help=f"paging-structure cache entries, 0 = none, up to {MAX_PWC_ENTRIES} "
+                            f"(default {_DEFAULTS.pwc_entries})")
     group.add_argument("--mem-latency", type=int, metavar="CYCLES",
                        help=f"RAM read latency in cycles, 1..64 (default {_DEFAULTS.mem_latency})")
     group.add_argument("--mem-bytes", type=_size, metavar="SIZE",
-                       help=f"physical RAM, a power of two >= 64K (default {_DEFAULTS.mem_bytes >> 20}M)")
+                       help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
+                            f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
+                            f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
     return parent
 
 
@@ -105,7 +112,8 @@ def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.Argu
                             "default FILE: waves.vcd in the output directory)")
     if out_dir:
         group.add_argument("--out", type=Path, metavar="DIR",
-                           help="output directory (default build/run/<workload>-<backend>/)")
+                           help="output directory (default build/run/<workload>-<backend>-<configuration>/, "
+                                "or that name with -2, -3, … while another run uses it)")
     group.add_argument("--check-stale", action="store_true",
                        help="report accesses that used a stale TLB entry (a page-table change without flush)")
     group.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster on long runs)")
@@ -182,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from(args: argparse.Namespace) -> MmuConfig:
-    """The MmuConfig the options describe, validated."""
+def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfig:
+    """The MmuConfig the options describe, validated: as hardware, and unless only its Verilog is wanted
+    (`simulated` False), as something the backends simulate and the kernel boots in."""
     given = {
         "tlb_entries": args.tlb_entries,
         "tlb_ways": args.tlb_ways,
@@ -195,8 +204,13 @@ def config_from(args: argparse.Namespace) -> MmuConfig:
     config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
     try:
         config.validate()
-    except ValueError as err:
+        if simulated:
+            check_simulation_limits(config)
+    except (ValueError, BackendError) as err:
         raise UsageError(f"bad MMU configuration: {err}") from None
+    if simulated and config.mem_bytes < MIN_RAM_BYTES:
+        raise UsageError(f"bad MMU configuration: the kernel needs at least {MIN_RAM_BYTES >> 10} KiB of RAM to "
+                         f"boot, got {config.mem_bytes >> 10} KiB")
     return config
 
 
@@ -312,22 +326,23 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
             files["stale"] = [report]
             progress.update()
     if waves is not None:
+        if not waves.is_file() or waves.stat().st_size == 0:
+            raise outputs.OutputError(f"{backend} wrote no waveform to {waves}")
         files["waveform"] = [waves]
     return RunOutput(result, out_dir, files, summary, stale, console.getvalue().splitlines())
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
-    """`--waves FILE`, `--waves` (waves.vcd in the output directory), or the command's default."""
+    """`--waves FILE`, `--waves` (waves.vcd in the output directory), or the command's default; a name the
+    backend cannot write is a usage error."""
     if args.waves is None and not (default_on and args.backend in HDL_BACKENDS):
         return None
-    if args.backend not in HDL_BACKENDS:
-        raise UsageError(f"--waves needs an RTL backend ({', '.join(HDL_BACKENDS)}); {args.backend} has no "
-                         "signals")
-    return args.waves if isinstance(args.waves, Path) else out_dir / "waves.vcd"
-
-
-def _out_dir(args: argparse.Namespace, job: Job, backend: str) -> Path:
-    return getattr(args, "out", None) or Path("build") / "run" / f"{job.slug}-{backend}"
+    waves = args.waves if isinstance(args.waves, Path) else out_dir / "waves.vcd"
+    try:
+        check_waves(args.backend, waves)
+    except BackendError as err:
+        raise UsageError(f"--waves: {err}") from None
+    return waves
 
 
 GLOSSARY = """\
@@ -387,12 +402,23 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def _run_job(args: argparse.Namespace, job: Job, *, default_waves: bool) -> RunOutput:
+def _run_job(
+    args: argparse.Namespace, job: Job, *, default_waves: bool, results: Path | None = None
+) -> RunOutput:  # fmt: skip
+    """Claim the run's folder and check every output path (before the simulation starts), then run `job`."""
     config = config_from(args)
-    out_dir = _out_dir(args, job, args.backend)
-    waves = _waves_path(args, out_dir, default_on=default_waves)
-    return run_and_report(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
-                          plots=not args.no_plots)
+    explicit = getattr(args, "out", None)
+    folder = outputs.claim(explicit or outputs.default_run_dir(job.slug, args.backend, config),
+                           explicit=explicit is not None)
+    try:
+        waves = _waves_path(args, folder.path, default_on=default_waves)
+        for path in (waves, results):
+            if path is not None:
+                outputs.check_output_file(path, inputs=job.inputs)
+        return run_and_report(job, args.backend, config, folder.path, waves=waves, check_stale=args.check_stale,
+                              plots=not args.no_plots)
+    finally:
+        folder.release()
 
 
 def _exit_status(output: RunOutput) -> int:
@@ -421,10 +447,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     job = resolve(f"{REPLAY_PREFIX}{args.script}")
-    output = _run_job(args, job, default_waves=False)
+    output = _run_job(args, job, default_waves=False, results=args.results)
     if output.result.fault is None:
         results = args.results or output.out_dir / "replay.jsonl"
-        results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
         output.files["results"] = [results]
     _print_run(output)
@@ -463,7 +488,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_verilog(args: argparse.Namespace) -> int:
     from cosim.toolchain.export import VerilogLintError, export_verilog, lint
 
-    config = config_from(args)
+    config = config_from(args, simulated=False)
     path = export_verilog(config, args.out)
     print(f"Verilog of the {describe_config(config)}:\n  {path}")
     if args.lint:
@@ -479,7 +504,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     if args.mem_bytes is not None:
         raise UsageError("synth sizes the RAM for each device (see mmucosim synth --help): drop --mem-bytes")
-    reports = synth.run(config_from(args), args.out, tuple(args.target or synth.TARGETS))
+    reports = synth.run(config_from(args, simulated=False), args.out, tuple(args.target or synth.TARGETS))
     print(synth.format_report(reports))
     print(f"Reports: {args.out / 'report.txt'}, {args.out / 'report.json'}")
     return 0
@@ -514,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_FAILED, f"{PROG}: synthesis failed: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")
+    except outputs.OutputError as err:  # a path the user gave (or the default) cannot be written
+        parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted\n")
     except OSError as err:

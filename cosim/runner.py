@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.backends import backend_info
+from cosim.backends.base import check_simulation_limits
 from cosim.program import ProgressCallback, RunResult, execute, resolve_program
 from hdl.protocol import MmuConfig
 
@@ -32,6 +33,8 @@ def run_program(
     """
     info = backend_info(backend)
     config = config or MmuConfig()
+    config.validate()
+    check_simulation_limits(config)
     args = args or {}
     function = resolve_program(program)
     if not info.in_process:

@@ -7,6 +7,7 @@ so that output directories (`build/run/<slug>-<backend>/`) and lockstep reports 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 REPLAY_PREFIX = "replay:"
+MAX_SCRIPT_BYTES = 1 << 30  # a replay script is read whole: 1 GiB is tens of millions of operations
+MAX_SCRIPT_LINE = 4096  # characters; an operation takes under 100
 DEFAULT_RANDOM_OPS = 1000
 
 
@@ -40,6 +43,7 @@ class Job:
     program: str
     args: Mapping[str, Any] = field(default_factory=dict)
     script: tuple[str, ...] = ()  # a generated allocation script (`random`), written out to be replayed
+    inputs: tuple[Path, ...] = ()  # files the job reads (a replay script): no output may overwrite them
 
 
 _HEAP_TESTS = "firmware.heap_allocation_tests"
@@ -95,13 +99,43 @@ def resolve(name: str, *, n: int | None = None, seed: int | None = None, ops: in
     return Job(name, slug, workload.program, args)
 
 
+def read_script(path: Path) -> tuple[str, ...]:
+    """The lines of an allocation script, blank ones included (so that errors give the file's own line numbers).
+
+    Only a regular file of UTF-8 text (a BOM is accepted) of at most MAX_SCRIPT_BYTES is read: a directory, a
+    device such as /dev/zero, binary data or an endless line is a WorkloadError naming the file, not a hang or a
+    traceback.
+    """
+    import stat
+
+    shown = repr(str(path))
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise WorkloadError(f"replay script {shown} is not a regular file")
+            data = handle.read(MAX_SCRIPT_BYTES + 1)
+    except OSError as err:
+        raise WorkloadError(f"cannot read replay script {shown}: {err.strerror}") from err
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise WorkloadError(f"replay script {shown} is larger than {MAX_SCRIPT_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_no = data[: err.start].count(b"\n") + 1
+        raise WorkloadError(f"replay script {shown}, line {line_no}: not UTF-8 text (byte {err.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for line_no, line in enumerate(lines, 1):
+        if len(line) > MAX_SCRIPT_LINE:
+            raise WorkloadError(f"replay script {shown}, line {line_no}: longer than {MAX_SCRIPT_LINE} characters")
+    return tuple(line.removesuffix("\r") for line in lines)
+
+
 def _replay_job(path: Path) -> Job:
     if not path.name:
         raise WorkloadError(f"{REPLAY_PREFIX}FILE needs a file name")
-    try:
-        script = tuple(line for line in path.read_text().splitlines() if line.strip())
-    except OSError as err:
-        raise WorkloadError(f"cannot read replay script {str(path)!r}: {err.strerror}") from err
+    script = read_script(path)
     from firmware.replay import ReplayError, parse
 
     try:
@@ -109,4 +143,4 @@ def _replay_job(path: Path) -> Job:
     except ReplayError as err:
         raise WorkloadError(f"bad replay script {str(path)!r}: {err}") from None
     slug = "replay-" + re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
-    return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)})
+    return Job(f"{REPLAY_PREFIX}{path}", slug, "firmware.replay:replay", {"lines": list(script)}, inputs=(path,))

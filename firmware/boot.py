@@ -54,6 +54,10 @@ recursive entry (1) and the boot info (2); the address the chapter's output show
 LEGACY_HOLE = (0xA_0000, 0x10_0000)
 """The PC's VGA memory and BIOS ROM window, Reserved in the memory map."""
 
+MIN_RAM_BYTES = 256 * 1024
+"""The least physical RAM (a power of two, as the MMU's is) the kernel boots in: in 128 KiB the page tables and
+statics leave too few usable frames for the heap's 25 pages, and `init_heap` fails with FrameAllocationFailed."""
+
 KERNEL_STATICS_FLAGS = PageTableFlags.PRESENT | PageTableFlags.WRITABLE | PageTableFlags.NO_EXECUTE
 PHYSICAL_MEMORY_FLAGS = PageTableFlags.PRESENT | PageTableFlags.WRITABLE
 

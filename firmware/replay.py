@@ -80,6 +80,8 @@ def _record(line_no: int, text: str) -> dict[str, Any]:
         record = json.loads(text)
     except json.JSONDecodeError as err:
         raise ReplayError(line_no, f"not JSON: {err.msg} at column {err.colno}") from None
+    except ValueError as err:  # an integer of thousands of digits: Python refuses to convert it
+        raise ReplayError(line_no, f"not a usable number: {err}") from None
     if not isinstance(record, dict):
         raise ReplayError(line_no, "expected a JSON object")
     op = record.get("op")
@@ -100,6 +102,9 @@ def _record(line_no: int, text: str) -> dict[str, Any]:
 
 
 def _layout(line_no: int, size: int, align: int) -> Layout:
+    if size == 0:
+        raise ReplayError(line_no, "size must be at least 1: GlobalAlloc's alloc and realloc are undefined for "
+                                   "zero-sized layouts")
     try:
         return Layout.from_size_align(size, align)
     except LayoutError as err:

@@ -60,7 +60,7 @@ def test_run_help_lists_the_workloads(capsys):
         (["run", "demo", "--tlb-policy", "lru"], "invalid choice: 'lru'"),
         (["run", "demo", "--mem-bytes", "lots"], "not a size: 'lots'"),
         (["run", "demo", "--backend", "qemu"], "invalid choice: 'qemu'"),
-        (["run", "demo", "--waves"], "--waves needs an RTL backend"),
+        (["run", "demo", "--waves"], "reference simulates no signals"),
         (["run", "replay:/no/such/script.txt"], "cannot read replay script '/no/such/script.txt'"),
         (["check", "demo", "--backends", "reference"], "give at least two different backends"),
         (["check", "demo", "--backends", "reference,bochs"], "unknown backend 'bochs'"),

@@ -25,6 +25,7 @@ class BackendInfo:
     entry: str  # a Backend class (in process), or the function that runs a program inside the simulator
     in_process: bool
     hdl: bool  # simulates the RTL (as opposed to the reference model)
+    waves: tuple[str, ...] = ()  # the waveform formats it writes, by file suffix
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.entry)
@@ -34,10 +35,14 @@ REGISTRY = {
     info.name: info
     for info in (
         BackendInfo("reference", "cosim.backends.reference", "ReferenceBackend", in_process=True, hdl=False),
-        BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True),
-        BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True),
-        BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True),
-        BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True),
+        BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True,
+                    waves=(".vcd",)),
+        BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True,
+                    waves=(".vcd", ".fst")),
+        BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
+                    waves=(".vcd", ".fst")),
+        BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
+                    waves=(".vcd", ".fst")),
     )
 }
 BACKENDS = tuple(REGISTRY)
@@ -53,6 +58,16 @@ def backend_info(name: str) -> BackendInfo:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
 
 
+def check_waves(name: str, waves: Path) -> None:
+    """A BackendError unless backend `name` can write a waveform to a file named like `waves`."""
+    formats = backend_info(name).waves
+    if not formats:
+        raise BackendError(f"{name} simulates no signals, so it writes no waves; use an RTL backend "
+                           f"({', '.join(HDL_BACKENDS)})")
+    if waves.suffix.lower() not in formats:
+        raise BackendError(f"{name} writes waves as {' or '.join('*' + f for f in formats)}, not {waves.name}")
+
+
 def open_backend(
     name: str, config: MmuConfig | None = None, *, trace: bool = False, waves: Path | None = None
 ) -> Backend:
@@ -65,5 +80,5 @@ def open_backend(
 
 __all__ = [
     "BACKENDS", "HDL_BACKENDS", "IN_PROCESS_BACKENDS", "REGISTRY", "Backend", "BackendError", "BackendInfo",
-    "backend_info", "open_backend",
+    "backend_info", "check_waves", "open_backend",
 ]  # fmt: skip

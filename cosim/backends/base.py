@@ -18,6 +18,27 @@ class BackendError(Exception):
     """A backend cannot be built or started (missing tool, bad configuration); never a fault of the firmware."""
 
 
+MAX_RAM_BYTES = 2 << 30
+"""The largest physical RAM a backend simulates: Verilator refuses the 4 GiB array ("vector of over 1 billion
+bits"), and the reference model allocates the RAM up front."""
+MAX_TLB_ENTRIES = 1024
+MAX_PWC_ENTRIES = 1024
+"""Every lookup compares every entry of a set, in hardware and in each simulated cycle, so build and step costs grow
+with the entries: a fully associative 1024-entry TLB took 21 s here to export, Verilate and run the demo; a
+million-entry one ran for minutes in MyHDL's conversion alone."""
+
+
+def check_simulation_limits(config: MmuConfig) -> None:
+    """Raise BackendError when `config` is valid hardware (MmuConfig.validate) but beyond what the backends
+    simulate (MAX_RAM_BYTES, MAX_TLB_ENTRIES, MAX_PWC_ENTRIES)."""
+    for value, limit, what in ((config.mem_bytes, MAX_RAM_BYTES, "mem_bytes"),
+                               (config.tlb_entries, MAX_TLB_ENTRIES, "tlb_entries"),
+                               (config.pwc_entries, MAX_PWC_ENTRIES, "pwc_entries")):
+        if value > limit:
+            raise BackendError(f"{what} {value} is more than the backends simulate ({limit}; see "
+                               "cosim/backends/base.py for why)")
+
+
 class Backend(ABC):
     """One simulated MMU with its physical RAM, reset and ready for its first request."""
 
@@ -25,6 +46,7 @@ class Backend(ABC):
 
     def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
         config.validate()
+        check_simulation_limits(config)
         self.config = config
         self.trace = trace
         self.waves = waves
