@@ -12,6 +12,25 @@ from hdl.protocol import DATA_WIDTH, PORTS_IN, PORTS_OUT
 
 WORD_BYTES = DATA_WIDTH // 8  # the RAM is organised in 64-bit words with one enable per byte lane
 
+# Page sizes as the walker reports them and the TLB stores them: the walk level of the leaf minus one.
+PAGE_4K, PAGE_2M, PAGE_1G = 0, 1, 2
+PAGE_SIZE_CODE_WIDTH = 2
+
+
+def index_width(count: int) -> int:
+    """Bits of an index into `count` things; at least one, as MyHDL has no zero-width signals."""
+    return max(1, (count - 1).bit_length())
+
+
+def ram_address_width(mem_bytes: int) -> int:
+    """Byte-address bits of a RAM of `mem_bytes` (a power of two)."""
+    return (mem_bytes - 1).bit_length()
+
+
+def word_addr_width(mem_bytes: int) -> int:
+    """Bits of a 64-bit word's address in a RAM of `mem_bytes`."""
+    return ram_address_width(mem_bytes) - (WORD_BYTES - 1).bit_length()
+
 
 def _bits(width: int) -> Signal:
     """A Signal of `width` bits: a bool for 1-bit ports (MyHDL converts them to plain wires), an intbv otherwise."""
@@ -59,9 +78,10 @@ class MemResponse:
 class WalkResult:
     """What the page walker reports with `done`: a fault, or the leaf's translation; and what the walk cost.
 
-    `frame` is the page's base frame number (the low bits of a huge page's frame are zero) and `size` its TLB size
-    code; `writable`, `user`, `no_execute` are combined over the levels, `global_` and `dirty` are the leaf's own
-    (dirty as written back). A PAGE fault has `present` (the P bit of the error code) and `reserved` (RSVD).
+    `frame` is the page's base frame number (the low bits of a huge page's frame are zero) and `size` its page-size
+    code (PAGE_4K, PAGE_2M, PAGE_1G); `writable`, `user`, `no_execute` are combined over the levels, `global_` and
+    `dirty` are the leaf's own (dirty as written back). A PAGE fault has `present` (the P bit of the error code) and
+    `reserved` (RSVD).
     """
 
     def __init__(self, frame_width: int) -> None:
@@ -71,7 +91,7 @@ class WalkResult:
         self.present = Signal(bool(0))
         self.reserved = Signal(bool(0))
         self.frame = Signal(intbv(0)[frame_width:])
-        self.size = Signal(intbv(0)[2:])
+        self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
         self.writable = Signal(bool(0))
         self.user = Signal(bool(0))
         self.no_execute = Signal(bool(0))

@@ -17,7 +17,16 @@ from collections.abc import Callable
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
 from hdl.csr import csr
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.interfaces import (
+    PAGE_1G,
+    PAGE_2M,
+    PAGE_SIZE_CODE_WIDTH,
+    MemPort,
+    MemResponse,
+    WalkResult,
+    ram_address_width,
+    word_addr_width,
+)
 from hdl.memory_controller import memory_controller
 from hdl.page_walker import page_walker
 from hdl.protocol import (
@@ -30,10 +39,11 @@ from hdl.protocol import (
     Fault,
     MmuConfig,
     Op,
+    frame_width,
 )
 from hdl.pwc import LEVEL_WIDTH, pwc
 from hdl.ram import ram
-from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_WIDTH, tlb
+from hdl.tlb import tlb
 
 State = enum("IDLE", "LOOKUP", "WALK", "MEMWAIT", "RESP")
 
@@ -75,11 +85,10 @@ def mmu(
     simulator alone the behavioural hdl.sim_ram, which never converts.
     """
     config.validate()
-    ram_bits = (config.mem_bytes - 1).bit_length()  # byte-address bits of the RAM
-    word_addr_width = ram_bits - (WORD_BYTES - 1).bit_length()
+    ram_bits = ram_address_width(config.mem_bytes)
     single_cycle_read = config.mem_latency == 1
     maxphyaddr = config.maxphyaddr
-    frame_width = maxphyaddr - PAGE_SHIFT
+    frame_bits = frame_width(maxphyaddr)
     paddr_width = len(ev_paddr)
     vaddr_width = len(req_addr)
     huge_2m_offset = (1 << LEVEL_BITS) - 1  # VPN bits that index into a 2 MiB page
@@ -106,9 +115,9 @@ def mmu(
     # -- derived, combinational -------------------------------------------------------------------------------
     load_shifted = Signal(intbv(0)[DATA_WIDTH:])
     load_data = Signal(intbv(0)[DATA_WIDTH:])
-    frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
-    page_size = Signal(intbv(0)[SIZE_WIDTH:])
-    page_frame = Signal(intbv(0)[frame_width:])  # the frame of the accessed 4 KiB granule
+    frame = Signal(intbv(0)[frame_bits:])  # the translation in use: the TLB's hit, or the walk's result
+    page_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
+    page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
     phys = Signal(intbv(0)[paddr_width:])
     phys_in_ram = Signal(bool(0))
 
@@ -133,8 +142,8 @@ def mmu(
     event_flush = Signal(bool(0))
 
     # -- memory ---------------------------------------------------------------------------------------------
-    walk_port = MemPort(word_addr_width)
-    data_port = MemPort(word_addr_width)
+    walk_port = MemPort(word_addr_width(config.mem_bytes))
+    data_port = MemPort(word_addr_width(config.mem_bytes))
     data_port.write = is_store  # the registered decode drives the port: a STORE writes, a LOAD reads
     mem_resp = MemResponse()
     memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words, ram_model)
@@ -152,14 +161,14 @@ def mmu(
 
     # -- TLB ------------------------------------------------------------------------------------------------
     tlb_hit = Signal(bool(0))
-    hit_frame = Signal(intbv(0)[frame_width:])
-    hit_size = Signal(intbv(0)[SIZE_WIDTH:])
+    hit_frame = Signal(intbv(0)[frame_bits:])
+    hit_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
     hit_writable, hit_user, hit_no_execute, hit_dirty = (Signal(bool(0)) for _ in range(4))
     tlb_evict = Signal(bool(0))
     tlb_evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
     tlb_touch, tlb_fill, tlb_refresh, tlb_drop, tlb_flush_all, tlb_flush_non_global = (
         Signal(bool(0)) for _ in range(6))
-    walk = WalkResult(frame_width)
+    walk = WalkResult(frame_bits)
     translations = tlb(clk, rst, vpn, tlb_hit, hit_frame, hit_size, hit_writable, hit_user, hit_no_execute,
                        hit_dirty, tlb_evict, tlb_evict_vpn, tlb_touch, tlb_fill, tlb_refresh, tlb_drop,
                        tlb_flush_all, tlb_flush_non_global, walk.frame, walk.size, walk.writable, walk.user,
@@ -169,11 +178,11 @@ def mmu(
     # -- page walker and paging-structure cache -------------------------------------------------------------
     pwc_hit = Signal(bool(0))
     pwc_next_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    pwc_table = Signal(intbv(0)[frame_width:])
+    pwc_table = Signal(intbv(0)[frame_bits:])
     pwc_writable, pwc_user, pwc_no_execute = (Signal(bool(0)) for _ in range(3))
     pwc_insert = Signal(bool(0))
     pwc_insert_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    pwc_insert_table = Signal(intbv(0)[frame_width:])
+    pwc_insert_table = Signal(intbv(0)[frame_bits:])
     pwc_insert_writable, pwc_insert_user, pwc_insert_no_execute = (Signal(bool(0)) for _ in range(3))
     pwc_flush = Signal(bool(0))
     structure_cache = pwc(clk, rst, vpn, pwc_hit, pwc_next_level, pwc_table, pwc_writable, pwc_user,
@@ -219,9 +228,9 @@ def mmu(
     @always_comb
     def translate_address():
         # A huge page's frame has zeros where the VPN's low bits select the 4 KiB granule within the page.
-        if page_size == SIZE_1G:
+        if page_size == PAGE_1G:
             page_frame.next = frame | (vpn & huge_1g_offset)
-        elif page_size == SIZE_2M:
+        elif page_size == PAGE_2M:
             page_frame.next = frame | (vpn & huge_2m_offset)
         else:
             page_frame.next = frame
@@ -231,7 +240,7 @@ def mmu(
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
         if paging:
             phys.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            phys_in_ram.next = page_frame[frame_width:ram_bits - PAGE_SHIFT] == 0
+            phys_in_ram.next = page_frame[frame_bits:ram_bits - PAGE_SHIFT] == 0
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys.next = vaddr[paddr_width:]

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.interfaces import (
+    PAGE_1G,
+    PAGE_2M,
+    PAGE_4K,
+    WORD_BYTES,
+    MemPort,
+    MemResponse,
+    WalkResult,
+    ram_address_width,
+)
 from hdl.protocol import (
     HUGE_1G_RESERVED,
     HUGE_1G_SHIFT,
@@ -20,9 +29,9 @@ from hdl.protocol import (
     PAGE_SHIFT,
     MmuConfig,
     Pte,
+    frame_width,
     pte_reserved_mask,
 )
-from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_4K
 
 WalkState = enum("IDLE", "READ", "WAIT", "DONE")
 
@@ -63,12 +72,12 @@ def page_walker(
     walker's port on the memory controller.
     """
     maxphyaddr = config.maxphyaddr
-    ram_bits = (config.mem_bytes - 1).bit_length()
-    frame_width = maxphyaddr - PAGE_SHIFT
+    ram_bits = ram_address_width(config.mem_bytes)
+    frame_bits = frame_width(maxphyaddr)
     reserved_mask = pte_reserved_mask(maxphyaddr)
     accessed_dirty = Pte.ACCESSED | Pte.DIRTY
     full_word = (1 << WORD_BYTES) - 1
-    all_frame_bits = (1 << frame_width) - 1
+    all_frame_bits = (1 << frame_bits) - 1
     huge_2m_frame_mask = all_frame_bits & ~((1 << (HUGE_2M_SHIFT - PAGE_SHIFT)) - 1)  # frame bits of a 2 MiB base
     huge_1g_frame_mask = all_frame_bits & ~((1 << (HUGE_1G_SHIFT - PAGE_SHIFT)) - 1)
     accessed = Pte.ACCESSED
@@ -88,7 +97,7 @@ def page_walker(
     walk_user = Signal(bool(0))
     walk_fetch = Signal(bool(0))
     level = Signal(intbv(4, min=0, max=5))
-    table_frame = Signal(intbv(0)[frame_width:])  # frame of the table being read (`table` is a Verilog keyword)
+    table_frame = Signal(intbv(0)[frame_bits:])  # frame of the table being read (`table` is a Verilog keyword)
     writable = Signal(bool(0))  # permissions combined above the current level
     user = Signal(bool(0))
     no_execute = Signal(bool(0))
@@ -263,13 +272,13 @@ def page_walker(
                     result.global_.next = entry[global_bit]
                     result.dirty.next = updated_entry[dirty_bit]  # as written back on success
                     if level == 3:
-                        result.size.next = SIZE_1G
+                        result.size.next = PAGE_1G
                         result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_1g_frame_mask
                     elif level == 2:
-                        result.size.next = SIZE_2M
+                        result.size.next = PAGE_2M
                         result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_2m_frame_mask
                     else:
-                        result.size.next = SIZE_4K
+                        result.size.next = PAGE_4K
                         result.frame.next = entry[addr_width:PAGE_SHIFT]
                     if not permitted:
                         result.fault_page.next = True

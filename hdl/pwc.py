@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always, always_comb, block, downrange, intbv
 
+from hdl.interfaces import index_width
 from hdl.protocol import LEVEL_BITS
 
 LEVEL_WIDTH = 3  # walk levels 1 (PT) .. 4 (PML4)
@@ -43,7 +44,7 @@ def pwc(
     if entries == 0:
         return ()  # the outputs stay at their reset value: no hit
 
-    index_bits = max(1, (entries - 1).bit_length())
+    index_bits = index_width(entries)
     vpn_width = len(vpn)
     table_width = len(insert_table)
     all_vpn_bits = (1 << vpn_width) - 1

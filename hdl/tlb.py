@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
 
+from hdl.interfaces import PAGE_2M, PAGE_4K, PAGE_SIZE_CODE_WIDTH, index_width
 from hdl.protocol import LEVEL_BITS, LFSR_SEED, LFSR_TAPS, TlbPolicy
-
-# Page sizes as the TLB (and the walker) encode them: the walk level of the leaf minus one.
-SIZE_4K, SIZE_2M, SIZE_1G = 0, 1, 2
-SIZE_WIDTH = 2
-
-
-def _bits_for(count: int) -> int:
-    """Bits of an index into `count` things; at least one, as MyHDL has no zero-width signals."""
-    return max(1, (count - 1).bit_length())
 
 
 @block
@@ -62,8 +54,8 @@ def tlb(
     set), `flush_all`, `flush_non_global`.
     """
     sets = entries // ways
-    way_bits = _bits_for(ways)
-    index_bits = _bits_for(entries)
+    way_bits = index_width(ways)
+    index_bits = index_width(entries)
     set_mask = sets - 1
     way_shift = (ways - 1).bit_length()  # log2(ways): entry index = set << way_shift | way
     plru_levels = way_shift
@@ -77,7 +69,7 @@ def tlb(
     # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
     # one AND each.
     tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
-    sizes = [Signal(intbv(0)[SIZE_WIDTH:]) for _ in range(entries)]
+    sizes = [Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:]) for _ in range(entries)]
     frames = [Signal(intbv(0)[frame_width:]) for _ in range(entries)]
     writable = [Signal(bool(0)) for _ in range(entries)]
     user = [Signal(bool(0)) for _ in range(entries)]
@@ -88,7 +80,7 @@ def tlb(
 
     vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
     vpn_1g = Signal(intbv(0)[vpn_width:])
-    set_index = Signal(intbv(0)[_bits_for(sets):])
+    set_index = Signal(intbv(0)[index_width(sets):])
     set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
     page_matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
     hit_way = Signal(intbv(0)[way_bits:])
@@ -115,9 +107,9 @@ def tlb(
         for i in range(entries):
             entry_size = sizes[i]
             entry_tag = tags[i]
-            if entry_size == SIZE_4K:
+            if entry_size == PAGE_4K:
                 found[i] = valid[i] and entry_tag == vpn
-            elif entry_size == SIZE_2M:
+            elif entry_size == PAGE_2M:
                 found[i] = valid[i] and entry_tag == vpn_2m
             else:
                 found[i] = valid[i] and entry_tag == vpn_1g
@@ -192,9 +184,9 @@ def tlb(
             else:
                 index[:] = hit_index
             # The tag is the VPN at the page's size, formed here: a combinational copy would follow every lookup.
-            if fill_size == SIZE_4K:
+            if fill_size == PAGE_4K:
                 tags[index].next = vpn
-            elif fill_size == SIZE_2M:
+            elif fill_size == PAGE_2M:
                 tags[index].next = vpn_2m
             else:
                 tags[index].next = vpn_1g

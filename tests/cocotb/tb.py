@@ -35,10 +35,9 @@ from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay,
 
 from cosim.runner import RESET_CYCLES
 from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, tool_environment
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
-from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
+from hdl.interfaces import PAGE_SIZE_CODE_WIDTH, MemPort, MemResponse, WalkResult, word_addr_width
+from hdl.protocol import DEFAULT_MAXPHYADDR, VPN_WIDTH, MmuConfig, frame_width
 from hdl.pwc import LEVEL_WIDTH
-from hdl.tlb import SIZE_WIDTH
 
 SIMULATORS = ("verilator", "icarus")
 CLOCK_PERIOD_NS = 10
@@ -59,25 +58,17 @@ def _signal(width: int) -> SignalType:
     return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
 
 
-def frame_width(maxphyaddr: int) -> int:
-    return maxphyaddr - PAGE_SHIFT
-
-
-def word_addr_width(mem_bytes: int) -> int:
-    return (mem_bytes // WORD_BYTES - 1).bit_length()
-
-
 def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The MyHDL block function of `name` and the keyword arguments (Signals, interfaces, parameters) for it."""
     if name == "tlb":
         from hdl.tlb import tlb
 
         fw = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
-        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": SIZE_WIDTH, "hit_writable": 1,
+        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": PAGE_SIZE_CODE_WIDTH, "hit_writable": 1,
                   "hit_user": 1, "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1,
                   "fill": 1, "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw,
-                  "fill_size": SIZE_WIDTH, "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1, "fill_global": 1,
-                  "fill_dirty": 1}
+                  "fill_size": PAGE_SIZE_CODE_WIDTH, "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1,
+                  "fill_global": 1, "fill_dirty": 1}
         kwargs = {port: _signal(width) for port, width in widths.items()}
         return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),

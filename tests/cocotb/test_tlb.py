@@ -13,7 +13,7 @@ import cocotb
 import pytest
 import tb
 
-from hdl.protocol import DEFAULT_MAXPHYADDR, LFSR_SEED, LFSR_TAPS, VPN_WIDTH, TlbPolicy
+from hdl.protocol import DEFAULT_MAXPHYADDR, LFSR_SEED, LFSR_TAPS, VPN_WIDTH, TlbPolicy, frame_width
 
 SIZE_SHIFT = (0, 9, 18)  # VPN bits inside a page of each TLB size code (4 KiB, 2 MiB, 1 GiB)
 COMMANDS = ("touch", "fill", "refresh", "drop", "flush_all", "flush_non_global")
@@ -112,7 +112,7 @@ class TlbEnvironment(tb.Environment):
                  idle: float = 0.3) -> None:
         super().__init__(seed)
         self.model = TlbModel(params["entries"], params["ways"], params["policy"])
-        self.frame_bits = tb.frame_width(DEFAULT_MAXPHYADDR)
+        self.frame_bits = frame_width(DEFAULT_MAXPHYADDR)
         self.steps, self.weights, self.idle = steps, weights, idle
         # VPNs in a few 1 GiB regions, so 2 MiB and 1 GiB pages overlap some of the 4 KiB ones
         regions = [self.rng.getrandbits(VPN_WIDTH - 18) << 18 for _ in range(3)]
