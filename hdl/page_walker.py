@@ -17,6 +17,8 @@ from hdl.interfaces import (
     WORD_BYTES,
     MemPort,
     MemResponse,
+    PwcInsert,
+    PwcLookup,
     WalkResult,
     ram_address_width,
 )
@@ -46,18 +48,8 @@ def page_walker(
     is_user: SignalType,
     is_fetch: SignalType,
     cr3: SignalType,
-    pwc_hit: SignalType,
-    pwc_next_level: SignalType,
-    pwc_table: SignalType,
-    pwc_writable: SignalType,
-    pwc_user: SignalType,
-    pwc_no_execute: SignalType,
-    pwc_insert: SignalType,
-    pwc_insert_level: SignalType,
-    pwc_insert_table: SignalType,
-    pwc_insert_writable: SignalType,
-    pwc_insert_user: SignalType,
-    pwc_insert_no_execute: SignalType,
+    pwc: PwcLookup,
+    pwc_insert: PwcInsert,
     mem: MemPort,
     mem_resp: MemResponse,
     result: WalkResult,
@@ -67,9 +59,9 @@ def page_walker(
 
     `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; the walker keeps them and `vaddr`'s
     page number from `start` on, so that nothing here follows the MMU's next requests between walks (in MyHDL's
-    simulator, what changes is what costs). `pwc_*` are the PWC's lookup of `vaddr` (sampled at `start`) and the
-    insert command for it, which the PWC applies to `vaddr` (held until `result.done`); `mem`/`mem_resp` the
-    walker's port on the memory controller.
+    simulator, what changes is what costs). `pwc` is the PWC's lookup of `vaddr` (the walker reads its answer at
+    `start`, never its `vpn`) and `pwc_insert` the walker's insert for it, which the PWC applies to `vaddr` (held
+    until `result.done`); `mem`/`mem_resp` the walker's port on the memory controller.
     """
     maxphyaddr = config.maxphyaddr
     ram_bits = ram_address_width(config.mem_bytes)
@@ -196,12 +188,12 @@ def page_walker(
 
     @always_comb
     def drive_pwc():
-        pwc_insert.next = arrived and present and not reserved and not leaf
-        pwc_insert_level.next = level
-        pwc_insert_table.next = entry[addr_width:PAGE_SHIFT]
-        pwc_insert_writable.next = combined_writable
-        pwc_insert_user.next = combined_user
-        pwc_insert_no_execute.next = combined_no_execute
+        pwc_insert.valid.next = arrived and present and not reserved and not leaf
+        pwc_insert.level.next = level
+        pwc_insert.table.next = entry[addr_width:PAGE_SHIFT]
+        pwc_insert.writable.next = combined_writable
+        pwc_insert.user.next = combined_user
+        pwc_insert.no_execute.next = combined_no_execute
 
     @always_comb
     def report_done():
@@ -222,13 +214,13 @@ def page_walker(
                 result.levels.next = 0
                 result.cycles.next = 0
                 result.ad_writes.next = 0
-                result.pwc_hit.next = pwc_hit
-                if pwc_hit:
-                    level.next = pwc_next_level
-                    table_frame.next = pwc_table
-                    writable.next = pwc_writable
-                    user.next = pwc_user
-                    no_execute.next = pwc_no_execute
+                result.pwc_hit.next = pwc.hit
+                if pwc.hit:
+                    level.next = pwc.next_level
+                    table_frame.next = pwc.table
+                    writable.next = pwc.writable
+                    user.next = pwc.user
+                    no_execute.next = pwc.no_execute
                 else:
                     level.next = 4
                     table_frame.next = cr3[addr_width:PAGE_SHIFT]

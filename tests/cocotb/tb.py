@@ -35,9 +35,17 @@ from myhdl import ResetSignal, Signal, SignalType, StopSimulation, block, delay,
 
 from cosim.runner import RESET_CYCLES
 from cosim.verilator_backend import BUILD_ROOT, exported_verilog, file_lock, tool_environment
-from hdl.interfaces import PAGE_SIZE_CODE_WIDTH, MemPort, MemResponse, WalkResult, word_addr_width
-from hdl.protocol import DEFAULT_MAXPHYADDR, VPN_WIDTH, MmuConfig, frame_width
-from hdl.pwc import LEVEL_WIDTH
+from hdl.interfaces import (
+    MemPort,
+    MemResponse,
+    PwcInsert,
+    PwcLookup,
+    TlbLookup,
+    TlbUpdate,
+    WalkResult,
+    word_addr_width,
+)
+from hdl.protocol import DEFAULT_MAXPHYADDR, MmuConfig, frame_width
 
 SIMULATORS = ("verilator", "icarus")
 CLOCK_PERIOD_NS = 10
@@ -63,14 +71,9 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "tlb":
         from hdl.tlb import tlb
 
-        fw = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
-        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": PAGE_SIZE_CODE_WIDTH, "hit_writable": 1,
-                  "hit_user": 1, "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1,
-                  "fill": 1, "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw,
-                  "fill_size": PAGE_SIZE_CODE_WIDTH, "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1,
-                  "fill_global": 1, "fill_dirty": 1}
-        kwargs = {port: _signal(width) for port, width in widths.items()}
-        return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
+        frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        return tlb, {"lookup": TlbLookup(frame_bits), "update": TlbUpdate(frame_bits), "entries": params["entries"],
+                     "ways": params["ways"], "policy": params["policy"]}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
                        maxphyaddr=params.get("maxphyaddr", DEFAULT_MAXPHYADDR),
                        tlb_policy=0)  # a plain int, not the IntEnum: see hdl.export
@@ -78,13 +81,11 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "page_walker":
         from hdl.page_walker import page_walker
 
-        fw = frame_width(config.maxphyaddr)
-        widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64, "pwc_hit": 1,
-                  "pwc_next_level": LEVEL_WIDTH, "pwc_table": fw, "pwc_writable": 1, "pwc_user": 1,
-                  "pwc_no_execute": 1, "pwc_insert": 1, "pwc_insert_level": LEVEL_WIDTH, "pwc_insert_table": fw,
-                  "pwc_insert_writable": 1, "pwc_insert_user": 1, "pwc_insert_no_execute": 1}
+        frame_bits = frame_width(config.maxphyaddr)
+        widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64}
         kwargs = {port: _signal(width) for port, width in widths.items()}
-        return page_walker, {**kwargs, "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(fw),
+        return page_walker, {**kwargs, "pwc": PwcLookup(frame_bits), "pwc_insert": PwcInsert(frame_bits),
+                             "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(frame_bits),
                              "config": config}
     if name == "memory_controller":
         from hdl.memory_controller import memory_controller
@@ -95,13 +96,14 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
 
 
 def _flatten(kwargs: dict[str, Any]) -> dict[str, SignalType]:
-    """The Signals of `kwargs` under the names MyHDL gives them in Verilog (`mem` . `valid` -> `mem_valid`)."""
+    """The Signals of `kwargs` under the names MyHDL gives them in Verilog: a Signal by its name, a bundle's by
+    `<argument>_<attribute>` (`mem` . `valid` -> `mem_valid`)."""
     flat: dict[str, SignalType] = {}
     for name, value in kwargs.items():
         if isinstance(value, SignalType):
             flat[name] = value
-        elif isinstance(value, (MemPort, MemResponse, WalkResult)):
-            flat.update({f"{name}_{attr}": sig for attr, sig in vars(value).items()})
+        elif hasattr(value, "__dict__"):
+            flat.update({f"{name}_{attr}": sig for attr, sig in vars(value).items() if isinstance(sig, SignalType)})
     return flat
 
 

@@ -25,8 +25,9 @@ class WalkerEnvironment(tb.Environment):
     """`walks` walks over two random address spaces, with idle gaps between them and a memory `latency`."""
 
     outputs = (
-        "mem_valid", "mem_write", "mem_word_addr", "mem_wdata", "mem_byte_enable", "pwc_insert", "pwc_insert_level",
-        "pwc_insert_table", "pwc_insert_writable", "pwc_insert_user", "pwc_insert_no_execute", "result_done",
+        "mem_valid", "mem_write", "mem_word_addr", "mem_wdata", "mem_byte_enable", "pwc_insert_valid",
+        "pwc_insert_level", "pwc_insert_table", "pwc_insert_writable", "pwc_insert_user", "pwc_insert_no_execute",
+        "result_done",
         "result_fault_page", "result_fault_bus", "result_present", "result_reserved", "result_frame", "result_size",
         "result_writable", "result_user", "result_no_execute", "result_global_", "result_dirty", "result_levels",
         "result_cycles", "result_pwc_hit", "result_ad_writes",
@@ -99,7 +100,7 @@ class WalkerEnvironment(tb.Environment):
         if values["mem_valid"]:
             self._check_memory(values)
             observed += [values[n] for n in ("mem_write", "mem_word_addr", "mem_wdata")]
-        if values["pwc_insert"]:
+        if values["pwc_insert_valid"]:
             self.expect("an expected PWC insert", 1, 1 if self.pending_inserts else 0)
             level, table, writable, user, no_execute = self.pending_inserts.pop(0)
             for port, want in (("pwc_insert_level", level), ("pwc_insert_table", table >> PAGE_SHIFT),
@@ -111,7 +112,7 @@ class WalkerEnvironment(tb.Environment):
             observed += self._check_result(values)
             self.expected = None
             self.idle = self.gap(3, 0.5)
-        self.trace.append([values["mem_valid"], values["pwc_insert"], values["result_done"], *observed])
+        self.trace.append([values["mem_valid"], values["pwc_insert_valid"], values["result_done"], *observed])
         self.arrivals = [at for at in self.arrivals if at > self.cycle]
 
     def _check_memory(self, values: dict[str, int | None]) -> None:
