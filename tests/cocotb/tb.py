@@ -1,5 +1,6 @@
-"""Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, page_walker, memory_controller) and of
-the whole `mmu`: conversion and simulator builds (cached), and the one driver discipline both simulators follow.
+"""Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, pwc, page_walker, csr,
+memory_controller) and of the whole `mmu`: conversion and simulator builds (cached), and the one driver discipline
+both simulators follow.
 
 A block test is an *environment*: a synchronous Python model of everything around the block (the commands it is
 given, the memory it talks to) that also predicts the block's outputs. Each cycle the driver asks the environment
@@ -44,7 +45,17 @@ from hdl.interfaces import (
     WalkResult,
     word_addr_width,
 )
-from hdl.protocol import DEFAULT_MAXPHYADDR, MmuConfig, frame_width
+from hdl.protocol import (
+    DATA_WIDTH,
+    DEFAULT_MAXPHYADDR,
+    ERRCODE_WIDTH,
+    FAULT_WIDTH,
+    OP_WIDTH,
+    PORTS_OUT,
+    VADDR_WIDTH,
+    MmuConfig,
+    frame_width,
+)
 
 SIMULATORS = ("verilator", "icarus")
 CLOCK_PERIOD_NS = 10
@@ -73,6 +84,24 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
         frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
         return tlb, {"lookup": TlbLookup(frame_bits), "update": TlbUpdate(frame_bits), "entries": params["entries"],
                      "ways": params["ways"], "policy": params["policy"]}
+    if name == "pwc":
+        from hdl.pwc import pwc
+
+        frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        return pwc, {"lookup": PwcLookup(frame_bits), "insert": PwcInsert(frame_bits), "flush": _signal(1),
+                     "entries": params["entries"]}
+    if name == "csr":
+        from hdl.csr import csr
+
+        widths = {"in_lookup": 1, "op": OP_WIDTH, "addr": VADDR_WIDTH, "wdata": DATA_WIDTH, "rdata": DATA_WIDTH,
+                  "known": 1, "writable": 1, "paging": 1, "cr3": DATA_WIDTH, "fault_addr": VADDR_WIDTH,
+                  "event_valid": 1, "event_fault": FAULT_WIDTH, "event_errcode": ERRCODE_WIDTH, "event_flush": 1,
+                  "cycles": PORTS_OUT["ev_cycle"]}
+        widths |= {f"event_{port}": PORTS_OUT[f"ev_{port}"] for port in
+                   ("tlb_hit", "tlb_miss", "evict", "walk_levels", "walk_cycles", "pwc_hits", "ad_writes")}
+        settings = {key: value for key, value in params.items() if key != "seed"}
+        config = MmuConfig(**settings | {"tlb_policy": int(settings.get("tlb_policy", 0))})  # see hdl.export
+        return csr, {**{port: _signal(width) for port, width in widths.items()}, "config": config}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
                        maxphyaddr=params.get("maxphyaddr", DEFAULT_MAXPHYADDR),
                        tlb_policy=0)  # a plain int, not the IntEnum: see hdl.export
