@@ -76,9 +76,19 @@ def csr(
     fault_none, fault_page, fault_gp, fault_align, fault_bus = (
         int(Fault.NONE), int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS))
     csr_cycles = counter_base + int(Counter.CYCLES)
-    (c_loads, c_stores, c_tlb_hits, c_tlb_misses, c_evictions, c_walks, c_walk_cycles, c_pte_reads, c_pwc_hits,
-     c_ad_writes, c_invlpgs, c_flushes, c_faults_page, c_faults_gp, c_faults_align,
-     c_faults_bus) = (int(c) - 1 for c in Counter if c != Counter.CYCLES)
+    # Each event counter's place in `counters`, bound by name: a reordered Counter keeps every count in its place,
+    # and a counter added without a rule below fails here rather than reading 0 forever.
+    unbound = {counter: int(counter) - 1 for counter in Counter if counter != Counter.CYCLES}
+    c_loads, c_stores = unbound.pop(Counter.LOADS), unbound.pop(Counter.STORES)
+    c_tlb_hits, c_tlb_misses = unbound.pop(Counter.TLB_HITS), unbound.pop(Counter.TLB_MISSES)
+    c_evictions = unbound.pop(Counter.TLB_EVICTIONS)
+    c_walks, c_walk_cycles = unbound.pop(Counter.WALKS), unbound.pop(Counter.WALK_CYCLES)
+    c_pte_reads, c_pwc_hits = unbound.pop(Counter.PTE_READS), unbound.pop(Counter.PWC_HITS)
+    c_ad_writes = unbound.pop(Counter.AD_WRITES)
+    c_invlpgs, c_flushes = unbound.pop(Counter.INVLPGS), unbound.pop(Counter.FLUSHES)
+    c_faults_page, c_faults_gp = unbound.pop(Counter.FAULTS_PAGE), unbound.pop(Counter.FAULTS_GP)
+    c_faults_align, c_faults_bus = unbound.pop(Counter.FAULTS_ALIGN), unbound.pop(Counter.FAULTS_BUS)
+    assert not unbound, f"counters that nothing increments: {', '.join(c.name for c in unbound)}"
 
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     counter_selected = Signal(bool(0))

@@ -1,16 +1,36 @@
 """Port bundles shared by the MMU's blocks, and the top-level port signals every backend drives.
 
 Bundles are plain classes of Signals: MyHDL flattens them at conversion into readable Verilog names
-(`walk_mem_addr`, `data_mem_wdata`), so the wiring between blocks reads like the block diagram.
+(`data_port_word_addr`, `tlb_lookup_hit`), so the wiring between blocks reads like the block diagram.
 """
 
 from __future__ import annotations
 
 from myhdl import ResetSignal, Signal, intbv
 
-from hdl.protocol import DATA_WIDTH, PORTS_IN, PORTS_OUT
+from hdl.protocol import DATA_WIDTH, PORTS_IN, PORTS_OUT, VPN_WIDTH
 
 WORD_BYTES = DATA_WIDTH // 8  # the RAM is organised in 64-bit words with one enable per byte lane
+
+# Page sizes as the walker reports them and the TLB stores them: the walk level of the leaf minus one.
+PAGE_4K, PAGE_2M, PAGE_1G = 0, 1, 2
+PAGE_SIZE_CODE_WIDTH = 2
+LEVEL_WIDTH = 3  # walk levels 1 (PT) .. 4 (PML4)
+
+
+def index_width(count: int) -> int:
+    """Bits of an index into `count` things; at least one, as MyHDL has no zero-width signals."""
+    return max(1, (count - 1).bit_length())
+
+
+def ram_address_width(mem_bytes: int) -> int:
+    """Byte-address bits of a RAM of `mem_bytes` (a power of two)."""
+    return (mem_bytes - 1).bit_length()
+
+
+def word_addr_width(mem_bytes: int) -> int:
+    """Bits of a 64-bit word's address in a RAM of `mem_bytes`."""
+    return ram_address_width(mem_bytes) - (WORD_BYTES - 1).bit_length()
 
 
 def _bits(width: int) -> Signal:
@@ -59,9 +79,10 @@ class MemResponse:
 class WalkResult:
     """What the page walker reports with `done`: a fault, or the leaf's translation; and what the walk cost.
 
-    `frame` is the page's base frame number (the low bits of a huge page's frame are zero) and `size` its TLB size
-    code; `writable`, `user`, `no_execute` are combined over the levels, `global_` and `dirty` are the leaf's own
-    (dirty as written back). A PAGE fault has `present` (the P bit of the error code) and `reserved` (RSVD).
+    `frame` is the page's base frame number (the low bits of a huge page's frame are zero) and `size` its page-size
+    code (PAGE_4K, PAGE_2M, PAGE_1G); `writable`, `user`, `no_execute` are combined over the levels, `global_` and
+    `dirty` are the leaf's own (dirty as written back). A PAGE fault has `present` (the P bit of the error code) and
+    `reserved` (RSVD).
     """
 
     def __init__(self, frame_width: int) -> None:
@@ -71,7 +92,7 @@ class WalkResult:
         self.present = Signal(bool(0))
         self.reserved = Signal(bool(0))
         self.frame = Signal(intbv(0)[frame_width:])
-        self.size = Signal(intbv(0)[2:])
+        self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
         self.writable = Signal(bool(0))
         self.user = Signal(bool(0))
         self.no_execute = Signal(bool(0))
@@ -81,3 +102,84 @@ class WalkResult:
         self.cycles = Signal(intbv(0)[16:])
         self.pwc_hit = Signal(bool(0))
         self.ad_writes = Signal(intbv(0)[3:])
+
+
+class TlbLookup:
+    """The TLB looked up by `vpn` (addr[47:12]): `hit` and the hit entry's translation, combinational on `vpn`.
+
+    `frame` is the page's base frame number and `size` its page-size code; `writable`, `user`, `no_execute` and
+    `dirty` are the entry's permissions and D bit as the walk that filled it found them.
+    """
+
+    def __init__(self, frame_bits: int) -> None:
+        self.vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.hit = Signal(bool(0))
+        self.frame = Signal(intbv(0)[frame_bits:])
+        self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
+        self.writable = Signal(bool(0))
+        self.user = Signal(bool(0))
+        self.no_execute = Signal(bool(0))
+        self.dirty = Signal(bool(0))
+
+
+class TlbUpdate:
+    """What changes the TLB, for the looked-up VPN: one command per cycle, acting at the clock edge.
+
+    Commands: `touch` (a hit: update PLRU), `fill` (insert the `fill_*` translation), `refresh` (overwrite the hit
+    entry with it), `drop` (invalidate every entry whose page holds the VPN, in every set), `flush_all`,
+    `flush_non_global`. `evict`/`evict_vpn` answer combinationally whether a fill now would replace a valid entry,
+    and that entry's base VPN.
+    """
+
+    def __init__(self, frame_bits: int) -> None:
+        self.touch = Signal(bool(0))
+        self.fill = Signal(bool(0))
+        self.refresh = Signal(bool(0))
+        self.drop = Signal(bool(0))
+        self.flush_all = Signal(bool(0))
+        self.flush_non_global = Signal(bool(0))
+        self.fill_frame = Signal(intbv(0)[frame_bits:])
+        self.fill_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
+        self.fill_writable = Signal(bool(0))
+        self.fill_user = Signal(bool(0))
+        self.fill_no_execute = Signal(bool(0))
+        self.fill_global = Signal(bool(0))
+        self.fill_dirty = Signal(bool(0))
+        self.evict = Signal(bool(0))
+        self.evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
+
+    def fill_from(self, result: WalkResult) -> None:
+        """Fill and refresh with the walker's result: its Signals become the `fill_*` ones, with no copy between."""
+        self.fill_frame, self.fill_size = result.frame, result.size
+        self.fill_writable, self.fill_user, self.fill_no_execute = result.writable, result.user, result.no_execute
+        self.fill_global, self.fill_dirty = result.global_, result.dirty
+
+
+class PwcLookup:
+    """The paging-structure cache looked up by `vpn` (addr[47:12]), combinationally: its longest-prefix hit.
+
+    On `hit` a walk continues at `next_level` (the level below the entry) in the table at frame `table`, with the
+    permissions combined from the root down to the entry (`writable`, `user`, `no_execute`).
+    """
+
+    def __init__(self, frame_bits: int) -> None:
+        self.vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.hit = Signal(bool(0))
+        self.next_level = Signal(intbv(0)[LEVEL_WIDTH:])
+        self.table = Signal(intbv(0)[frame_bits:])
+        self.writable = Signal(bool(0))
+        self.user = Signal(bool(0))
+        self.no_execute = Signal(bool(0))
+
+
+class PwcInsert:
+    """The walker's insert into the paging-structure cache, for the VPN being looked up: `valid` for one cycle, an
+    entry of `level` (4, 3 or 2) pointing at the table at frame `table`, with the permissions combined down to it."""
+
+    def __init__(self, frame_bits: int) -> None:
+        self.valid = Signal(bool(0))
+        self.level = Signal(intbv(0)[LEVEL_WIDTH:])
+        self.table = Signal(intbv(0)[frame_bits:])
+        self.writable = Signal(bool(0))
+        self.user = Signal(bool(0))
+        self.no_execute = Signal(bool(0))

@@ -17,7 +17,20 @@ from collections.abc import Callable
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
 from hdl.csr import csr
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.interfaces import (
+    PAGE_1G,
+    PAGE_2M,
+    PAGE_SIZE_CODE_WIDTH,
+    MemPort,
+    MemResponse,
+    PwcInsert,
+    PwcLookup,
+    TlbLookup,
+    TlbUpdate,
+    WalkResult,
+    ram_address_width,
+    word_addr_width,
+)
 from hdl.memory_controller import memory_controller
 from hdl.page_walker import page_walker
 from hdl.protocol import (
@@ -30,10 +43,11 @@ from hdl.protocol import (
     Fault,
     MmuConfig,
     Op,
+    frame_width,
 )
-from hdl.pwc import LEVEL_WIDTH, pwc
+from hdl.pwc import pwc
 from hdl.ram import ram
-from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_WIDTH, tlb
+from hdl.tlb import tlb
 
 State = enum("IDLE", "LOOKUP", "WALK", "MEMWAIT", "RESP")
 
@@ -75,11 +89,10 @@ def mmu(
     simulator alone the behavioural hdl.sim_ram, which never converts.
     """
     config.validate()
-    ram_bits = (config.mem_bytes - 1).bit_length()  # byte-address bits of the RAM
-    word_addr_width = ram_bits - (WORD_BYTES - 1).bit_length()
+    ram_bits = ram_address_width(config.mem_bytes)
     single_cycle_read = config.mem_latency == 1
     maxphyaddr = config.maxphyaddr
-    frame_width = maxphyaddr - PAGE_SHIFT
+    frame_bits = frame_width(maxphyaddr)
     paddr_width = len(ev_paddr)
     vaddr_width = len(req_addr)
     huge_2m_offset = (1 << LEVEL_BITS) - 1  # VPN bits that index into a 2 MiB page
@@ -106,9 +119,9 @@ def mmu(
     # -- derived, combinational -------------------------------------------------------------------------------
     load_shifted = Signal(intbv(0)[DATA_WIDTH:])
     load_data = Signal(intbv(0)[DATA_WIDTH:])
-    frame = Signal(intbv(0)[frame_width:])  # the translation in use: the TLB's hit, or the walk's result
-    page_size = Signal(intbv(0)[SIZE_WIDTH:])
-    page_frame = Signal(intbv(0)[frame_width:])  # the frame of the accessed 4 KiB granule
+    frame = Signal(intbv(0)[frame_bits:])  # the translation in use: the TLB's hit, or the walk's result
+    page_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
+    page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
     phys = Signal(intbv(0)[paddr_width:])
     phys_in_ram = Signal(bool(0))
 
@@ -133,11 +146,12 @@ def mmu(
     event_flush = Signal(bool(0))
 
     # -- memory ---------------------------------------------------------------------------------------------
-    walk_port = MemPort(word_addr_width)
-    data_port = MemPort(word_addr_width)
+    walk_port = MemPort(word_addr_width(config.mem_bytes))
+    data_port = MemPort(word_addr_width(config.mem_bytes))
     data_port.write = is_store  # the registered decode drives the port: a STORE writes, a LOAD reads
     mem_resp = MemResponse()
-    memory = memory_controller(clk, rst, walk_port, data_port, mem_resp, config, ram_words, ram_model)
+    memory = memory_controller(clk=clk, rst=rst, walk=walk_port, data=data_port, resp=mem_resp, config=config,
+                               ram_words=ram_words, ram_model=ram_model)
 
     # -- CSRs -----------------------------------------------------------------------------------------------
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])
@@ -145,44 +159,32 @@ def mmu(
     csr_writable = Signal(bool(0))
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
-    registers = csr(clk, rst, in_lookup, op, vaddr, wdata, csr_rdata, csr_known, csr_writable, paging, cr3,
-                    vaddr, resp_valid, resp_fault, resp_errcode, event_flush, ev_tlb_hit,
-                    ev_tlb_miss, ev_evict, ev_walk_levels, ev_walk_cycles, ev_pwc_hits, ev_ad_writes,
-                    ev_cycle, config=config)
+    registers = csr(
+        clk=clk, rst=rst, in_lookup=in_lookup, op=op, addr=vaddr, wdata=wdata, rdata=csr_rdata, known=csr_known,
+        writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
+        event_fault=resp_fault, event_errcode=resp_errcode, event_flush=event_flush, event_tlb_hit=ev_tlb_hit,
+        event_tlb_miss=ev_tlb_miss, event_evict=ev_evict, event_walk_levels=ev_walk_levels,
+        event_walk_cycles=ev_walk_cycles, event_pwc_hits=ev_pwc_hits, event_ad_writes=ev_ad_writes,
+        cycles=ev_cycle, config=config,
+    )  # fmt: skip
 
-    # -- TLB ------------------------------------------------------------------------------------------------
-    tlb_hit = Signal(bool(0))
-    hit_frame = Signal(intbv(0)[frame_width:])
-    hit_size = Signal(intbv(0)[SIZE_WIDTH:])
-    hit_writable, hit_user, hit_no_execute, hit_dirty = (Signal(bool(0)) for _ in range(4))
-    tlb_evict = Signal(bool(0))
-    tlb_evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
-    tlb_touch, tlb_fill, tlb_refresh, tlb_drop, tlb_flush_all, tlb_flush_non_global = (
-        Signal(bool(0)) for _ in range(6))
-    walk = WalkResult(frame_width)
-    translations = tlb(clk, rst, vpn, tlb_hit, hit_frame, hit_size, hit_writable, hit_user, hit_no_execute,
-                       hit_dirty, tlb_evict, tlb_evict_vpn, tlb_touch, tlb_fill, tlb_refresh, tlb_drop,
-                       tlb_flush_all, tlb_flush_non_global, walk.frame, walk.size, walk.writable, walk.user,
-                       walk.no_execute, walk.global_, walk.dirty, entries=config.tlb_entries, ways=config.ways,
-                       policy=int(config.tlb_policy))
-
-    # -- page walker and paging-structure cache -------------------------------------------------------------
-    pwc_hit = Signal(bool(0))
-    pwc_next_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    pwc_table = Signal(intbv(0)[frame_width:])
-    pwc_writable, pwc_user, pwc_no_execute = (Signal(bool(0)) for _ in range(3))
-    pwc_insert = Signal(bool(0))
-    pwc_insert_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    pwc_insert_table = Signal(intbv(0)[frame_width:])
-    pwc_insert_writable, pwc_insert_user, pwc_insert_no_execute = (Signal(bool(0)) for _ in range(3))
+    # -- TLB, page walker and paging-structure cache -----------------------------------------------------------
+    walk = WalkResult(frame_bits)
+    tlb_lookup = TlbLookup(frame_bits)
+    tlb_lookup.vpn = vpn
+    tlb_update = TlbUpdate(frame_bits)
+    tlb_update.fill_from(walk)
+    translations = tlb(clk=clk, rst=rst, lookup=tlb_lookup, update=tlb_update, entries=config.tlb_entries,
+                       ways=config.ways, policy=int(config.tlb_policy))
+    pwc_lookup = PwcLookup(frame_bits)
+    pwc_lookup.vpn = vpn
+    pwc_insert = PwcInsert(frame_bits)
     pwc_flush = Signal(bool(0))
-    structure_cache = pwc(clk, rst, vpn, pwc_hit, pwc_next_level, pwc_table, pwc_writable, pwc_user,
-                          pwc_no_execute, pwc_insert, pwc_insert_level, pwc_insert_table, pwc_insert_writable,
-                          pwc_insert_user, pwc_insert_no_execute, pwc_flush, entries=config.pwc_entries)
-    walker = page_walker(clk, rst, walk_start, vaddr, is_store, user, is_fetch, cr3, pwc_hit, pwc_next_level,
-                         pwc_table, pwc_writable, pwc_user, pwc_no_execute, pwc_insert, pwc_insert_level,
-                         pwc_insert_table, pwc_insert_writable, pwc_insert_user, pwc_insert_no_execute,
-                         walk_port, mem_resp, walk, config=config)
+    structure_cache = pwc(clk=clk, rst=rst, lookup=pwc_lookup, insert=pwc_insert, flush=pwc_flush,
+                          entries=config.pwc_entries)
+    walker = page_walker(clk=clk, rst=rst, start=walk_start, vaddr=vaddr, is_store=is_store, is_user=user,
+                         is_fetch=is_fetch, cr3=cr3, pwc=pwc_lookup, pwc_insert=pwc_insert, mem=walk_port,
+                         mem_resp=mem_resp, result=walk, config=config)
 
     op_load, op_store, op_invlpg, op_flush, op_csr_read, op_csr_write = (
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
@@ -213,15 +215,15 @@ def mmu(
             frame.next = walk.frame
             page_size.next = walk.size
         else:
-            frame.next = hit_frame
-            page_size.next = hit_size
+            frame.next = tlb_lookup.frame
+            page_size.next = tlb_lookup.size
 
     @always_comb
     def translate_address():
         # A huge page's frame has zeros where the VPN's low bits select the 4 KiB granule within the page.
-        if page_size == SIZE_1G:
+        if page_size == PAGE_1G:
             page_frame.next = frame | (vpn & huge_1g_offset)
-        elif page_size == SIZE_2M:
+        elif page_size == PAGE_2M:
             page_frame.next = frame | (vpn & huge_2m_offset)
         else:
             page_frame.next = frame
@@ -231,7 +233,7 @@ def mmu(
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
         if paging:
             phys.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            phys_in_ram.next = page_frame[frame_width:ram_bits - PAGE_SHIFT] == 0
+            phys_in_ram.next = page_frame[frame_bits:ram_bits - PAGE_SHIFT] == 0
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys.next = vaddr[paddr_width:]
@@ -245,17 +247,17 @@ def mmu(
 
     @always_comb
     def check_hit():
-        hit_permitted.next = ((not is_store or hit_writable) and (not user or hit_user)
-                              and (not is_fetch or not hit_no_execute))
-        needs_dirty.next = is_store and not hit_dirty
+        hit_permitted.next = ((not is_store or tlb_lookup.writable) and (not user or tlb_lookup.user)
+                              and (not is_fetch or not tlb_lookup.no_execute))
+        needs_dirty.next = is_store and not tlb_lookup.dirty
 
     @always_comb
     def plan_access():
         if paging:
-            access_ready.next = translatable and tlb_hit and hit_permitted and not needs_dirty and phys_in_ram
+            access_ready.next = translatable and tlb_lookup.hit and hit_permitted and not needs_dirty and phys_in_ram
         else:
             access_ready.next = data_access and phys_in_ram
-        walk_needed.next = translatable and (not tlb_hit or (hit_permitted and needs_dirty))
+        walk_needed.next = translatable and (not tlb_lookup.hit or (hit_permitted and needs_dirty))
 
     @always_comb
     def judge_walk():
@@ -263,8 +265,8 @@ def mmu(
         # a walk's outcome needs no check of `state`.
         ok = walk.done and not walk.fault_page and not walk.fault_bus
         walk_ok.next = ok
-        tlb_fill.next = ok and not rewalk
-        tlb_refresh.next = ok and rewalk
+        tlb_update.fill.next = ok and not rewalk
+        tlb_update.refresh.next = ok and rewalk
 
     @always_comb
     def track_state():
@@ -277,7 +279,7 @@ def mmu(
         # this cycle, and `control` reads it for the same decision.
         data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
         walk_start.next = in_lookup and walk_needed
-        tlb_touch.next = in_lookup and translatable and tlb_hit
+        tlb_update.touch.next = in_lookup and translatable and tlb_lookup.hit
 
     @always_comb
     def drive_response_data():
@@ -298,12 +300,12 @@ def mmu(
             resp_valid.next = False
         # The TLB's and PWC's maintenance commands last one cycle: decided at the end of LOOKUP (or of a failed
         # walk), carried out at the end of the next, before any later lookup or walk can see the TLB or PWC.
-        if tlb_drop:
-            tlb_drop.next = False
-        if tlb_flush_all:
-            tlb_flush_all.next = False
-        if tlb_flush_non_global:
-            tlb_flush_non_global.next = False
+        if tlb_update.drop:
+            tlb_update.drop.next = False
+        if tlb_update.flush_all:
+            tlb_update.flush_all.next = False
+        if tlb_update.flush_non_global:
+            tlb_update.flush_non_global.next = False
         if pwc_flush:
             pwc_flush.next = False
         if state == State.IDLE or state == State.RESP:
@@ -364,38 +366,38 @@ def mmu(
                 state.next = State.IDLE
         elif state == State.LOOKUP or state == State.WALK:
             if state == State.LOOKUP:
-                if translatable and tlb_hit:
+                if translatable and tlb_lookup.hit:
                     ev_tlb_hit.next = True
                 elif translatable:
                     ev_tlb_miss.next = True
                 if op == op_csr_read:
                     rdata_from_csr.next = True
                 elif op == op_invlpg and canonical:
-                    tlb_drop.next = True
+                    tlb_update.drop.next = True
                     pwc_flush.next = True
                 elif op == op_flush:
-                    tlb_flush_all.next = True
+                    tlb_update.flush_all.next = True
                     pwc_flush.next = True
                     event_flush.next = True
                 elif op == op_csr_write and vaddr == csr_cr3:
-                    tlb_flush_non_global.next = True
+                    tlb_update.flush_non_global.next = True
                     pwc_flush.next = True
                     event_flush.next = True
                 elif op == op_csr_write and vaddr == csr_cr0 and wdata[pg_bit] != paging:  # paging switches
-                    tlb_flush_all.next = True
+                    tlb_update.flush_all.next = True
                     pwc_flush.next = True
-                if translatable and tlb_hit and not hit_permitted:  # a failed translation drops as INVLPG does
-                    tlb_drop.next = True
+                if translatable and tlb_lookup.hit and not hit_permitted:  # a failed translation drops as INVLPG does
+                    tlb_update.drop.next = True
             elif walk.done:
                 if not walk_ok:
-                    tlb_drop.next = True
+                    tlb_update.drop.next = True
                 ev_walk_levels.next = walk.levels
                 ev_walk_cycles.next = walk.cycles
                 ev_pwc_hits.next = walk.pwc_hit
                 ev_ad_writes.next = walk.ad_writes
-                if tlb_fill and tlb_evict:
+                if tlb_update.fill and tlb_update.evict:
                     ev_evict.next = True
-                    ev_evict_vpn.next = tlb_evict_vpn
+                    ev_evict_vpn.next = tlb_update.evict_vpn
             # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
             if data_port.valid:  # the data access starts this cycle
                 ev_paddr.next = phys
@@ -406,7 +408,7 @@ def mmu(
                     state.next = State.RESP
                     resp_valid.next = True
             elif walk_start:
-                rewalk.next = tlb_hit
+                rewalk.next = tlb_lookup.hit
                 state.next = State.WALK
             elif state == State.LOOKUP or walk.done:
                 # The operation ends without a data access: its fault, decided here at the clock edge rather than
@@ -422,7 +424,7 @@ def mmu(
                             resp_fault.next = fault_gp
                         elif not aligned:
                             resp_fault.next = fault_align
-                        elif paging and tlb_hit and not hit_permitted:
+                        elif paging and tlb_lookup.hit and not hit_permitted:
                             # A hit's violation is a protection fault (P).
                             resp_fault.next = fault_page
                             resp_errcode.next = concat(is_fetch, False, user, is_store, True)

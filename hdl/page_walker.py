@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
+from hdl.interfaces import (
+    PAGE_1G,
+    PAGE_2M,
+    PAGE_4K,
+    WORD_BYTES,
+    MemPort,
+    MemResponse,
+    PwcInsert,
+    PwcLookup,
+    WalkResult,
+    ram_address_width,
+)
 from hdl.protocol import (
     HUGE_1G_RESERVED,
     HUGE_1G_SHIFT,
@@ -20,9 +31,9 @@ from hdl.protocol import (
     PAGE_SHIFT,
     MmuConfig,
     Pte,
+    frame_width,
     pte_reserved_mask,
 )
-from hdl.tlb import SIZE_1G, SIZE_2M, SIZE_4K
 
 WalkState = enum("IDLE", "READ", "WAIT", "DONE")
 
@@ -37,18 +48,8 @@ def page_walker(
     is_user: SignalType,
     is_fetch: SignalType,
     cr3: SignalType,
-    pwc_hit: SignalType,
-    pwc_next_level: SignalType,
-    pwc_table: SignalType,
-    pwc_writable: SignalType,
-    pwc_user: SignalType,
-    pwc_no_execute: SignalType,
-    pwc_insert: SignalType,
-    pwc_insert_level: SignalType,
-    pwc_insert_table: SignalType,
-    pwc_insert_writable: SignalType,
-    pwc_insert_user: SignalType,
-    pwc_insert_no_execute: SignalType,
+    pwc: PwcLookup,
+    pwc_insert: PwcInsert,
     mem: MemPort,
     mem_resp: MemResponse,
     result: WalkResult,
@@ -58,17 +59,17 @@ def page_walker(
 
     `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; the walker keeps them and `vaddr`'s
     page number from `start` on, so that nothing here follows the MMU's next requests between walks (in MyHDL's
-    simulator, what changes is what costs). `pwc_*` are the PWC's lookup of `vaddr` (sampled at `start`) and the
-    insert command for it, which the PWC applies to `vaddr` (held until `result.done`); `mem`/`mem_resp` the
-    walker's port on the memory controller.
+    simulator, what changes is what costs). `pwc` is the PWC's lookup of `vaddr` (the walker reads its answer at
+    `start`, never its `vpn`) and `pwc_insert` the walker's insert for it, which the PWC applies to `vaddr` (held
+    until `result.done`); `mem`/`mem_resp` the walker's port on the memory controller.
     """
     maxphyaddr = config.maxphyaddr
-    ram_bits = (config.mem_bytes - 1).bit_length()
-    frame_width = maxphyaddr - PAGE_SHIFT
+    ram_bits = ram_address_width(config.mem_bytes)
+    frame_bits = frame_width(maxphyaddr)
     reserved_mask = pte_reserved_mask(maxphyaddr)
     accessed_dirty = Pte.ACCESSED | Pte.DIRTY
     full_word = (1 << WORD_BYTES) - 1
-    all_frame_bits = (1 << frame_width) - 1
+    all_frame_bits = (1 << frame_bits) - 1
     huge_2m_frame_mask = all_frame_bits & ~((1 << (HUGE_2M_SHIFT - PAGE_SHIFT)) - 1)  # frame bits of a 2 MiB base
     huge_1g_frame_mask = all_frame_bits & ~((1 << (HUGE_1G_SHIFT - PAGE_SHIFT)) - 1)
     accessed = Pte.ACCESSED
@@ -88,7 +89,7 @@ def page_walker(
     walk_user = Signal(bool(0))
     walk_fetch = Signal(bool(0))
     level = Signal(intbv(4, min=0, max=5))
-    table_frame = Signal(intbv(0)[frame_width:])  # frame of the table being read (`table` is a Verilog keyword)
+    table_frame = Signal(intbv(0)[frame_bits:])  # frame of the table being read (`table` is a Verilog keyword)
     writable = Signal(bool(0))  # permissions combined above the current level
     user = Signal(bool(0))
     no_execute = Signal(bool(0))
@@ -187,12 +188,12 @@ def page_walker(
 
     @always_comb
     def drive_pwc():
-        pwc_insert.next = arrived and present and not reserved and not leaf
-        pwc_insert_level.next = level
-        pwc_insert_table.next = entry[addr_width:PAGE_SHIFT]
-        pwc_insert_writable.next = combined_writable
-        pwc_insert_user.next = combined_user
-        pwc_insert_no_execute.next = combined_no_execute
+        pwc_insert.valid.next = arrived and present and not reserved and not leaf
+        pwc_insert.level.next = level
+        pwc_insert.table.next = entry[addr_width:PAGE_SHIFT]
+        pwc_insert.writable.next = combined_writable
+        pwc_insert.user.next = combined_user
+        pwc_insert.no_execute.next = combined_no_execute
 
     @always_comb
     def report_done():
@@ -213,13 +214,13 @@ def page_walker(
                 result.levels.next = 0
                 result.cycles.next = 0
                 result.ad_writes.next = 0
-                result.pwc_hit.next = pwc_hit
-                if pwc_hit:
-                    level.next = pwc_next_level
-                    table_frame.next = pwc_table
-                    writable.next = pwc_writable
-                    user.next = pwc_user
-                    no_execute.next = pwc_no_execute
+                result.pwc_hit.next = pwc.hit
+                if pwc.hit:
+                    level.next = pwc.next_level
+                    table_frame.next = pwc.table
+                    writable.next = pwc.writable
+                    user.next = pwc.user
+                    no_execute.next = pwc.no_execute
                 else:
                     level.next = 4
                     table_frame.next = cr3[addr_width:PAGE_SHIFT]
@@ -263,13 +264,13 @@ def page_walker(
                     result.global_.next = entry[global_bit]
                     result.dirty.next = updated_entry[dirty_bit]  # as written back on success
                     if level == 3:
-                        result.size.next = SIZE_1G
+                        result.size.next = PAGE_1G
                         result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_1g_frame_mask
                     elif level == 2:
-                        result.size.next = SIZE_2M
+                        result.size.next = PAGE_2M
                         result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_2m_frame_mask
                     else:
-                        result.size.next = SIZE_4K
+                        result.size.next = PAGE_4K
                         result.frame.next = entry[addr_width:PAGE_SHIFT]
                     if not permitted:
                         result.fault_page.next = True

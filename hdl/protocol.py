@@ -85,6 +85,11 @@ class Pte:
     NO_EXECUTE = 1 << 63
 
 
+def frame_width(maxphyaddr: int = DEFAULT_MAXPHYADDR) -> int:
+    """Bits of a physical frame number: address bits 12..M-1."""
+    return maxphyaddr - PAGE_SHIFT
+
+
 def pte_addr_mask(maxphyaddr: int = DEFAULT_MAXPHYADDR) -> int:
     """Mask of the physical-address field of an entry (bits 12..M-1)."""
     return ((1 << maxphyaddr) - 1) & ~(PAGE_SIZE - 1)

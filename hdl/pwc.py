@@ -10,42 +10,21 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always, always_comb, block, downrange, intbv
 
+from hdl.interfaces import LEVEL_WIDTH, PwcInsert, PwcLookup, index_width
 from hdl.protocol import LEVEL_BITS
-
-LEVEL_WIDTH = 3  # walk levels 1 (PT) .. 4 (PML4)
 
 
 @block
-def pwc(
-    clk: SignalType,
-    rst: SignalType,
-    vpn: SignalType,
-    hit: SignalType,
-    hit_next_level: SignalType,
-    hit_table: SignalType,
-    hit_writable: SignalType,
-    hit_user: SignalType,
-    hit_no_execute: SignalType,
-    insert: SignalType,
-    insert_level: SignalType,
-    insert_table: SignalType,
-    insert_writable: SignalType,
-    insert_user: SignalType,
-    insert_no_execute: SignalType,
-    flush: SignalType,
-    entries: int,
-):
-    """Look up `vpn` (addr[47:12]) combinationally; `insert` an entry of level `insert_level` (4, 3 or 2) for `vpn`.
-
-    On `hit`, the walk continues at `hit_next_level` (the level below the entry) in the table `hit_table` (frame
-    number) with the combined permissions `hit_*`. `flush` empties the cache. With `entries` = 0 it never hits.
-    """
+def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, flush: SignalType, entries: int):
+    """A cache of `entries` non-leaf entries: `lookup` answers for its VPN, `insert` adds an entry for that VPN, and
+    `flush` empties the cache. With `entries` = 0 it never hits."""
     if entries == 0:
         return ()  # the outputs stay at their reset value: no hit
 
-    index_bits = max(1, (entries - 1).bit_length())
+    index_bits = index_width(entries)
+    vpn = lookup.vpn
     vpn_width = len(vpn)
-    table_width = len(insert_table)
+    table_width = len(lookup.table)
     all_vpn_bits = (1 << vpn_width) - 1
     pde_prefix = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that select each kind of entry
     pdpte_prefix = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
@@ -75,7 +54,7 @@ def pwc(
         vpn_pml4e.next = vpn & pml4e_prefix
 
     @always_comb
-    def lookup():
+    def find_longest_prefix():
         # Lowest-numbered match per level, then the deepest level wins.
         pde_found = False
         pdpte_found = False
@@ -94,23 +73,23 @@ def pwc(
                 if levels[i] == 4 and tags[i] == vpn_pml4e:
                     pml4e_found = True
                     pml4e_index[:] = i
-        hit.next = pde_found or pdpte_found or pml4e_found
+        lookup.hit.next = pde_found or pdpte_found or pml4e_found
         if pde_found:
             hit_index.next = pde_index
-            hit_next_level.next = 1
+            lookup.next_level.next = 1
         elif pdpte_found:
             hit_index.next = pdpte_index
-            hit_next_level.next = 2
+            lookup.next_level.next = 2
         else:
             hit_index.next = pml4e_index
-            hit_next_level.next = 3
+            lookup.next_level.next = 3
 
     @always_comb
     def read_hit():
-        hit_table.next = tables[hit_index]
-        hit_writable.next = writable[hit_index]
-        hit_user.next = user[hit_index]
-        hit_no_execute.next = no_execute[hit_index]
+        lookup.table.next = tables[hit_index]
+        lookup.writable.next = writable[hit_index]
+        lookup.user.next = user[hit_index]
+        lookup.no_execute.next = no_execute[hit_index]
 
     @always_comb
     def find_free_entry():
@@ -139,20 +118,20 @@ def pwc(
             oldest.next = 0
         elif flush:
             valid.next = 0
-        elif insert:
-            levels[insert_index].next = insert_level
+        elif insert.valid:
+            levels[insert_index].next = insert.level
             # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
             # lookup.
-            if insert_level == 2:
+            if insert.level == 2:
                 tags[insert_index].next = vpn_pde
-            elif insert_level == 3:
+            elif insert.level == 3:
                 tags[insert_index].next = vpn_pdpte
             else:
                 tags[insert_index].next = vpn_pml4e
-            tables[insert_index].next = insert_table
-            writable[insert_index].next = insert_writable
-            user[insert_index].next = insert_user
-            no_execute[insert_index].next = insert_no_execute
+            tables[insert_index].next = insert.table
+            writable[insert_index].next = insert.writable
+            user[insert_index].next = insert.user
+            no_execute[insert_index].next = insert.no_execute
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[insert_index] = True
@@ -160,4 +139,4 @@ def pwc(
             if full:
                 oldest.next = (oldest + 1) & (entries - 1)
 
-    return prefixes, lookup, read_hit, find_free_entry, place_insert, update_entries
+    return prefixes, find_longest_prefix, read_hit, find_free_entry, place_insert, update_entries

@@ -10,65 +10,31 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
 
+from hdl.interfaces import PAGE_2M, PAGE_4K, PAGE_SIZE_CODE_WIDTH, TlbLookup, TlbUpdate, index_width
 from hdl.protocol import LEVEL_BITS, LFSR_SEED, LFSR_TAPS, TlbPolicy
-
-# Page sizes as the TLB (and the walker) encode them: the walk level of the leaf minus one.
-SIZE_4K, SIZE_2M, SIZE_1G = 0, 1, 2
-SIZE_WIDTH = 2
-
-
-def _bits_for(count: int) -> int:
-    """Bits of an index into `count` things; at least one, as MyHDL has no zero-width signals."""
-    return max(1, (count - 1).bit_length())
 
 
 @block
 def tlb(
     clk: SignalType,
     rst: SignalType,
-    vpn: SignalType,
-    hit: SignalType,
-    hit_frame: SignalType,
-    hit_size: SignalType,
-    hit_writable: SignalType,
-    hit_user: SignalType,
-    hit_no_execute: SignalType,
-    hit_dirty: SignalType,
-    evict: SignalType,
-    evict_vpn: SignalType,
-    touch: SignalType,
-    fill: SignalType,
-    refresh: SignalType,
-    drop: SignalType,
-    flush_all: SignalType,
-    flush_non_global: SignalType,
-    fill_frame: SignalType,
-    fill_size: SignalType,
-    fill_writable: SignalType,
-    fill_user: SignalType,
-    fill_no_execute: SignalType,
-    fill_global: SignalType,
-    fill_dirty: SignalType,
+    lookup: TlbLookup,
+    update: TlbUpdate,
     entries: int,
     ways: int,
     policy: int,
 ):
-    """A TLB looked up by `vpn` (addr[47:12]).
-
-    Outputs, combinational on `vpn`: `hit` and the hit entry's translation (`hit_frame` is the page's base frame
-    number); `evict`/`evict_vpn`: whether a fill now would replace a valid entry, and that entry's base VPN.
-    Commands, one per cycle: `touch` (a hit: update PLRU), `fill` (insert the `fill_*` translation of `vpn`),
-    `refresh` (overwrite the hit entry with it), `drop` (invalidate every entry whose page holds `vpn`, in every
-    set), `flush_all`, `flush_non_global`.
-    """
+    """A TLB of `entries` in sets of `ways`, replacing by `policy` (a TlbPolicy): `lookup` answers for its VPN, and
+    `update` changes the entries for that VPN (see the two bundles)."""
+    vpn = lookup.vpn
     sets = entries // ways
-    way_bits = _bits_for(ways)
-    index_bits = _bits_for(entries)
+    way_bits = index_width(ways)
+    index_bits = index_width(entries)
     set_mask = sets - 1
     way_shift = (ways - 1).bit_length()  # log2(ways): entry index = set << way_shift | way
     plru_levels = way_shift
     vpn_width = len(vpn)
-    frame_width = len(fill_frame)
+    frame_bits = len(lookup.frame)
     all_vpn_bits = (1 << vpn_width) - 1
     base_2m_mask = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that name a 2 MiB page
     base_1g_mask = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
@@ -77,8 +43,8 @@ def tlb(
     # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
     # one AND each.
     tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
-    sizes = [Signal(intbv(0)[SIZE_WIDTH:]) for _ in range(entries)]
-    frames = [Signal(intbv(0)[frame_width:]) for _ in range(entries)]
+    sizes = [Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:]) for _ in range(entries)]
+    frames = [Signal(intbv(0)[frame_bits:]) for _ in range(entries)]
     writable = [Signal(bool(0)) for _ in range(entries)]
     user = [Signal(bool(0)) for _ in range(entries)]
     no_execute = [Signal(bool(0)) for _ in range(entries)]
@@ -88,7 +54,7 @@ def tlb(
 
     vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
     vpn_1g = Signal(intbv(0)[vpn_width:])
-    set_index = Signal(intbv(0)[_bits_for(sets):])
+    set_index = Signal(intbv(0)[index_width(sets):])
     set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
     page_matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
     hit_way = Signal(intbv(0)[way_bits:])
@@ -115,9 +81,9 @@ def tlb(
         for i in range(entries):
             entry_size = sizes[i]
             entry_tag = tags[i]
-            if entry_size == SIZE_4K:
+            if entry_size == PAGE_4K:
                 found[i] = valid[i] and entry_tag == vpn
-            elif entry_size == SIZE_2M:
+            elif entry_size == PAGE_2M:
                 found[i] = valid[i] and entry_tag == vpn_2m
             else:
                 found[i] = valid[i] and entry_tag == vpn_1g
@@ -131,7 +97,7 @@ def tlb(
             if page_matches[set_base + w]:
                 found = True
                 way[:] = w
-        hit.next = found
+        lookup.hit.next = found
         hit_way.next = way
 
     @always_comb
@@ -140,12 +106,12 @@ def tlb(
 
     @always_comb
     def read_hit():
-        hit_frame.next = frames[hit_index]
-        hit_size.next = sizes[hit_index]
-        hit_writable.next = writable[hit_index]
-        hit_user.next = user[hit_index]
-        hit_no_execute.next = no_execute[hit_index]
-        hit_dirty.next = dirty[hit_index]
+        lookup.frame.next = frames[hit_index]
+        lookup.size.next = sizes[hit_index]
+        lookup.writable.next = writable[hit_index]
+        lookup.user.next = user[hit_index]
+        lookup.no_execute.next = no_execute[hit_index]
+        lookup.dirty.next = dirty[hit_index]
 
     @always_comb
     def find_free_way():
@@ -168,8 +134,8 @@ def tlb(
 
     @always_comb
     def report_eviction():
-        evict.next = full
-        evict_vpn.next = tags[fill_index]
+        update.evict.next = full
+        update.evict_vpn.next = tags[fill_index]
 
     @always(clk.posedge)
     def update_entries():
@@ -179,38 +145,38 @@ def tlb(
         if rst:
             valid.next = 0
             global_.next = 0
-        elif flush_all:
+        elif update.flush_all:
             valid.next = 0
-        elif flush_non_global:
+        elif update.flush_non_global:
             valid.next = valid & global_
-        elif drop:
+        elif update.drop:
             valid.next = valid & ~page_matches
-        elif fill or refresh:
+        elif update.fill or update.refresh:
             index = intbv(0)[index_bits:]
-            if fill:
+            if update.fill:
                 index[:] = fill_index
             else:
                 index[:] = hit_index
             # The tag is the VPN at the page's size, formed here: a combinational copy would follow every lookup.
-            if fill_size == SIZE_4K:
+            if update.fill_size == PAGE_4K:
                 tags[index].next = vpn
-            elif fill_size == SIZE_2M:
+            elif update.fill_size == PAGE_2M:
                 tags[index].next = vpn_2m
             else:
                 tags[index].next = vpn_1g
-            sizes[index].next = fill_size
-            frames[index].next = fill_frame
-            writable[index].next = fill_writable
-            user[index].next = fill_user
-            no_execute[index].next = fill_no_execute
-            dirty[index].next = fill_dirty
+            sizes[index].next = update.fill_size
+            frames[index].next = update.fill_frame
+            writable[index].next = update.fill_writable
+            user[index].next = update.fill_user
+            no_execute[index].next = update.fill_no_execute
+            dirty[index].next = update.fill_dirty
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[index] = True
             valid.next = valid_bits
             global_bits = intbv(0)[entries:]
             global_bits[:] = global_
-            global_bits[index] = fill_global
+            global_bits[index] = update.fill_global
             global_.next = global_bits
 
     # The victim of a full set, and the policy's state updates; a one-way set has no choice to make.
@@ -232,7 +198,7 @@ def tlb(
 
         @always_comb
         def choose_touched_way():
-            if fill:
+            if update.fill:
                 touched_way.next = fill_way
             else:
                 touched_way.next = hit_way
@@ -251,7 +217,7 @@ def tlb(
 
         @always_seq(clk.posedge, reset=rst)
         def update_plru():
-            if touch or fill:
+            if update.touch or update.fill:
                 plru[set_index].next = touched_plru
 
         replacement = [choose_plru_victim, choose_touched_way, point_plru_away, update_plru]
@@ -265,7 +231,7 @@ def tlb(
 
         @always_seq(clk.posedge, reset=rst)
         def advance_fifo():
-            if fill and full:
+            if update.fill and full:
                 fifo[set_index].next = (fifo[set_index] + 1) & (ways - 1)
 
         replacement = [choose_fifo_victim, advance_fifo]
@@ -279,7 +245,7 @@ def tlb(
 
         @always_seq(clk.posedge, reset=rst)
         def step_lfsr():
-            if fill and full:
+            if update.fill and full:
                 if lfsr[0]:
                     lfsr.next = (lfsr >> 1) ^ LFSR_TAPS
                 else:

@@ -1,13 +1,12 @@
-"""Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, page_walker, memory_controller) and of
-the whole `mmu` (driven by cosim.backends.cocotb_driver): conversion and simulator builds (cached by
-cosim.toolchain.build), and the per-cycle discipline the block tests follow on both simulators.
+"""Shared testbench machinery for the cocotb tests of the MMU's blocks (tlb, pwc, page_walker, csr,
+memory_controller) and of the whole `mmu` (driven by cosim.backends.cocotb_driver): conversion and simulator builds
+(cached by cosim.toolchain.build), and the per-cycle discipline the block tests follow on both simulators.
 
 A block test is an *environment*: a synchronous Python model of everything around the block (the commands it is
 given, the memory it talks to) that also predicts the block's outputs. Each cycle the driver asks the environment
-for the inputs (`drive`), lets them settle, hands it the outputs (`sample`, which asserts them against the model and
-appends what it checked to `trace`), and clocks. The same environment runs on the MyHDL simulation of the block
-(`run_myhdl`) and on its converted Verilog under cocotb (`run_cocotb`); equal traces show that the conversion kept
-the behaviour, and the model's assertions show that the behaviour is the contract's.
+for the inputs (`drive`), lets them settle, hands it the outputs (`sample`, which asserts them against the model),
+and clocks. The same environment runs on the MyHDL simulation of the block (`run_myhdl`) and on its converted
+Verilog under cocotb (`run_cocotb`), so the model's assertions check the source and its conversion alike.
 
 Directory note: tests/cocotb has no __init__.py on purpose. As a package it would be imported as `cocotb` (pytest
 puts tests/ on sys.path for conftest.py) and shadow the real cocotb.
@@ -37,10 +36,27 @@ from cosim.backends.cocotb_driver import CLOCK_PERIOD_NS, read_value
 from cosim.backends.cocotb_sim import SIMULATORS as COCOTB_SIMULATORS
 from cosim.backends.handshake import RESET_CYCLES
 from cosim.toolchain import build
-from hdl.interfaces import WORD_BYTES, MemPort, MemResponse, WalkResult
-from hdl.protocol import DEFAULT_MAXPHYADDR, PAGE_SHIFT, VPN_WIDTH, MmuConfig
-from hdl.pwc import LEVEL_WIDTH
-from hdl.tlb import SIZE_WIDTH
+from hdl.interfaces import (
+    MemPort,
+    MemResponse,
+    PwcInsert,
+    PwcLookup,
+    TlbLookup,
+    TlbUpdate,
+    WalkResult,
+    word_addr_width,
+)
+from hdl.protocol import (
+    DATA_WIDTH,
+    DEFAULT_MAXPHYADDR,
+    ERRCODE_WIDTH,
+    FAULT_WIDTH,
+    OP_WIDTH,
+    PORTS_OUT,
+    VADDR_WIDTH,
+    MmuConfig,
+    frame_width,
+)
 
 SIMULATORS = tuple(COCOTB_SIMULATORS.values())
 PARAMS_ENV = "MMUCOSIM_TB"  # JSON: {"params": ..., "trace_dir": ...} for the cocotb module inside the simulator
@@ -60,27 +76,33 @@ def _signal(width: int) -> SignalType:
     return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
 
 
-def frame_width(maxphyaddr: int) -> int:
-    return maxphyaddr - PAGE_SHIFT
-
-
-def word_addr_width(mem_bytes: int) -> int:
-    return (mem_bytes // WORD_BYTES - 1).bit_length()
-
-
 def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The MyHDL block function of `name` and the keyword arguments (Signals, interfaces, parameters) for it."""
     if name == "tlb":
         from hdl.tlb import tlb
 
-        fw = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
-        widths = {"vpn": VPN_WIDTH, "hit": 1, "hit_frame": fw, "hit_size": SIZE_WIDTH, "hit_writable": 1,
-                  "hit_user": 1, "hit_no_execute": 1, "hit_dirty": 1, "evict": 1, "evict_vpn": VPN_WIDTH, "touch": 1,
-                  "fill": 1, "refresh": 1, "drop": 1, "flush_all": 1, "flush_non_global": 1, "fill_frame": fw,
-                  "fill_size": SIZE_WIDTH, "fill_writable": 1, "fill_user": 1, "fill_no_execute": 1, "fill_global": 1,
-                  "fill_dirty": 1}
-        kwargs = {port: _signal(width) for port, width in widths.items()}
-        return tlb, {**kwargs, "entries": params["entries"], "ways": params["ways"], "policy": params["policy"]}
+        frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        return tlb, {"lookup": TlbLookup(frame_bits), "update": TlbUpdate(frame_bits), "entries": params["entries"],
+                     "ways": params["ways"], "policy": params["policy"]}
+    if name == "pwc":
+        from hdl.pwc import pwc
+
+        frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        return pwc, {"lookup": PwcLookup(frame_bits), "insert": PwcInsert(frame_bits), "flush": _signal(1),
+                     "entries": params["entries"]}
+    if name == "csr":
+        from hdl.csr import csr
+
+        widths = {"in_lookup": 1, "op": OP_WIDTH, "addr": VADDR_WIDTH, "wdata": DATA_WIDTH, "rdata": DATA_WIDTH,
+                  "known": 1, "writable": 1, "paging": 1, "cr3": DATA_WIDTH, "fault_addr": VADDR_WIDTH,
+                  "event_valid": 1, "event_fault": FAULT_WIDTH, "event_errcode": ERRCODE_WIDTH, "event_flush": 1,
+                  "cycles": PORTS_OUT["ev_cycle"]}
+        widths |= {f"event_{port}": PORTS_OUT[f"ev_{port}"] for port in
+                   ("tlb_hit", "tlb_miss", "evict", "walk_levels", "walk_cycles", "pwc_hits", "ad_writes")}
+        settings = {key: value for key, value in params.items() if key != "seed"}
+        # the policy as a plain int, not the IntEnum: see cosim.toolchain.export
+        config = MmuConfig(**settings | {"tlb_policy": int(settings.get("tlb_policy", 0))})
+        return csr, {**{port: _signal(width) for port, width in widths.items()}, "config": config}
     config = MmuConfig(mem_bytes=params.get("mem_bytes", 1 << 16), mem_latency=params.get("mem_latency", 1),
                        maxphyaddr=params.get("maxphyaddr", DEFAULT_MAXPHYADDR),
                        tlb_policy=0)  # a plain int, not the IntEnum: see cosim.toolchain.export
@@ -88,13 +110,11 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "page_walker":
         from hdl.page_walker import page_walker
 
-        fw = frame_width(config.maxphyaddr)
-        widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64, "pwc_hit": 1,
-                  "pwc_next_level": LEVEL_WIDTH, "pwc_table": fw, "pwc_writable": 1, "pwc_user": 1,
-                  "pwc_no_execute": 1, "pwc_insert": 1, "pwc_insert_level": LEVEL_WIDTH, "pwc_insert_table": fw,
-                  "pwc_insert_writable": 1, "pwc_insert_user": 1, "pwc_insert_no_execute": 1}
+        frame_bits = frame_width(config.maxphyaddr)
+        widths = {"start": 1, "vaddr": 64, "is_store": 1, "is_user": 1, "is_fetch": 1, "cr3": 64}
         kwargs = {port: _signal(width) for port, width in widths.items()}
-        return page_walker, {**kwargs, "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(fw),
+        return page_walker, {**kwargs, "pwc": PwcLookup(frame_bits), "pwc_insert": PwcInsert(frame_bits),
+                             "mem": MemPort(words), "mem_resp": MemResponse(), "result": WalkResult(frame_bits),
                              "config": config}
     if name == "memory_controller":
         from hdl.memory_controller import memory_controller
@@ -105,13 +125,14 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
 
 
 def _flatten(kwargs: dict[str, Any]) -> dict[str, SignalType]:
-    """The Signals of `kwargs` under the names MyHDL gives them in Verilog (`mem` . `valid` -> `mem_valid`)."""
+    """The Signals of `kwargs` under the names MyHDL gives them in Verilog: a Signal by its name, a bundle's by
+    `<argument>_<attribute>` (`mem` . `valid` -> `mem_valid`)."""
     flat: dict[str, SignalType] = {}
     for name, value in kwargs.items():
         if isinstance(value, SignalType):
             flat[name] = value
-        elif isinstance(value, (MemPort, MemResponse, WalkResult)):
-            flat.update({f"{name}_{attr}": sig for attr, sig in vars(value).items()})
+        elif hasattr(value, "__dict__"):
+            flat.update({f"{name}_{attr}": sig for attr, sig in vars(value).items() if isinstance(sig, SignalType)})
     return flat
 
 
@@ -226,12 +247,8 @@ def job() -> dict[str, Any]:
 
 
 def save_trace(name: str, trace: list[Any]) -> None:
-    """Inside the simulator: leave the trace of scenario `name` for the pytest runner to compare with MyHDL's."""
+    """Inside the simulator: leave the trace of scenario `name` for the pytest runner (tests/cocotb/test_mmu.py)."""
     (Path(job()["trace_dir"]) / f"{name}.json").write_text(json.dumps(trace))
-
-
-def load_trace(run_dir: Path, name: str) -> list[Any]:
-    return json.loads((run_dir / f"{name}.json").read_text())
 
 
 # -- environments and the two drivers -----------------------------------------------------------------------------
@@ -247,7 +264,6 @@ class Environment:
         self.rng = random.Random(seed)
         self.cycle = 0
         self.done = False
-        self.trace: list[Any] = []
 
     def drive(self) -> dict[str, int]:
         """The inputs for this cycle (inputs not named keep their values)."""
@@ -267,8 +283,8 @@ class Environment:
         return self.rng.randint(1, max_idle) if max_idle and self.rng.random() < probability else 0
 
 
-def run_myhdl(design: BlockDesign, env: Environment) -> list[Any]:
-    """Run `env` on the MyHDL simulation of `design` and return its trace."""
+def run_myhdl(design: BlockDesign, env: Environment) -> None:
+    """Run `env` on the MyHDL simulation of `design` (its model asserts every cycle)."""
     function, kwargs, signals = design.instantiate()
     clk, rst = signals["clk"], signals["rst"]
 
@@ -307,11 +323,10 @@ def run_myhdl(design: BlockDesign, env: Environment) -> list[Any]:
         simulation.run_sim(quiet=1)
     finally:
         simulation.quit_sim()
-    return env.trace
 
 
-async def run_cocotb(dut: Any, env: Environment) -> list[Any]:
-    """Run `env` on the Verilog `dut` with the discipline of run_myhdl, and return its trace."""
+async def run_cocotb(dut: Any, env: Environment) -> None:
+    """Run `env` on the Verilog `dut` with the discipline of run_myhdl."""
     from cocotb.clock import Clock
     from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
@@ -331,22 +346,27 @@ async def run_cocotb(dut: Any, env: Environment) -> list[Any]:
         env.sample({name: read_value(handle) for name, handle in handles.items()})
         env.cycle += 1
         await FallingEdge(dut.clk)
-    return env.trace
 
 
 def check_block(
     design: BlockDesign, simulator: str, test_module: str, scenarios: dict[str, Callable[[dict[str, Any]], Environment]]
 ) -> None:
     """The pytest half of a block test: run the cocotb module on the converted block, then every scenario on the
-    MyHDL block, and require the same traces."""
+    MyHDL block.
+
+    What guards what: on each side the environment's model asserts, in every cycle, every output the contract
+    defines in that cycle, so the two runs check the MyHDL source and its Verilog against the contract directly.
+    The outputs a model leaves unchecked are the contract's don't-cares (a TLB's frame while it misses, a port's
+    data while its valid is low, read data before the first read), and those legitimately differ between the
+    sides: the cocotb scenarios share one simulation, so storage that is never reset (RAM words, TLB and PWC
+    contents) holds the previous scenario's values there and zeros in MyHDL's fresh run. Comparing the two
+    runs' outputs would therefore add nothing the models do not check, and is not done.
+    """
     verilog = convert_block(design)
     sources = {verilog.name: verilog.read_text()}
     run_dir = run_cocotb_module(simulator, sources, design.name, design.tag, test_module, design.params)
-    for name, scenario in scenarios.items():
-        verilog_trace = load_trace(run_dir, name)
-        myhdl_trace = run_myhdl(design, scenario(design.params))
-        assert verilog_trace == myhdl_trace, f"{name}: the Verilog ({simulator}) and MyHDL traces differ"
-        assert verilog_trace, f"{name}: empty trace"
+    for scenario in scenarios.values():
+        run_myhdl(design, scenario(design.params))
     shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -1,0 +1,234 @@
+"""The CSR file (hdl/csr.py) against a model of the contract's CSR map: CR0 (PG alone writable, PE and WP read as
+1), CR2 and CR3 read back as written, PFEC and CR2 set by page faults, the read-only configuration, and the
+performance counters, each counting what protocol.Counter says from the access event of every response.
+
+The environment plays the MMU around the block: each operation is a lookup cycle (a CSR_READ takes its value, a
+CSR_WRITE commits) and a response cycle (its access event is counted), with the request held between, and idle
+cycles after. Both the cocotb module and its pytest entry `test_csr_runner` (Verilator, Icarus, and MyHDL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cocotb
+import pytest
+import tb
+
+from hdl.protocol import (
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    CSR_ADDR_WIDTH,
+    ERRCODE_WIDTH,
+    Counter,
+    Csr,
+    Fault,
+    MmuConfig,
+    Op,
+    TlbPolicy,
+)
+
+READ_ONLY = (Csr.PFEC, Csr.CFG_TLB_ENTRIES, Csr.CFG_TLB_WAYS, Csr.CFG_TLB_POLICY, Csr.CFG_PWC_ENTRIES,
+             Csr.CFG_MEM_BYTES, Csr.CFG_MAXPHYADDR, Csr.CFG_MEM_LATENCY)
+COUNTER_ADDRESSES = tuple(Csr.COUNTER_BASE + counter for counter in Counter)
+# Addresses outside the map: between its CSRs, past the last counter, and with bits 63..12 set (decision 7).
+UNKNOWN = (0x001, 0x005, 0x00F, 0x017, 0x0FF, Csr.COUNTER_BASE + len(Counter), 0xFFF, 1 << CSR_ADDR_WIDTH,
+           1 << 63 | Csr.CR3)
+
+
+def config_of(params: dict[str, Any]) -> MmuConfig:
+    return MmuConfig(**{key: value for key, value in params.items() if key != "seed"})
+
+
+class CsrModel:
+    """The CSRs and counters as the contract defines them, from reset."""
+
+    def __init__(self, config: MmuConfig) -> None:
+        self.config = config
+        self.paging = False
+        self.cr2 = self.cr3 = self.pfec = 0
+        self.counters = dict.fromkeys(Counter, 0)
+
+    def known(self, addr: int) -> bool:
+        return addr in set(Csr) - {Csr.COUNTER_BASE} or addr in COUNTER_ADDRESSES
+
+    def writable(self, addr: int) -> bool:
+        return addr in (Csr.CR0, Csr.CR2, Csr.CR3)
+
+    def read(self, addr: int, cycle: int) -> int:
+        """What a CSR_READ of `addr` in `cycle` returns: zero for an address outside the map."""
+        if addr == Csr.CR0:
+            return CR0_PE | CR0_WP | (CR0_PG if self.paging else 0)
+        if addr in (Csr.CR2, Csr.CR3, Csr.PFEC):
+            return {Csr.CR2: self.cr2, Csr.CR3: self.cr3, Csr.PFEC: self.pfec}[addr]
+        if addr in READ_ONLY:
+            return self.config.csr_value(Csr(addr))
+        if addr == Csr.COUNTER_BASE + Counter.CYCLES:
+            return cycle
+        if addr in COUNTER_ADDRESSES:
+            return self.counters[Counter(addr - Csr.COUNTER_BASE)]
+        return 0
+
+    def write(self, addr: int, value: int) -> None:
+        if addr == Csr.CR0:
+            self.paging = bool(value & CR0_PG)  # PE and WP are fixed; every other bit is dropped
+        elif addr == Csr.CR2:
+            self.cr2 = value
+        elif addr == Csr.CR3:
+            self.cr3 = value
+
+    def count(self, op: int, addr: int, event: dict[str, int]) -> None:
+        """The response of `op` at `addr` with its access event: CR2/PFEC on a page fault, and every counter."""
+        fault = event["event_fault"]
+        if fault == Fault.PAGE:
+            self.cr2, self.pfec = addr, event["event_errcode"]
+        c = self.counters
+        c[Counter.LOADS] += op == Op.LOAD and fault == Fault.NONE
+        c[Counter.STORES] += op == Op.STORE and fault == Fault.NONE
+        c[Counter.TLB_HITS] += event["event_tlb_hit"]
+        c[Counter.TLB_MISSES] += event["event_tlb_miss"]
+        c[Counter.TLB_EVICTIONS] += event["event_evict"]
+        c[Counter.WALKS] += event["event_walk_levels"] > 0
+        c[Counter.WALK_CYCLES] += event["event_walk_cycles"]
+        c[Counter.PTE_READS] += event["event_walk_levels"]
+        c[Counter.PWC_HITS] += event["event_pwc_hits"]
+        c[Counter.AD_WRITES] += event["event_ad_writes"]
+        c[Counter.INVLPGS] += op == Op.INVLPG
+        c[Counter.FLUSHES] += event["event_flush"]
+        for counter, code in ((Counter.FAULTS_PAGE, Fault.PAGE), (Counter.FAULTS_GP, Fault.GP),
+                              (Counter.FAULTS_ALIGN, Fault.ALIGN), (Counter.FAULTS_BUS, Fault.BUS)):
+            c[counter] += fault == code
+
+
+NO_EVENT = {"event_valid": 0, "event_fault": 0, "event_errcode": 0, "event_flush": 0, "event_tlb_hit": 0,
+            "event_tlb_miss": 0, "event_evict": 0, "event_walk_levels": 0, "event_walk_cycles": 0,
+            "event_pwc_hits": 0, "event_ad_writes": 0}
+
+
+class CsrEnvironment(tb.Environment):
+    """`operations` random operations, `csr_share` of them CSR reads and writes of any address (in the map or
+    not, writable or not), the rest memory operations, INVLPGs and FLUSHes with random access events; checks every
+    output every cycle against CsrModel."""
+
+    outputs = ("rdata", "known", "writable", "paging", "cr3", "cycles")
+
+    def __init__(self, params: dict[str, Any], seed: int, operations: int, csr_share: float, max_idle: int) -> None:
+        super().__init__(seed)
+        self.model = CsrModel(config_of(params))
+        self.operations, self.csr_share, self.max_idle = operations, csr_share, max_idle
+        self.request = {"op": 0, "addr": 0, "wdata": 0, "fault_addr": 0}  # held from lookup to the next request
+        self.now = "idle"  # this cycle: idle, or an operation's lookup or response (which the next follows at once)
+        self.idle = 0
+        self.event: dict[str, int] = {}
+        self.rdata = 0  # the last CSR_READ's value, which the block holds
+
+    def _csr_request(self) -> dict[str, int]:
+        op = int(self.rng.choice((Op.CSR_READ, Op.CSR_WRITE)))
+        addr = self.rng.choice((*Csr, *COUNTER_ADDRESSES, *UNKNOWN))
+        wdata = self.rng.choice((self.rng.getrandbits(64), CR0_PG, 0, self.rng.getrandbits(64) & ~CR0_PG))
+        return {"op": op, "addr": int(addr), "wdata": wdata}
+
+    def _csr_event(self, request: dict[str, int]) -> dict[str, int]:
+        """The response event of a CSR operation: GP for an address outside the map or a read-only write, and a
+        flush for a successful CR3 write."""
+        op, addr = request["op"], request["addr"]
+        allowed = self.model.known(addr) if op == Op.CSR_READ else self.model.writable(addr)
+        return NO_EVENT | {"event_valid": 1, "event_fault": int(Fault.NONE if allowed else Fault.GP),
+                           "event_flush": op == Op.CSR_WRITE and addr == Csr.CR3}
+
+    def _other_request(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A memory operation, INVLPG, FLUSH or undefined op, and a random access event for its response that a
+        real one could have: hit or miss or neither, and the walk's figures (eviction, PWC hit, A/D writes) only
+        with a walk."""
+        op = self.rng.choice((Op.LOAD, Op.LOAD, Op.STORE, Op.STORE, Op.INVLPG, Op.FLUSH, 6, 7))
+        fault = self.rng.choice((Fault.NONE,) * 4 + (Fault.PAGE, Fault.GP, Fault.ALIGN, Fault.BUS))
+        tlb_hit, tlb_miss = self.rng.choice(((1, 0), (0, 1), (0, 0)))
+        walk_levels = self.rng.choice((0, 0, 1, 2, 3, 4))
+        event = NO_EVENT | {
+            "event_valid": 1, "event_fault": int(fault), "event_flush": op == Op.FLUSH,
+            "event_errcode": self.rng.getrandbits(ERRCODE_WIDTH) if fault == Fault.PAGE else 0,
+            "event_tlb_hit": tlb_hit, "event_tlb_miss": tlb_miss, "event_walk_levels": walk_levels,
+        }  # fmt: skip
+        if walk_levels:
+            event |= {"event_evict": self.rng.random() < 0.3, "event_walk_cycles": self.rng.randrange(1 << 16),
+                      "event_pwc_hits": self.rng.getrandbits(1), "event_ad_writes": self.rng.randint(0, walk_levels)}
+        return {"op": int(op), "addr": self.rng.getrandbits(64), "wdata": self.rng.getrandbits(64)}, event
+
+    def drive(self) -> dict[str, int]:
+        inputs = {"in_lookup": 0, **NO_EVENT}
+        if self.now == "lookup":
+            self.now = "response"
+            inputs |= self.event
+        elif self.idle:
+            self.now = "idle"
+            self.idle -= 1
+        elif self.operations:
+            self.operations -= 1
+            if self.rng.random() < self.csr_share:
+                request = self._csr_request()
+                self.event = self._csr_event(request)
+            else:
+                request, self.event = self._other_request()
+            self.request = request | {"fault_addr": request["addr"]}  # as in the MMU: the request's address
+            self.now = "lookup"
+            inputs["in_lookup"] = 1
+        else:
+            self.now = "idle"
+            self.done = True
+        return inputs | self.request
+
+    def sample(self, values: dict[str, int | None]) -> None:
+        op, addr, wdata = self.request["op"], self.request["addr"], self.request["wdata"]
+        model = self.model
+        self.expect(f"known({addr:#x})", values["known"], model.known(addr))
+        self.expect(f"writable({addr:#x})", values["writable"], model.writable(addr))
+        self.expect("paging", values["paging"], model.paging)
+        self.expect("cr3", values["cr3"], model.cr3)
+        self.expect("cycles", values["cycles"], self.cycle)
+        self.expect("rdata", values["rdata"], self.rdata)
+        # what the clock edge that ends this cycle does
+        if self.now == "lookup" and op == Op.CSR_READ:
+            self.rdata = model.read(addr, self.cycle)
+        elif self.now == "lookup" and op == Op.CSR_WRITE and model.writable(addr):
+            model.write(addr, wdata)
+        elif self.now == "response":
+            model.count(op, addr, self.event)
+            self.idle = self.gap(self.max_idle, 0.5)
+
+
+def _scenario(seed: int, operations: int, csr_share: float, max_idle: int) -> Any:
+    return lambda params: CsrEnvironment(params, params["seed"] * 100 + seed, operations, csr_share, max_idle)
+
+
+SCENARIOS = {
+    # reads of every CSR, writes of every one (read-only and unknown ones change nothing), CR0.PG on and off
+    "every_csr_read_and_written": _scenario(1, 300, 1.0, 0),
+    # operations of every kind with random events, and reads of the counters between them, after random stalls
+    "counters_count_every_event": _scenario(2, 400, 0.4, 3),
+    # long idle stretches: CYCLES counts them, nothing else moves
+    "counters_hold_between_operations": _scenario(3, 100, 0.5, 12),
+}
+
+
+@cocotb.test()
+@cocotb.parametrize(scenario=list(SCENARIOS))
+async def csr_scenario(dut: Any, scenario: str) -> None:
+    env = SCENARIOS[scenario](tb.job()["params"])
+    await tb.run_cocotb(dut, env)
+
+
+PARAMS = [
+    {"tlb_entries": 16, "seed": 1},  # the default configuration
+    {"tlb_entries": 32, "tlb_ways": 4, "tlb_policy": int(TlbPolicy.RANDOM), "pwc_entries": 0, "mem_bytes": 1 << 26,
+     "mem_latency": 3, "maxphyaddr": 36, "seed": 2},
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("simulator", "params"), tb.matrix(PARAMS, lambda p: f"config{p['seed']}", verilator=(0,)))
+def test_csr_runner(simulator: str, params: dict[str, Any]) -> None:
+    from conftest import require_simulator
+
+    require_simulator(f"cocotb-{simulator}")
+    tb.check_block(tb.BlockDesign("csr", params), simulator, "test_csr", SCENARIOS)
