@@ -120,17 +120,38 @@ def copy_nonoverlapping(cpu: Cpu, src: int, dst: int, count: int) -> None:
 
 class GlobalAlloc(ABC):
     """`GlobalAlloc`: `alloc` returns an address or 0 (null); `alloc_zeroed` and `realloc` have Rust's default
-    implementations on top of `alloc` and `dealloc`."""
+    implementations on top of `alloc` and `dealloc`.
+
+    An allocator implements `_alloc` and `_dealloc`; the public calls wrap them in a labelled firmware context
+    when a tracer listens, so that every allocator's calls show in traces under the same names.
+    """
 
     cpu: Cpu
 
-    @abstractmethod
     def alloc(self, layout: Layout) -> int:
         """A block of at least `layout.size` bytes aligned to `layout.align`, or 0."""
+        cpu = self.cpu
+        if cpu.listener is None:
+            return self._alloc(layout)
+        with cpu.context("alloc({}, {})", layout.size, layout.align):
+            return self._alloc(layout)
 
-    @abstractmethod
     def dealloc(self, ptr: int, layout: Layout) -> None:
         """Give back a block `alloc` returned for the same `layout`."""
+        cpu = self.cpu
+        if cpu.listener is None:
+            self._dealloc(ptr, layout)
+            return
+        with cpu.context("dealloc({:#x}, {}, {})", ptr, layout.size, layout.align):
+            self._dealloc(ptr, layout)
+
+    @abstractmethod
+    def _alloc(self, layout: Layout) -> int:
+        """The allocator's own `alloc`."""
+
+    @abstractmethod
+    def _dealloc(self, ptr: int, layout: Layout) -> None:
+        """The allocator's own `dealloc`."""
 
     def alloc_zeroed(self, layout: Layout) -> int:
         """`alloc`, then the block filled with zeros (`ptr::write_bytes`)."""
@@ -169,10 +190,10 @@ class Dummy(GlobalAlloc):
     def __init__(self, cpu: Cpu) -> None:
         self.cpu = cpu
 
-    def alloc(self, layout: Layout) -> int:
+    def _alloc(self, layout: Layout) -> int:
         return 0
 
-    def dealloc(self, ptr: int, layout: Layout) -> None:
+    def _dealloc(self, ptr: int, layout: Layout) -> None:
         raise KernelPanic("dealloc should be never called")
 
 
@@ -256,23 +277,13 @@ class Locked(GlobalAlloc, Generic[A]):
         return _LockedGuard(self)
 
     def alloc(self, layout: Layout) -> int:
-        cpu = self.cpu
-        if cpu.listener is None:
-            ptr = self._alloc(layout)
-        else:
-            with cpu.context("alloc({}, {})", layout.size, layout.align):
-                ptr = self._alloc(layout)
+        ptr = super().alloc(layout)
         if ptr:
             self._live[ptr] = layout
         return ptr
 
     def dealloc(self, ptr: int, layout: Layout) -> None:
-        cpu = self.cpu
-        if cpu.listener is None:
-            self._dealloc(ptr, layout)
-        else:
-            with cpu.context("dealloc({:#x}, {}, {})", ptr, layout.size, layout.align):
-                self._dealloc(ptr, layout)
+        super().dealloc(ptr, layout)
         self._live.pop(ptr, None)
 
     @abstractmethod

@@ -168,27 +168,12 @@ class LockedHeap(GlobalAlloc):
         """`self.0.lock()`: `with heap.lock() as heap: ...` holds the spinlock for the block."""
         return _HeapGuard(self)
 
-    def alloc(self, layout: Layout) -> int:
-        cpu = self.cpu
-        if cpu.listener is None:
-            return self._alloc(layout)
-        with cpu.context("alloc({}, {})", layout.size, layout.align):
-            return self._alloc(layout)
-
     def _alloc(self, layout: Layout) -> int:
         self._acquire()
         try:
             return self.heap.allocate_first_fit(layout) or 0
         finally:
             self._release()
-
-    def dealloc(self, ptr: int, layout: Layout) -> None:
-        cpu = self.cpu
-        if cpu.listener is None:
-            self._dealloc(ptr, layout)
-            return
-        with cpu.context("dealloc({:#x}, {}, {})", ptr, layout.size, layout.align):
-            self._dealloc(ptr, layout)
 
     def _dealloc(self, ptr: int, layout: Layout) -> None:
         self._acquire()
