@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from myhdl import Signal, SignalType, always_comb, always_seq, block, intbv
 
-from hdl.protocol import CR0_PE, CR0_PG, CR0_WP, CSR_ADDR_WIDTH, Counter, Csr, Fault, MmuConfig, Op
+from hdl.protocol import CR0_PE, CR0_PG, CR0_PG_BIT, CR0_WP, CSR_ADDR_WIDTH, Counter, Csr, Fault, MmuConfig, Op
 
 COUNTER_WIDTH = 64
 
@@ -62,7 +62,6 @@ def csr(
     # Constants as plain ints: the converter inlines them as Verilog literals.
     cr0_fixed = CR0_PE | CR0_WP
     addr_width = len(addr)
-    pg_bit = CR0_PG.bit_length() - 1
     csr_cr0, csr_cr2, csr_cr3, csr_pfec = int(Csr.CR0), int(Csr.CR2), int(Csr.CR3), int(Csr.PFEC)
     counter_base, counter_end = int(Csr.COUNTER_BASE), int(Csr.COUNTER_BASE) + len(Counter)
     cfg_tlb_entries, cfg_tlb_ways, cfg_tlb_policy, cfg_pwc_entries, cfg_mem_bytes, cfg_maxphyaddr, cfg_latency = (
@@ -155,7 +154,7 @@ def csr(
                     rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
             elif op == op_csr_write and writable:
                 if addr == csr_cr0:
-                    paging.next = wdata[pg_bit]
+                    paging.next = wdata[CR0_PG_BIT]
                 elif addr == csr_cr2:
                     cr2.next = wdata
                 elif addr == csr_cr3:

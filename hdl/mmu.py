@@ -34,7 +34,7 @@ from hdl.interfaces import (
 from hdl.memory_controller import memory_controller
 from hdl.page_walker import page_walker
 from hdl.protocol import (
-    CR0_PG,
+    CR0_PG_BIT,
     DATA_WIDTH,
     LEVEL_BITS,
     PAGE_SHIFT,
@@ -190,7 +190,6 @@ def mmu(
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
     fault_gp, fault_align, fault_bus, fault_page = int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE)
     csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
-    pg_bit = CR0_PG.bit_length() - 1
 
     @always_comb
     def shift_load():
@@ -383,7 +382,7 @@ def mmu(
                     tlb_update.flush_non_global.next = True
                     pwc_flush.next = True
                     event_flush.next = True
-                elif op == op_csr_write and vaddr == csr_cr0 and wdata[pg_bit] != paging:  # paging switches
+                elif op == op_csr_write and vaddr == csr_cr0 and wdata[CR0_PG_BIT] != paging:  # paging switches
                     tlb_update.flush_all.next = True
                     pwc_flush.next = True
                 if translatable and tlb_lookup.hit and not hit_permitted:  # a failed translation drops as INVLPG does

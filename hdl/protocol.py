@@ -139,7 +139,8 @@ class Csr(IntEnum):
 
 CR0_PE = 1 << 0
 CR0_WP = 1 << 16
-CR0_PG = 1 << 31
+CR0_PG_BIT = 31  # the bit the hardware tests (a CR0 write that flips it switches paging)
+CR0_PG = 1 << CR0_PG_BIT
 CSR_ADDR_WIDTH = 12
 
 
