@@ -32,7 +32,7 @@ from cosim.backends import BACKENDS, HDL_BACKENDS, BackendError
 from cosim.program import resolve_program
 from cosim.runner import run_program
 from cosim.workloads import Job, resolve
-from firmware.allocator import HEAP_SIZE
+from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR, HEAP_SIZE
 from firmware.cpu import Cpu
 from hdl.protocol import AccessEvent, Counter, MmuConfig, Op
 
@@ -112,13 +112,14 @@ class RunSpec:
     workload: str
     n: int | None  # many_boxes: boxes; random: script operations; demo: None (it has no size)
     reduced: bool  # a smaller size than the benchmark's, because the backend is slow
+    allocator: str = DEFAULT_ALLOCATOR  # the kernel's global allocator (`firmware.allocator.ALLOCATORS`)
 
     def job(self) -> Job:
         if self.workload == "many_boxes":
-            return resolve("many_boxes", n=self.n)
+            return resolve("many_boxes", n=self.n, allocator=self.allocator)
         if self.workload == "random":
-            return resolve("random", seed=RANDOM_SEED, ops=self.n)
-        return resolve(self.workload)
+            return resolve("random", seed=RANDOM_SEED, ops=self.n, allocator=self.allocator)
+        return resolve(self.workload, allocator=self.allocator)
 
     @property
     def size(self) -> str:
@@ -129,14 +130,16 @@ class RunSpec:
         return f"{text} (reduced)" if self.reduced else text
 
 
-def _sized(backend: str, workload: str, sizes: Sizes, reduced: bool) -> RunSpec:
+def _sized(backend: str, workload: str, sizes: Sizes, reduced: bool, allocator: str) -> RunSpec:
     n = {"many_boxes": sizes.many_boxes, "random": sizes.random_ops}.get(workload)
-    return RunSpec(backend, workload, n, reduced and n is not None)
+    return RunSpec(backend, workload, n, reduced and n is not None, allocator)
 
 
-def plan(backends: Sequence[str], workloads: Sequence[str], *, quick: bool = False) -> list[RunSpec]:
+def plan(backends: Sequence[str], workloads: Sequence[str], *, quick: bool = False,
+         allocator: str = DEFAULT_ALLOCATOR) -> list[RunSpec]:
     """The runs of a benchmark, backend by backend: slow backends at the reduced sizes, `reference` at the
-    full sizes and, when a slow backend takes part, at the reduced ones too."""
+    full sizes and, when a slow backend takes part, at the reduced ones too; every one on the global
+    allocator `allocator`."""
     full, reduced = (QUICK, QUICK_REDUCED) if quick else (FULL, REDUCED)
     any_slow = any(backend in SLOW_BACKENDS for backend in backends)
     specs: list[RunSpec] = []
@@ -144,9 +147,9 @@ def plan(backends: Sequence[str], workloads: Sequence[str], *, quick: bool = Fal
         for workload in workloads:
             candidates = []
             if backend not in SLOW_BACKENDS:
-                candidates.append(_sized(backend, workload, full, reduced=False))
+                candidates.append(_sized(backend, workload, full, False, allocator))
             if backend in SLOW_BACKENDS or (backend == "reference" and any_slow):
-                candidates.append(_sized(backend, workload, reduced, reduced=True))
+                candidates.append(_sized(backend, workload, reduced, True, allocator))
             specs.extend(dict.fromkeys(candidates))  # demo has one size only
     return specs
 
@@ -405,6 +408,7 @@ def run_record(m: Measurement, ratio: float | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "backend": m.spec.backend,
         "workload": m.spec.workload,
+        "allocator": m.spec.allocator,
         "n": m.spec.n,
         "reduced": m.spec.reduced,
         "size": m.spec.size,
@@ -519,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="LIST", help=f"comma-separated (default: all: {','.join(BACKENDS)})")
     parser.add_argument("--workloads", type=lambda t: _names(t, WORKLOADS, "workload"), default=list(WORKLOADS),
                         metavar="LIST", help=f"comma-separated (default: {','.join(WORKLOADS)})")
+    parser.add_argument("--allocator", choices=list(ALLOCATORS), default=DEFAULT_ALLOCATOR,
+                        help=f"the kernel's global allocator in every run (default {DEFAULT_ALLOCATOR})")
     parser.add_argument("--repeat", type=_positive, default=1, metavar="N", help="runs of each; the median counts")
     parser.add_argument("--trace", action="store_true", help="tracing on (targets are half)")
     quick = (f"smaller sizes: many_boxes n={QUICK.many_boxes:,} (slow backends {QUICK_REDUCED.many_boxes:,}), "
@@ -541,7 +547,7 @@ def _probe(measurements: Sequence[Measurement], config: MmuConfig, progress: _Pr
     backend = min({m.spec.backend for m in rtl}, key=PROBE_PREFERENCE.index)
     for workload in dict.fromkeys(m.spec.workload for m in rtl):
         smallest = min((m.spec for m in measurements if m.spec.workload == workload), key=lambda s: s.n or 0)
-        spec = RunSpec(backend, workload, smallest.n, smallest.reduced)
+        spec = RunSpec(backend, workload, smallest.n, smallest.reduced, smallest.allocator)
         label = f"{backend} {workload} {spec.size} traced, for the latencies"
         try:
             timing = run_once(spec, config, trace=True).latencies
@@ -560,14 +566,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`mmucosim bench [options]`. Exit status 1 when a run could not be measured, else 0 (a MISS is a result)."""
     args = build_parser().parse_args(argv)
     config = MmuConfig()
-    specs = plan(args.backends, args.workloads, quick=args.quick)
+    specs = plan(args.backends, args.workloads, quick=args.quick, allocator=args.allocator)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
     progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
-          f"{', quick sizes' if args.quick else ''}; {os.cpu_count()} CPUs, load average {load_before[0]:.2f}")
+          f"{', quick sizes' if args.quick else ''}"
+          f"{f', allocator {args.allocator}' if args.allocator != DEFAULT_ALLOCATOR else ''}; "
+          f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}")
     builds: dict[str, float | None] = {}  # seconds to build or find each backend's build
     for backend in args.backends:
         try:
@@ -619,7 +627,7 @@ def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], 
         "rebuild": rebuild,
         "build_s": builds,
         "options": {"backends": args.backends, "workloads": args.workloads, "repeat": args.repeat,
-                    "trace": args.trace, "quick": args.quick},
+                    "trace": args.trace, "quick": args.quick, "allocator": args.allocator},
         "config": {name: int(value) for name, value in vars(config).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},

@@ -4,6 +4,8 @@
     mmucosim run many_boxes --n 1000      any workload (see `mmucosim run --help`)
     mmucosim check --backends reference,verilator random --seed 3
     mmucosim replay allocs.txt --out results.jsonl
+    mmucosim run many_boxes_long_lived --allocator bump    on one of the next chapter's allocators
+    mmucosim compare-allocators random --backend verilator every allocator on one workload, side by side
     mmucosim verilog | synth | bench
 
 User errors (bad options, unknown workload, unreadable file, a backend that cannot start) print one clear
@@ -35,6 +37,7 @@ from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
 from cosim.toolchain import synth
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
+from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
 from firmware.boot import MIN_RAM_BYTES
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
 
@@ -102,6 +105,24 @@ def _workload_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _allocator_option() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--allocator", choices=list(ALLOCATORS), metavar="{" + ",".join(ALLOCATORS) + "}",
+                        help=f"the kernel's global allocator (default {DEFAULT_ALLOCATOR}, the seed's "
+                             "linked_list_allocator; the others are the next chapter's designs)")
+    return parent
+
+
+def _allocator_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALLOCATORS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown allocator {unknown[0]!r}; choose from {', '.join(ALLOCATORS)}")
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("give one or more different allocators, e.g. lla,bump")
+    return names
+
+
 def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("run")
@@ -128,27 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mmucosim COMMAND --help` for the options of each command.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config, knobs = _config_options(), _workload_options()
+    config, knobs, allocator = _config_options(), _workload_options(), _allocator_option()
     workloads = "\n".join(f"  {w.name:<22} {w.description}" for w in WORKLOADS.values())
     workloads += f"\n  {REPLAY_PREFIX + 'FILE':<22} an alloc/free script, as `mmucosim replay` takes"
     raw = argparse.RawDescriptionHelpFormatter
 
     commands.add_parser(
-        "demo", parents=[config, _run_options("verilator")], formatter_class=raw,
+        "demo", parents=[config, _run_options("verilator"), allocator], formatter_class=raw,
         help="run the seed's kernel_main and show what the TLB did",
         description="Run the seed's kernel_main (Box, Vec, Rc on a paged heap): print what the kernel "
                     "prints, the TLB by phase and by firmware operation, and where the trace, plots and "
                     "waveform are.",
     )
     run = commands.add_parser(
-        "run", parents=[config, _run_options("reference"), knobs], formatter_class=raw,
+        "run", parents=[config, _run_options("reference"), knobs, allocator], formatter_class=raw,
         help="run a workload with a TLB trace, summary and plots",
         description="Run a workload, write its TLB trace (JSON Lines and CSV), summary and plots.",
         epilog=f"workloads:\n{workloads}",
     )
     run.add_argument("workload", metavar="WORKLOAD", help="a workload name (below) or replay:FILE")
     replay = commands.add_parser(
-        "replay", parents=[config, _run_options("reference", out_dir=False)], formatter_class=raw,
+        "replay", parents=[config, _run_options("reference", out_dir=False), allocator], formatter_class=raw,
         help="replay an alloc/free script on the kernel heap",
         description="Replay an alloc/free script (the format of firmware.replay; `mmucosim run random` "
                     "writes one as script.txt) on the kernel heap and write what each operation returned.",
@@ -157,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", dest="results", type=Path, metavar="FILE",
                         help="where to write the results as JSON Lines (default: in the run's directory)")
     check = commands.add_parser(
-        "check", parents=[config, knobs], formatter_class=raw,
+        "check", parents=[config, knobs, allocator], formatter_class=raw,
         help="run a workload on several backends and compare every operation",
         description="Lockstep check: run WORKLOAD on each backend and compare every response and TLB event; "
                     "report the first divergence with its firmware context. Timing fields are skipped when "
@@ -167,6 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("workload", metavar="WORKLOAD", help="a workload name or replay:FILE")
     check.add_argument("--backends", type=_backend_list, default=["reference", "verilator"],
                        metavar="A,B[,...]", help="backends to compare (default reference,verilator)")
+    compare = commands.add_parser(
+        "compare-allocators", parents=[config, knobs], formatter_class=raw,
+        help="run a workload on every global allocator and compare their costs and heaps",
+        description="Run WORKLOAD traced once per global allocator and print, per allocator, memory operations "
+                    "per alloc and per dealloc, TLB hits, misses and walks and cycles per alloc, the heap pages "
+                    "touched and the fragmentation (free bytes that cannot serve the largest request); write the "
+                    "plot (heap maps side by side, bars) and the numbers as JSON. A panic or fault in one "
+                    "allocator's run (bump running out) is that allocator's result.",
+        epilog=f"workloads:\n{workloads}",
+    )
+    compare.add_argument("workload", metavar="WORKLOAD", help="a workload name (not demo-dummy) or replay:FILE")
+    compare.add_argument("--backend", choices=BACKENDS, default="reference",
+                         help="what simulates the MMU (default reference)")
+    compare.add_argument("--allocators", type=_allocator_list, default=list(ALLOCATORS), metavar="A,B[,...]",
+                         help=f"allocators to compare, in this order (default {','.join(ALLOCATORS)})")
+    compare.add_argument("--out", type=Path, metavar="DIR",
+                         help="output directory (default build/compare/<workload>-<backend>-<configuration>/)")
     verilog = commands.add_parser(
         "verilog", parents=[config], help="export the Verilog of a configuration",
         description="Convert the MyHDL design of a configuration to Verilog.",
@@ -232,6 +270,7 @@ class RunOutput:
     """A finished run and the files written for it."""
 
     result: RunResult
+    job: Job
     out_dir: Path
     files: dict[str, list[Path]]  # what was written, by kind ("trace", "plots", ...)
     summary: Summary
@@ -312,12 +351,13 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
         progress.update()
         summary = summarize(events, contexts, spans)
         files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name, backend=backend,
-                                          config=config, wall_s=result.wall_s)]
+                                          config=config, wall_s=result.wall_s, allocator=job.allocator)]
         progress.update()
         if plots:
             from cosim.analysis.plots import plot_all
 
-            files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend)
+            files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend,
+                                      allocator=job.allocator)
             progress.update()
         if check_stale:
             stale = find_stale(events, spans, config)
@@ -329,7 +369,7 @@ def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, 
         if not waves.is_file() or waves.stat().st_size == 0:
             raise outputs.OutputError(f"{backend} wrote no waveform to {waves}")
         files["waveform"] = [waves]
-    return RunOutput(result, out_dir, files, summary, stale, console.getvalue().splitlines())
+    return RunOutput(result, job, out_dir, files, summary, stale, console.getvalue().splitlines())
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
@@ -375,7 +415,9 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
         print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
     total = output.summary.total
     cycles = f", {result.events[-1].cycle:,} cycles" if result.events and result.backend != "reference" else ""
-    print(f"\n{len(result.events):,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}; "
+    allocator = output.job.allocator
+    on = f" with the {allocator} allocator" if allocator not in (None, DEFAULT_ALLOCATOR) else ""
+    print(f"\n{len(result.events):,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}{on}; "
           f"TLB hit rate {percent(total.hit_rate)}")
     print("\nTLB by phase")
     print(_indent(phase_table(output.summary)))
@@ -431,22 +473,25 @@ def _exit_status(output: RunOutput) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = config_from(args)
+    job = resolve("demo", allocator=args.allocator)
     print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
     print(f"  {describe_config(config)}")
-    output = _run_job(args, resolve("demo"), default_waves=True)
+    if job.allocator != DEFAULT_ALLOCATOR:
+        print(f"  global allocator: {job.allocator} (the \"Allocator Designs\" chapter's)")
+    output = _run_job(args, job, default_waves=True)
     _print_run(output, kinds_limit=10, glossary=True)
     return _exit_status(output)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
+    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops, allocator=args.allocator)
     output = _run_job(args, job, default_waves=False)
     _print_run(output)
     return _exit_status(output)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    job = resolve(f"{REPLAY_PREFIX}{args.script}")
+    job = resolve(f"{REPLAY_PREFIX}{args.script}", allocator=args.allocator)
     output = _run_job(args, job, default_waves=False, results=args.results)
     if output.result.fault is None:
         results = args.results or output.out_dir / "replay.jsonl"
@@ -461,9 +506,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from cosim.analysis.lockstep import first_divergence
 
-    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)
+    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops, allocator=args.allocator)
     config = config_from(args)
-    print(f"lockstep check of {job.name} on {', '.join(args.backends)}")
+    on = f" with the {job.allocator} allocator" if job.allocator not in (None, DEFAULT_ALLOCATOR) else ""
+    print(f"lockstep check of {job.name}{on} on {', '.join(args.backends)}")
     print(f"  {describe_config(config)}")
     if "reference" in args.backends:
         timing = ", ".join(TIMING_FIELDS)
@@ -483,6 +529,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     print()
     print(divergence.report())
     return EXIT_FAILED
+
+
+def cmd_compare_allocators(args: argparse.Namespace) -> int:
+    from cosim.compare import AllocatorStats, ComparisonError, compare_allocators
+
+    config = config_from(args)
+    job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)  # refuses a bad workload before printing
+    folder = outputs.claim(args.out or outputs.default_run_dir(job.slug, args.backend, config, "compare"),
+                           explicit=args.out is not None)
+    out_dir = folder.path
+    print(f"{job.name} on {args.backend}, once per allocator: {', '.join(args.allocators)}")
+    print(f"  {describe_config(config)}")
+    count = iter(range(1, len(args.allocators) + 1))
+
+    @contextlib.contextmanager
+    def running(name: str) -> Iterator[ProgressCallback | None]:
+        message = f"[{next(count)}/{len(args.allocators)}] {name} on {args.backend} …"
+        with _progress(message, args.backend) as progress, contextlib.redirect_stdout(io.StringIO()):
+            yield progress  # the kernel's println! is not part of the comparison
+
+    def measured(stats: AllocatorStats, seconds: float) -> None:
+        print(f"  {stats.allocator:<17} {stats.operations:>12,} operations  {seconds:8.2f} s  {stats.result}",
+              flush=True)
+
+    try:
+        comparison = compare_allocators(args.workload, args.allocators, backend=args.backend, config=config,
+                                        n=args.n, seed=args.seed, ops=args.ops, running=running,
+                                        measured=measured)
+    except ComparisonError as err:
+        folder.release()
+        raise UsageError(str(err)) from None
+    print()
+    print(comparison.table())
+    try:
+        files = [comparison.write_json(out_dir / "comparison.json"), comparison.plot(out_dir / "allocators.png")]
+    finally:
+        folder.release()
+    print(f"\nFiles in {out_dir}/")
+    print(f"  numbers  {files[0].name}\n  plot     {files[1].name}  (heap maps side by side, costs as bars)")
+    return EXIT_FAILED if any(s.error is not None for s in comparison.stats.values()) else 0
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
@@ -517,8 +603,8 @@ def cmd_bench(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo": cmd_demo, "run": cmd_run, "replay": cmd_replay, "check": cmd_check, "verilog": cmd_verilog,
-    "synth": cmd_synth,
+    "demo": cmd_demo, "run": cmd_run, "replay": cmd_replay, "check": cmd_check,
+    "compare-allocators": cmd_compare_allocators, "verilog": cmd_verilog, "synth": cmd_synth,
 }
 
 

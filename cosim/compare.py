@@ -10,8 +10,8 @@
   the call's first operation to its last operation's response; the `reference` model's clock ticks once per
   operation, so there cycles are operations, and the RTL backends give real cycles);
 - heap pages: the distinct 4 KiB pages of the heap touched by allocator calls, and by the whole run;
-- the final free state, read from the RAM the trace left (a shadow RAM rebuilt from its stores, as the heap
-  map of `cosim.analysis.plots` does) through the allocator's own code: the free regions are the memory the allocator
+- the final free state, read from the RAM the trace left (`cosim.analysis.heap`, which the heap map of
+  `mmucosim run` reads too) through the allocator's own code: the free regions are the memory the allocator
   could hand out again (`free_regions()` of the static: bump's `[next, heap_end)`, the chapter's list, the
   fixed-size lists plus the fallback's holes, the crate's holes);
 - fragmentation: the free bytes in regions that cannot serve the largest request of the run. The largest
@@ -25,46 +25,62 @@
   regions that cannot serve the largest request are what the design has fragmented for that workload. The
   largest free region is given beside it.
 
+A panic or fault of the kernel in one allocator's run (the bump allocator running out in
+`many_boxes_long_lived`) is that row's result, measured up to where the kernel stopped; the others still run.
+
 `.table()` prints the numbers; `.plot(path)` draws the heap maps side by side (heap bytes the allocator cannot
-hand out, dark, against its free regions, light, after each allocator call) with the free-region count below.
+hand out, dark, against its free regions, light, after each allocator call) with the free-region count below,
+and bars of the costs and of the free bytes; `.write_json(path)` writes the numbers. `mmucosim
+compare-allocators` does all three.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import time
 from bisect import bisect_left
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cosim.analysis.plots import ALLOCATOR_KINDS, HEAP_ROWS, MAX_HEAP_SAMPLES, _pyplot, _ShadowMemory
+from cosim.analysis.heap import ALLOCATOR_KINDS, heap_states
+from cosim.analysis.plots import HEAP_ROWS, pyplot
 from cosim.analysis.summary import format_table
 from cosim.analysis.trace import kind_of
-from cosim.program import RunResult, Span
+from cosim.program import ProgressCallback, RunResult, resolve_program
 from cosim.runner import run_program
-from cosim.workloads import resolve
-from firmware.allocator import ALLOCATORS, HEAP_SIZE, HEAP_START, Layout, align_up, allocator_class, global_allocator
-from firmware.cpu import Cpu
-from hdl.protocol import PAGE_SIZE, AccessEvent, MmuConfig, Op
+from cosim.workloads import WORKLOADS, resolve
+from firmware.allocator import ALLOCATORS, HEAP_SIZE, HEAP_START, AllocError, Layout, align_up, allocator_class
+from firmware.cpu import Cpu, CpuFault
+from hdl.protocol import PAGE_SIZE, MmuConfig, Op, TlbPolicy
 
 _LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
 _ALLOC_LABEL = re.compile(r"alloc\((\d+), (\d+)\)$")
 
 
 class ComparisonError(ValueError):
-    """A comparison that cannot run: a workload without an allocator (demo-dummy), an unknown allocator, or a
-    run that ended in an exception instead of a result."""
+    """A comparison that cannot run: a workload without an allocator (demo-dummy) or an unknown allocator."""
+
+
+Running = Callable[[str], AbstractContextManager[ProgressCallback | None]]  # see compare_allocators
 
 
 @dataclass
 class AllocatorStats:
-    """What one allocator did in one run of the workload (see the module docstring for each definition)."""
+    """What one allocator did in one run of the workload (see the module docstring for each definition).
+
+    `error` is set, and every number is 0, when the run could not be measured at all (the backend failed); a
+    panic or fault of the kernel is a measured run whose `result` says what stopped it.
+    """
 
     allocator: str
-    result: str  # the program's outcome in a few words ("ok", "failed at i=12799", "3 of 500 allocs null")
+    result: str  # the program's outcome in a few words ("ok", "allocation error at iteration 12799", "3 of 500 null")
     allocs: int
     deallocs: int
     alloc_memory_ops: int
@@ -82,6 +98,12 @@ class AllocatorStats:
     largest_free_region: int
     operations: int
     heap_map: tuple[list[int], list[list[tuple[int, int]]]] = field(repr=False)  # (seqs, free regions at each)
+    error: str | None = None  # why the run could not be measured
+
+    @classmethod
+    def not_measured(cls, allocator: str, error: str) -> AllocatorStats:
+        """The row of a run that ended without a trace to measure."""
+        return cls(allocator, "not measured", *[0] * 10, None, *[0] * 5, ([], []), error)
 
     def per_alloc(self, value: int) -> float:
         return value / self.allocs if self.allocs else 0.0
@@ -94,6 +116,17 @@ class AllocatorStats:
         """fragmented_bytes / free_bytes (0 when nothing is free)."""
         return self.fragmented_bytes / self.free_bytes if self.free_bytes else 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers, raw and per call, JSON-able (without the heap map)."""
+        raw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "heap_map"}
+        layout = self.largest_request
+        raw["largest_request"] = None if layout is None else {"size": layout.size, "align": layout.align}
+        raw["per_alloc"] = {name: self.per_alloc(getattr(self, f"alloc_{name}"))
+                            for name in ("memory_ops", "tlb_hits", "tlb_misses", "walks", "cycles")}
+        raw["per_dealloc"] = {"memory_ops": self.per_dealloc(self.dealloc_memory_ops)}
+        raw["fragmentation"] = self.fragmentation
+        return raw
+
 
 @dataclass
 class AllocatorComparison:
@@ -102,6 +135,7 @@ class AllocatorComparison:
     workload: str
     backend: str
     stats: dict[str, AllocatorStats]
+    config: MmuConfig = field(default_factory=MmuConfig)
 
     def table(self) -> str:
         headers = ("allocator", "result", "allocs", "deallocs", "mem ops/alloc", "mem ops/dealloc",
@@ -109,6 +143,9 @@ class AllocatorComparison:
                    "free bytes", "regions", "largest region", "can't serve largest")
         rows = []
         for s in self.stats.values():
+            if s.error is not None:
+                rows.append([s.allocator, s.result, *["-"] * (len(headers) - 2)])
+                continue
             rows.append([
                 s.allocator, s.result, f"{s.allocs:,}", f"{s.deallocs:,}",
                 f"{s.per_alloc(s.alloc_memory_ops):.1f}", f"{s.per_dealloc(s.dealloc_memory_ops):.1f}",
@@ -118,13 +155,37 @@ class AllocatorComparison:
                 f"{s.largest_free_region:,}",
                 f"{s.fragmented_bytes:,} ({100 * s.fragmentation:.1f} %)",
             ])
-        largest = {repr(s.largest_request) for s in self.stats.values()}
-        note = f"largest request: {', '.join(sorted(largest))}"
-        return f"{self.workload} on {self.backend}\n{format_table(headers, rows)}\n{note}"
+        largest = {repr(s.largest_request) for s in self.stats.values() if s.error is None}
+        notes = [f"largest request: {', '.join(sorted(largest))}"]
+        notes += [f"{s.allocator}: not measured: {s.error}" for s in self.stats.values() if s.error is not None]
+        return f"{self.workload} on {self.backend}\n{format_table(headers, rows)}\n" + "\n".join(notes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The comparison as JSON-able data: workload, backend, MMU configuration and every allocator's numbers."""
+        config = {**asdict(self.config), "tlb_policy": TlbPolicy(self.config.tlb_policy).name.lower()}
+        return {"workload": self.workload, "backend": self.backend, "config": config,
+                "allocators": {name: s.as_dict() for name, s in self.stats.items()}}
+
+    def write_json(self, path: Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        return path
 
     def plot(self, path: Path) -> Path:
-        """Heap maps side by side (one column per allocator, same address range), free-region counts below."""
-        plt = _pyplot()
+        """Heap maps side by side (one column per allocator, same address range) with the free-region counts
+        below them, and bars of the costs per call and of the free bytes at the end."""
+        plt = pyplot()
+        columns = len(self.stats)
+        fig = plt.figure(figsize=(max(3.6 * columns + 1, 14), 11.5), layout="constrained")
+        maps_fig, bars_fig = fig.subfigures(2, 1, height_ratios=(7.5, 4))
+        self._plot_heap_maps(maps_fig)
+        self._plot_bars(bars_fig)
+        fig.suptitle(f"{self.workload} on {self.backend}, by allocator")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def _plot_heap_maps(self, fig: Any) -> None:
         from matplotlib.ticker import MaxNLocator
 
         maps = {name: _binned_use(s.heap_map[1]) for name, s in self.stats.items() if s.heap_map[0]}
@@ -133,9 +194,7 @@ class AllocatorComparison:
         group = -(-shown_bins // HEAP_ROWS)
         shown_bins -= shown_bins % group
         rows, shown = shown_bins // group, shown_bins * _BIN
-        columns = len(self.stats)
-        fig, axes = plt.subplots(2, columns, figsize=(3.6 * columns + 1, 7.5), height_ratios=(3, 1),
-                                 squeeze=False, layout="constrained")
+        axes = fig.subplots(2, len(self.stats), height_ratios=(3, 1), squeeze=False)
         mesh = None
         for column, (name, s) in enumerate(self.stats.items()):
             heap_ax, count_ax = axes[0][column], axes[1][column]
@@ -150,6 +209,7 @@ class AllocatorComparison:
                                       vmax=1, shading="flat")
             count_ax.step(calls[:-1], [len(h) for h in snapshots], where="post", color="tab:red", linewidth=0.9)
             count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            count_ax.set_ylim(bottom=0)
             count_ax.set_xlabel("allocator call (sampled)")
             count_ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(f"offset from the heap start (bytes)\nthe lowest {shown:,} of {HEAP_SIZE:,}")
@@ -157,10 +217,38 @@ class AllocatorComparison:
         if mesh is not None:
             fig.colorbar(mesh, ax=axes[0].tolist(), pad=0.01).set_label(
                 "share of the bytes the allocator cannot hand out")
-        fig.suptitle(f"Heap maps after each allocator call — {self.workload} on {self.backend}")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        fig.suptitle("Heap maps after each allocator call", fontsize=11)
+
+    def _plot_bars(self, fig: Any) -> None:
+        measured = [s for s in self.stats.values() if s.error is None]
+        names = [s.allocator for s in measured]
+        x = np.arange(len(measured))
+        axes = fig.subplots(1, 4)
+        panels = [
+            ("memory operations per call", [("per alloc", [s.per_alloc(s.alloc_memory_ops) for s in measured]),
+                                            ("per dealloc", [s.per_dealloc(s.dealloc_memory_ops) for s in measured])]),
+            ("TLB misses per alloc", [("misses", [s.per_alloc(s.alloc_tlb_misses) for s in measured]),
+                                      ("walks", [s.per_alloc(s.alloc_walks) for s in measured])]),
+            ("cycles per alloc", [("cycles", [s.per_alloc(s.alloc_cycles) for s in measured])]),
+        ]
+        for ax, (title, series) in zip(axes, panels, strict=False):
+            width = 0.8 / len(series)
+            for i, (label, values) in enumerate(series):
+                ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+            ax.set_title(title, fontsize=10)
+            if len(series) > 1:
+                ax.legend(fontsize=8)
+        free = axes[3]
+        serving = [s.free_bytes - s.fragmented_bytes for s in measured]
+        free.bar(x, serving, 0.6, color="tab:green", label="can serve the largest request")
+        free.bar(x, [s.fragmented_bytes for s in measured], 0.6, bottom=serving, color="tab:orange",
+                 label="cannot (fragmented)")
+        free.set_title("free bytes at the end", fontsize=10)
+        free.legend(fontsize=8)
+        for ax in axes:
+            ax.set_xticks(x, names, rotation=20, fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+        fig.suptitle("Costs of the allocator's calls, and what it leaves free", fontsize=11)
 
 
 def compare_allocators(
@@ -172,12 +260,24 @@ def compare_allocators(
     n: int | None = None,
     seed: int | None = None,
     ops: int | None = None,
+    running: Running | None = None,
+    measured: Callable[[AllocatorStats, float], None] | None = None,
 ) -> AllocatorComparison:
     """Run `workload` (a name of `cosim.workloads`, with its knobs `n`, `seed`, `ops`) traced on `backend` once
-    per allocator in `allocators`, and measure each run. Raises ComparisonError (or WorkloadError)."""
+    per allocator in `allocators`, and measure each run. Raises ComparisonError (or WorkloadError) before
+    anything runs when the workload or an allocator is refused.
+
+    A kernel panic (an allocation error, a failed assertion) or a fault in one allocator's run is that row's
+    `result`, measured up to where it stopped; a run that ends without a trace (the backend failed) is a row
+    with its `error`. Either way the other allocators still run. `running(name)`, when given, is entered around
+    each run (a progress display; it may yield a `ProgressCallback` for the in-process backends), and
+    `measured(stats, seconds)` hears of each row as it is done.
+    """
+    config = config or MmuConfig()
     job = resolve(workload, n=n, seed=seed, ops=ops)
-    if job.program == "firmware.kernel:demo_dummy":
-        raise ComparisonError(f"workload {workload!r} runs the Dummy allocator and takes no allocator")
+    if job.allocator is None:
+        own = WORKLOADS[workload].own_allocator
+        raise ComparisonError(f"workload {workload!r} runs its own {own} allocator and takes no other")
     for name in allocators:
         try:
             allocator_class(name)
@@ -185,12 +285,34 @@ def compare_allocators(
             raise ComparisonError(str(err)) from None
     stats = {}
     for name in allocators:
+        start = time.perf_counter()
+        args = {"program": job.program, "args": {**job.args, "allocator": name}}
         try:
-            run = run_program(job.program, backend, config, args={**job.args, "allocator": name}, trace=True)
-        except Exception as err:  # a panic in the firmware: the comparison has no trace of this run
-            raise ComparisonError(f"{workload} with allocator {name!r} ended in {type(err).__name__}: {err}") from err
-        stats[name] = measure(run, name)
-    return AllocatorComparison(job.slug, backend, stats)
+            with running(name) if running else contextlib.nullcontext() as progress:
+                run = run_program(GUARDED_PROGRAM, backend, config, args=args, trace=True, progress=progress)
+        except Exception as err:  # the backend or the simulator failed: no trace to measure
+            stats[name] = AllocatorStats.not_measured(name, f"{type(err).__name__}: {err}")
+        else:
+            stats[name] = measure(run, name)
+        if measured is not None:
+            measured(stats[name], time.perf_counter() - start)
+    return AllocatorComparison(job.slug, backend, stats, config)
+
+
+GUARDED_PROGRAM = f"{__name__}:guarded"
+
+
+def guarded(cpu: Cpu, program: str, args: dict[str, Any]) -> Any:
+    """Run `program(cpu, **args)`; a panic or failed assertion of the firmware (an exception type the firmware
+    defines) becomes the result `{"result": "panicked", "panic": message}`, so that the trace up to it is kept.
+    Importable by name, so that it runs inside the cocotb simulators too."""
+    try:
+        return resolve_program(program)(cpu, **args)
+    except Exception as err:
+        if isinstance(err, CpuFault) or type(err).__module__.split(".")[0] != "firmware":
+            raise  # a fault is a result already; anything else is not the kernel's
+        message = err.seed_panic_message if isinstance(err, AllocError) else f"{type(err).__name__}: {err}"
+        return {"result": "panicked", "panic": message}
 
 
 def measure(run: RunResult, allocator: str) -> AllocatorStats:
@@ -220,10 +342,10 @@ def measure(run: RunResult, allocator: str) -> AllocatorStats:
             continue
         row = totals[kind]
         row[0] += 1
-        row[1] += mem_sum[hi] - mem_sum[lo]
-        row[2] += hit_sum[hi] - hit_sum[lo]
-        row[3] += miss_sum[hi] - miss_sum[lo]
-        row[4] += walk_sum[hi] - walk_sum[lo]
+        row[1] += int(mem_sum[hi] - mem_sum[lo])
+        row[2] += int(hit_sum[hi] - hit_sum[lo])
+        row[3] += int(miss_sum[hi] - miss_sum[lo])
+        row[4] += int(walk_sum[hi] - walk_sum[lo])
         if hi > lo:
             row[5] += int(cycles[hi - 1]) - (int(cycles[lo - 1]) if lo else 0)
         match = _ALLOC_LABEL.fullmatch(span.label) if kind == "alloc" else None
@@ -238,54 +360,33 @@ def measure(run: RunResult, allocator: str) -> AllocatorStats:
             heap_pages.add(page)
             if inside:
                 by_allocator.add(page)
-    heap_map, final = _heap_states(events, spans, allocator)
+    states = heap_states(events, spans, allocator)
+    final = states.final
     regions = final.free_regions()
     fragmented = sum(size for addr, size, serves in _classify(final, allocator, largest) if not serves)
     alloc, dealloc = totals["alloc"], totals["dealloc"]
     return AllocatorStats(
         allocator, _outcome(run.value), alloc[0], dealloc[0], alloc[1], dealloc[1], alloc[2], alloc[3], alloc[4],
         alloc[5], len(by_allocator), len(heap_pages), largest, sum(size for _, size in regions), fragmented,
-        len(regions), max((size for _, size in regions), default=0), run.ops, heap_map,
+        len(regions), max((size for _, size in regions), default=0), run.ops, (states.seqs, states.snapshots),
     )
 
 
 def _outcome(value: Any) -> str:
+    """The run's result in a few words: "ok", "allocation error at iteration 12799", "9 of 649 null", "PageFault
+    at 0x…", or a panic message."""
     if isinstance(value, dict):
-        if value.get("result") == "failed":
-            where = f" at i={value['iteration']}" if "iteration" in value else ""
-            return f"failed{where}"
+        if value.get("result") in ("failed", "panicked"):
+            panic = str(value.get("panic", "panicked"))
+            what = "allocation error" if panic.startswith("allocation error") else panic
+            return f"{what} at iteration {value['iteration']}" if "iteration" in value else what
         return str(value.get("result", "ok"))
     if isinstance(value, list) and value and isinstance(value[0], dict):  # replay records
         nulls = sum(record["addr"] is None for record in value)
         return f"{nulls} of {len(value)} null"
     if isinstance(value, Exception):
-        return type(value).__name__
+        return str(value) or type(value).__name__
     return "ok"
-
-
-def _heap_states(
-    events: Sequence[AccessEvent], spans: Sequence[Span], allocator: str
-) -> tuple[tuple[list[int], list[list[tuple[int, int]]]], Any]:
-    """(seqs, free regions after each sampled allocator call), and the allocator static over the final RAM."""
-    ends = sorted({s.end_seq for s in spans if kind_of(s.label) in ALLOCATOR_KINDS})
-    if len(ends) > MAX_HEAP_SAMPLES:
-        ends = [ends[round(i * (len(ends) - 1) / (MAX_HEAP_SAMPLES - 1))] for i in range(MAX_HEAP_SAMPLES)]
-    memory = _ShadowMemory()
-    static = global_allocator(Cpu(memory), allocator)
-    seqs: list[int] = []
-    snapshots: list[list[tuple[int, int]]] = []
-    pending = iter(ends)
-    next_end = next(pending, None)
-    for event in events:
-        while next_end is not None and event.seq >= next_end:
-            seqs.append(next_end)
-            snapshots.append(static.free_regions())
-            next_end = next(pending, None)
-        memory.observe(event)
-    for end in [] if next_end is None else [next_end, *pending]:
-        seqs.append(end)
-        snapshots.append(static.free_regions())
-    return (seqs, snapshots), static
 
 
 _BIN = 64  # bytes per cell of a binned heap map

@@ -18,7 +18,7 @@ from typing import IO
 from cosim.toolchain.export import config_tag
 from hdl.protocol import MmuConfig
 
-RUNS_ROOT = Path("build") / "run"
+BUILD = Path("build")
 LOCK_NAME = ".mmucosim.lock"
 MAX_SUFFIX = 100  # runs of one kind at the same time before giving up
 
@@ -27,9 +27,9 @@ class OutputError(Exception):
     """An output path cannot be used; the message names it and says why."""
 
 
-def default_run_dir(slug: str, backend: str, config: MmuConfig) -> Path:
-    """build/run/<workload slug>-<backend>-<configuration tag>/."""
-    return RUNS_ROOT / f"{slug}-{backend}-{config_tag(config)}"
+def default_run_dir(slug: str, backend: str, config: MmuConfig, command: str = "run") -> Path:
+    """build/<command>/<workload slug>-<backend>-<configuration tag>/."""
+    return BUILD / command / f"{slug}-{backend}-{config_tag(config)}"
 
 
 class RunFolder:

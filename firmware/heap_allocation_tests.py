@@ -2,7 +2,8 @@
 
 Each entry point boots a fresh machine, runs the test kernel's `main` (memory, frame allocator, `init_heap`)
 and then one test, and returns a small JSON-able summary. `main` runs them all in one boot, as `test_main`
-does, and returns the `cargo test` lines. A failed `assert_eq!` raises `AssertionFailed`.
+does, and returns the `cargo test` lines; `every_test` runs them all in one boot and returns every summary. A
+failed `assert_eq!` raises `AssertionFailed`.
 
 `n` scales each test: the element count of `large_vec` (1000 in the seed), the iterations of `many_boxes` and
 `many_boxes_long_lived` (HEAP_SIZE, 102,400, in the seed), the repetitions of `simple_allocation` (1).
@@ -143,6 +144,17 @@ def many_boxes(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATO
 
 def many_boxes_long_lived(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> dict[str, Any]:
     return _run(cpu, _boot_test_kernel(cpu, allocator), "many_boxes_long_lived", n)
+
+
+def every_test(
+    cpu: Cpu, sizes: dict[str, int | None] | None = None, allocator: str = DEFAULT_ALLOCATOR
+) -> dict[str, dict[str, Any]]:
+    """Every test in one boot, in order, with `n` from `sizes` (by test name; missing: the test's default): each
+    one's summary, as its own entry point returns it. Unlike `main`, a failed test does not end the run (its
+    blocks stay allocated for the tests after it). One boot instead of four, for the slow simulators."""
+    alloc = _boot_test_kernel(cpu, allocator)
+    sizes = sizes or {}
+    return {name: _run(cpu, alloc, name, sizes.get(name)) for name in TESTS}
 
 
 def main(cpu: Cpu, n: int | None = None, allocator: str = DEFAULT_ALLOCATOR) -> list[str]:

@@ -55,4 +55,4 @@ def test_refuses_what_it_cannot_compare() -> None:
 
 def test_bump_failure_is_a_result() -> None:
     comparison = compare_allocators("many_boxes_long_lived", ["bump"])
-    assert comparison.stats["bump"].result == "failed at i=12799"
+    assert comparison.stats["bump"].result == "allocation error at iteration 12799"

@@ -4,9 +4,11 @@
   phases (top-level firmware contexts) marked, so the cold start of each phase shows.
 - `walk_latency.png`: how long page walks took: page-table entries read per walk (1 when the paging-structure
   cache supplied the upper levels, 4 for a full walk) and, on RTL backends, walk cycles.
-- `heap_map.png`: which bytes of the kernel heap are in holes and which in live blocks, over time. It is read
-  from the trace itself: a shadow of RAM built from the STORE events, in which the firmware's own
-  `linked_list_allocator` code reads its hole list (as a debugger would), after allocator calls.
+- `heap_map.png`: which bytes of the kernel heap the global allocator could hand out (its free regions) and
+  which it cannot (live blocks, padding, and what a design does not reuse, such as the bump allocator's freed
+  blocks below `next`), over time. It is read from the trace itself by `cosim.analysis.heap`: a shadow of RAM
+  built from the STORE events, in which the firmware's own allocator code reads its free regions (as a
+  debugger would), after allocator calls.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.analysis.trace import SpanLike, kind_of
-from hdl.protocol import AccessEvent, Fault, Op
+from cosim.analysis.heap import heap_states
+from cosim.analysis.trace import SpanLike
+from firmware.allocator import DEFAULT_ALLOCATOR
+from hdl.protocol import AccessEvent
 
-_LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
-ALLOCATOR_KINDS = frozenset(("alloc", "dealloc", "realloc", "alloc_zeroed"))
-MAX_HEAP_SAMPLES = 400  # columns of the heap map
-HEAP_ROWS = 512  # address bins of the heap map
+HEAP_ROWS = 512  # address bins of a heap map
 
 
-def _pyplot():  # returns matplotlib.pyplot
+def pyplot():  # returns matplotlib.pyplot
     """pyplot on the Agg backend, imported late: it costs a second, and only plots need it."""
     import matplotlib
 
@@ -49,7 +50,7 @@ def _phases(spans: Sequence[SpanLike], end: int) -> list[tuple[int, int, str]]:
 
 def plot_hit_rate(path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str) -> Path:
     """Rolling TLB hit rate against the operation number, each miss marked, on a band per phase."""
-    plt = _pyplot()
+    plt = pyplot()
     lookups = [(e.seq, bool(e.tlb_hit)) for e in events if e.tlb_hit or e.tlb_miss]
     last = events[-1].seq + 1 if events else 1
     fig, ax = plt.subplots(figsize=(11, 4.8), layout="constrained")
@@ -91,7 +92,7 @@ def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str, *, 
     """Histograms of PTE reads per walk and of walk cycles (`estimated`: by a model without a clock)."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     walks = [e for e in events if e.walk_levels]
     fig, (levels, cycles) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     if walks:
@@ -126,93 +127,24 @@ def plot_walk_latency(path: Path, events: Sequence[AccessEvent], title: str, *, 
 # -- heap map ------------------------------------------------------------------------------------------------
 
 
-class _ShadowMemory:
-    """Enough of a backend for the firmware's own allocator code to read its heap as a trace left it.
-
-    Physical RAM is rebuilt from STORE events; a virtual address is translated with the page mapping the
-    trace last showed for it, so the firmware's data structures read back at the addresses it used.
-    """
-
-    def __init__(self) -> None:
-        self.ram: dict[int, int] = {}  # 8-byte words
-        self.pages: dict[int, int] = {}  # virtual page -> physical page, as last observed
-
-    def observe(self, event: AccessEvent) -> None:
-        if event.op not in (_LOAD, _STORE) or event.fault != Fault.NONE:
-            return
-        paddr = event.paddr if event.tlb_hit or event.tlb_miss else event.vaddr
-        self.pages[event.vaddr >> 12] = paddr >> 12
-        if event.op == _STORE:
-            word, shift = paddr & ~7, (paddr & 7) * 8
-            mask = ((1 << (8 * event.size)) - 1) << shift
-            self.ram[word] = (self.ram.get(word, 0) & ~mask) | ((event.data << shift) & mask)
-
-    def transact(
-        self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
-    ) -> tuple[int, int, int]:
-        if op != _LOAD:
-            raise RuntimeError("the heap map only reads memory")
-        page = self.pages.get(addr >> 12)
-        if page is None:
-            return 0, 0, 0  # never touched: still zero
-        paddr = (page << 12) | (addr & 0xFFF)
-        word = self.ram.get(paddr & ~7, 0) >> ((paddr & 7) * 8)
-        return word & ((1 << (8 << size)) - 1), 0, 0
-
-
-def heap_snapshots(
-    events: Sequence[AccessEvent], spans: Sequence[SpanLike], *, max_samples: int = MAX_HEAP_SAMPLES
-) -> tuple[list[int], int, int, list[list[tuple[int, int]]]]:
-    """(seqs, heap bottom, heap size, holes at each seq): the heap after allocator calls (sampled).
-
-    Empty when the run never initialised the global heap (e.g. the Dummy allocator).
-    """
-    from firmware.allocator import global_allocator
-    from firmware.cpu import Cpu
-
-    ends = sorted({s.end_seq for s in spans if kind_of(s.label) in ALLOCATOR_KINDS})
-    if len(ends) > max_samples:
-        ends = [ends[round(i * (len(ends) - 1) / (max_samples - 1))] for i in range(max_samples)]
-    memory = _ShadowMemory()
-    heap = global_allocator(Cpu(memory)).heap
-    seqs: list[int] = []
-    snapshots: list[list[tuple[int, int]]] = []
-    extent = (0, 0)
-
-    def take(seq: int) -> None:
-        nonlocal extent
-        if heap.size():  # zero until `Heap::init` ran
-            extent = (heap.bottom(), heap.size())
-            seqs.append(seq)
-            snapshots.append(heap.holes.holes())
-
-    pending = iter(ends)
-    next_end = next(pending, None)
-    for event in events:
-        while next_end is not None and event.seq >= next_end:
-            take(next_end)
-            next_end = next(pending, None)
-        memory.observe(event)
-    for end in ([] if next_end is None else [next_end, *pending]):  # allocator calls that ended the run
-        take(end)
-    return seqs, *extent, snapshots
-
-
 def plot_heap_map(
-    path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str
+    path: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str,
+    allocator: str = DEFAULT_ALLOCATOR,
 ) -> Path | None:
-    """Heap occupancy over time (None, and no file, when the run has no heap to show).
+    """Heap occupancy over time under the global allocator `allocator` (None, and no file, when the run has no
+    heap to show).
 
     The address axis stops a little above the highest byte ever in use, so a small program's few blocks are
     not lost in an empty 100 KiB heap.
     """
     from matplotlib.ticker import MaxNLocator
 
-    seqs, bottom, size, snapshots = heap_snapshots(events, spans)
+    states = heap_states(events, spans, allocator)
+    seqs, bottom, size, snapshots = states.seqs, states.bottom, states.size, states.snapshots
     if not seqs:
         return None
-    plt = _pyplot()
-    used = np.ones((len(seqs), size), dtype=bool)  # byte map per snapshot: in a live block (or padding)?
+    plt = pyplot()
+    used = np.ones((len(seqs), size), dtype=bool)  # byte map per snapshot: not in a free region?
     for column, holes in enumerate(snapshots):
         for addr, length in holes:
             used[column, max(addr - bottom, 0):max(addr - bottom + length, 0)] = False
@@ -226,16 +158,17 @@ def plot_heap_map(
     edges = [*seqs, seqs[-1] + max(1, (seqs[-1] - seqs[0]) // len(seqs))]
     mesh = heap_ax.pcolormesh(edges, np.linspace(0, shown, rows + 1), image, cmap="Blues", vmin=0, vmax=1,
                               shading="flat")
-    fig.colorbar(mesh, ax=heap_ax, pad=0.01).set_label("share of the bytes in live blocks")
+    fig.colorbar(mesh, ax=heap_ax, pad=0.01).set_label("share of the bytes the allocator cannot hand out")
     scope = "all of it" if shown == size else f"its lowest {shown:,} bytes"
     heap_ax.set_ylabel(f"offset from the heap start (bytes)\nheap: {size:,} bytes at {bottom:#x}, {scope}")
-    heap_ax.set_title(f"Heap map: live blocks (dark) and holes (light) after each allocator call — {title}")
-    use_ax.step(seqs, used.sum(axis=1), where="post", color="tab:blue", label="bytes in use")
-    use_ax.set_ylabel("bytes in use")
+    heap_ax.set_title(f"Heap map ({allocator}): in use (dark) and free regions (light) after each allocator "
+                      f"call — {title}")
+    use_ax.step(seqs, used.sum(axis=1), where="post", color="tab:blue", label="bytes not free")
+    use_ax.set_ylabel("bytes not free")
     holes_ax = use_ax.twinx()
     holes_ax.step(seqs, [len(h) for h in snapshots], where="post", color="tab:red", linewidth=0.9,
-                  label="holes in the free list")
-    holes_ax.set_ylabel("holes")
+                  label="free regions")
+    holes_ax.set_ylabel("free regions")
     holes_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     use_ax.set_xlabel("operation number (seq)")
     use_ax.legend(handles=[*use_ax.get_lines(), *holes_ax.get_lines()], loc="upper left", fontsize=8)
@@ -246,13 +179,16 @@ def plot_heap_map(
 
 
 def plot_all(
-    out_dir: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str, *, backend: str
+    out_dir: Path, events: Sequence[AccessEvent], spans: Sequence[SpanLike], title: str, *, backend: str,
+    allocator: str | None = DEFAULT_ALLOCATOR,
 ) -> list[Path]:
-    """Every plot of a run on `backend` into `out_dir`; the heap map only when the run has a heap."""
+    """Every plot of a run on `backend` into `out_dir`; the heap map, of the global allocator `allocator`, only
+    when the run has a heap (None: the program has its own allocator, and no heap map is drawn)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         plot_hit_rate(out_dir / "tlb_hit_rate.png", events, spans, title),
         plot_walk_latency(out_dir / "walk_latency.png", events, title, estimated=backend == "reference"),
     ]
-    heap_map = plot_heap_map(out_dir / "heap_map.png", events, spans, title)
+    heap_map = None if allocator is None else plot_heap_map(out_dir / "heap_map.png", events, spans, title,
+                                                            allocator)
     return [*written, *([heap_map] if heap_map else [])]
