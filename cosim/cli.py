@@ -609,7 +609,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script. Returns the exit status (0 ok, 1 run failed or found a problem, 2 bad input)."""
+    """The console script: the exit status of a command that ran (0 ok, 1 it found a problem); an error exits
+    through the parser with one line (1 the run could not complete, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -635,7 +636,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_kernel_failure(err):
             parser.exit(EXIT_FAILED, f"{PROG}: the kernel stopped: {type(err).__name__}: {err}\n")
         raise
-    return 0
 
 
 def _is_kernel_failure(err: Exception) -> bool:
