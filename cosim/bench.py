@@ -400,6 +400,21 @@ def checks(measurements: Sequence[Measurement], rebuild: dict[str, float] | None
     return out
 
 
+def sweep_checks(scaling: dict[str, Any]) -> list[Check]:
+    """The sweep's targets: 2 workers against 1, and the per-point overhead of second-long points."""
+    one = scaling["runs"][0]
+    speedup, overhead = scaling["speedup"], scaling["overhead"]
+    return [
+        Check("sweep: 2 workers against 1 (same grid)", f">= {scaling['target_speedup']:g}x",
+              f"{speedup:.2f}x ({one['elapsed_s']:.1f} s -> {scaling['runs'][1]['elapsed_s']:.1f} s, "
+              f"{scaling['cpus']} CPUs)", "PASS" if speedup >= scaling["target_speedup"] else "MISS"),
+        Check(f"sweep: overhead per point ({one['min_point_wall_s']:.1f} s+ points)",
+              f"<= {scaling['target_overhead']:.0%} of its simulation",
+              f"{overhead:.1%} ({one['overhead_per_point_s'] * 1000:.0f} ms per point)",
+              "PASS" if overhead <= scaling["target_overhead"] else "MISS"),
+    ]
+
+
 def run_record(m: Measurement, ratio: float | None) -> dict[str, Any]:
     """The JSON record of one measurement."""
     record: dict[str, Any] = {
@@ -526,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--no-rebuild", action="store_true",
                         help="skip the forced rebuild of the Verilated model (done when verilator is benchmarked)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also the sweep section: one grid on a local Dask cluster of 1, then 2 workers, on "
+                             "reference (make bench turns it on)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                         help=f"where the JSON results go (default {DEFAULT_OUT})")
     return parser
@@ -563,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = plan(args.backends, args.workloads, quick=args.quick)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
-    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted)
+    sweep_wanted = args.sweep
+    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * sweep_wanted)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
@@ -595,9 +614,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BackendError as err:
             progress.line(f"verilator forced rebuild: ERROR {_first_line(str(err))}")
 
+    # the sweep: one grid on a local Dask cluster of 1 worker, then 2 (cosim.sweep.bench_scaling)
+    scaling = None
+    if sweep_wanted:
+        from cosim.sweep import bench_scaling
+
+        scaling = bench_scaling(quick=args.quick, line=progress.line)
+
     records = [run_record(m, _relative(m, measurements)) for m in measurements]
-    found = checks(measurements, rebuild)
-    write_results(args.out, records, found, rebuild, builds, args, config, load_before)
+    found = checks(measurements, rebuild) + (sweep_checks(scaling) if scaling else [])
+    write_results(args.out, records, found, rebuild, builds, args, config, load_before, scaling)
     print_report(records, found, args)
     print(f"\nResults: {args.out}")
     return 1 if any(m.error for m in measurements) else 0
@@ -612,12 +638,13 @@ def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | No
 
 def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], rebuild: dict[str, float] | None,
                   builds: dict[str, float | None], args: argparse.Namespace, config: MmuConfig,
-                  load_before: tuple[float, float, float]) -> None:
+                  load_before: tuple[float, float, float], scaling: dict[str, Any] | None = None) -> None:
     document = {
         "runs": records,
         "checks": [vars(check) for check in found],
         "rebuild": rebuild,
         "build_s": builds,
+        "sweep": scaling,
         "options": {"backends": args.backends, "workloads": args.workloads, "repeat": args.repeat,
                     "trace": args.trace, "quick": args.quick},
         "config": {name: int(value) for name, value in vars(config).items()},

@@ -588,11 +588,12 @@ class SweepRun:
 
 
 def run_sweep(grid: Grid, out: Path, *, scheduler: str | None = None, workers: int | None = None,
-              retry_errors: bool = False, progress: bool | None = None,
-              log: Callable[[str], None] = print) -> SweepRun:
+              retry_errors: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
+              client: Any = None) -> SweepRun:
     """Run the points of `grid` not yet in `out` on the cluster; write each as it finishes; compact the grid's rows.
 
-    `progress`: a tqdm bar on stderr (None: when stderr is a terminal)."""
+    The cluster: `client`'s when given, else `connect(scheduler, workers)`'s, started only when a point is left to
+    run. `progress`: a tqdm bar on stderr (None: when stderr is a terminal)."""
     from tqdm import tqdm
 
     points, dropped = expand(grid)
@@ -606,7 +607,7 @@ def run_sweep(grid: Grid, out: Path, *, scheduler: str | None = None, workers: i
     skipped = len(points) - len(todo)
     elapsed, count = 0.0, 0
     if todo:
-        with connect(scheduler, workers) as client:
+        with contextlib.nullcontext(client) if client is not None else connect(scheduler, workers) as client:
             count = worker_count(client)
             log(f"{len(todo)} points to run on {count} worker{'s' * (count != 1)}"
                 + (f" ({skipped} finished already)" if skipped else ""))
@@ -655,6 +656,71 @@ def _stream(client: Any, points: Sequence[Point]) -> Iterator[dict[str, Any]]:
 
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+# -- scaling, measured (`make bench`) ---------------------------------------------------------------------------
+
+# A grid of equal, second-long points: many_boxes on `reference` at 8 configurations (4 in --quick).
+BENCH_N = 30_000
+BENCH_TARGET_SPEEDUP = 1.7  # 2 workers against 1
+BENCH_TARGET_OVERHEAD = 0.10  # per point, of its simulation time, for points of a second or more
+
+
+def bench_grid(quick: bool = False) -> Grid:
+    entries = (4, 16) if quick else (4, 8, 16, 32)
+    return Grid(("many_boxes",), {"n": (BENCH_N,), "tlb_entries": entries, "pwc_entries": (0, 8)})
+
+
+def _warm() -> None:
+    """Import what a point needs, so that a worker's first point is timed like the others."""
+    import cosim.bench
+    import cosim.runner  # noqa: F401
+
+
+def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> dict[str, Any]:
+    """The same grid on a local cluster of 1 worker, then of 2 (fresh folders, workers warmed up first):
+    elapsed time from the first submission to the last row, the speedup, and the per-point overhead of the
+    1-worker run — elapsed minus the simulations' own time (the workload, as `measured` times it), per point."""
+    import tempfile
+
+    grid = bench_grid(quick)
+    runs: dict[int, dict[str, Any]] = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="mmucosim-sweep-bench-") as tmp:
+            start = time.perf_counter()
+            with connect(None, workers) as client:
+                client.wait_for_workers(workers, timeout=60)
+                client.run(_warm)
+                ready = time.perf_counter() - start
+                result = run_sweep(grid, Path(tmp), client=client, progress=False, log=lambda _: None)
+            table = result.table
+            simulation = float(table["wall_s"].sum())
+            in_point = float((table["point_s"] - table["wall_s"]).sum())
+            runs[workers] = {
+                "workers": workers, "points": len(table), "ok": int((table["status"] == "ok").sum()),
+                "cluster_start_s": ready, "elapsed_s": result.elapsed_s, "simulation_s": simulation,
+                "mean_point_wall_s": simulation / len(table), "min_point_wall_s": float(table["wall_s"].min()),
+                "in_point_overhead_s": in_point / len(table),
+                "overhead_per_point_s": (result.elapsed_s * workers - simulation) / len(table),
+                "points_per_s": len(table) / result.elapsed_s,
+            }
+            r = runs[workers]
+            line(f"sweep on {workers} worker{'s' * (workers > 1)}: {r['points']} points of many_boxes n={BENCH_N:,} "
+                 f"({r['mean_point_wall_s']:.2f} s each) in {r['elapsed_s']:.2f} s, {r['points_per_s']:.2f} "
+                 f"points/s (+{ready:.1f} s to start the cluster)")
+    one, two = runs[1], runs[2]
+    overhead = (one["elapsed_s"] - one["simulation_s"]) / one["simulation_s"]
+    return {
+        "grid": {"workload": "many_boxes", "n": BENCH_N, **{k: list(v) for k, v in grid.values.items()},
+                 "backend": "reference"},
+        "runs": [one, two],
+        "speedup": one["elapsed_s"] / two["elapsed_s"],
+        "target_speedup": BENCH_TARGET_SPEEDUP,
+        "overhead": overhead,
+        "target_overhead": BENCH_TARGET_OVERHEAD,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
 
 
 # -- the command -----------------------------------------------------------------------------------------------

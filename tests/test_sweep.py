@@ -389,3 +389,14 @@ def test_a_sweep_on_a_tcp_cluster_gives_the_rows_of_the_local_cluster(tmp_path, 
     assert set(tcp["worker"].str.rsplit(":", n=1).str[0]) == {socket.gethostname()}
     measured = list(sweep.MEASURED_COLUMNS)
     pd.testing.assert_frame_equal(tcp.drop(columns=measured), local.drop(columns=measured))
+
+
+def test_the_bench_section_checks_the_speedup_and_the_overhead():
+    from cosim.bench import sweep_checks
+
+    run = {"elapsed_s": 20.0, "min_point_wall_s": 1.2, "overhead_per_point_s": 0.05}
+    scaling = {"runs": [run, {"elapsed_s": 12.5}], "speedup": 1.6, "target_speedup": 1.7, "overhead": 0.03,
+               "target_overhead": 0.10, "cpus": 2}
+    speedup, overhead = sweep_checks(scaling)
+    assert (speedup.status, speedup.measured) == ("MISS", "1.60x (20.0 s -> 12.5 s, 2 CPUs)")
+    assert (overhead.status, overhead.measured) == ("PASS", "3.0% (50 ms per point)")
