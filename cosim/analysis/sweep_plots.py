@@ -76,12 +76,15 @@ def plot_curves(mean: Any, path: Path, backend: str) -> Path:
                 ax.plot(line["tlb_entries"], line[column], label=label, **style)
                 ax.set_ylabel(title if col == 0 else "")
                 if column == "hit_rate":
-                    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
+                    ax.yaxis.set_major_formatter(PercentFormatter(1.0))  # as many decimals as it takes
                 else:
                     ax.ticklabel_format(axis="y", useOffset=False)
         axes[0][col].set_title(panel, fontsize=10)
+        sizes = sorted(set(rows["tlb_entries"]))
         for row in range(len(metrics)):
             axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xticks(sizes, [str(size) for size in sizes])
+            axes[row][col].minorticks_off()
             axes[row][col].grid(True, alpha=0.3)
         axes[-1][col].set_xlabel("TLB entries")
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -107,13 +110,15 @@ def plot_heatmap(mean: Any, path: Path, backend: str) -> Path:
         ax.set_xticks(range(len(cells.columns)), [str(c) for c in cells.columns])
         ax.set_yticks(range(len(cells.index)), ["full" if w == 0 else str(w) for w in cells.index])
         for (i, j), value in _cells(cells):
+            red, green, blue, _ = image.cmap(image.norm(value))
+            ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             ax.text(j, i, f"{value:.3f}" if column == "cycles_per_mem_op" else f"{100 * value:.2f}",
-                    ha="center", va="center", fontsize=7, color="white")
+                    ha="center", va="center", fontsize=7, color=ink)
         ax.set_xlabel("TLB entries")
         ax.set_ylabel("ways")
         ax.set_title(panel, fontsize=10)
         bar = fig.colorbar(image, ax=ax, shrink=0.8)
-        bar.formatter = PercentFormatter(1.0, decimals=2) if column == "hit_rate" else bar.formatter
+        bar.formatter = PercentFormatter(1.0) if column == "hit_rate" else bar.formatter
         bar.ax.yaxis.set_major_formatter(bar.formatter)
         if column != "hit_rate":
             bar.ax.ticklabel_format(axis="y", useOffset=False)
