@@ -498,7 +498,7 @@ def front_metric(table: Any) -> str:
 
 def pareto_report(table: Any) -> str:
     """The Pareto front of TLB entries against cycles per memory operation, per workload and backend."""
-    from cosim.analysis.summary import format_table
+    from cosim.analysis.summary import format_table, percent
 
     mean = averaged(table)
     if mean.empty:
@@ -511,7 +511,7 @@ def pareto_report(table: Any) -> str:
         front = pareto_front(group, "tlb_entries", metric)
         headers = ["TLB entries", *varying, metric.replace("_", " "), "hit rate", "PTE reads", "PWC hits"]
         rows = [[str(r.tlb_entries), *(_cell(r[c]) for c in varying), f"{r[metric]:.4f}",
-                 f"{100 * r.hit_rate:.2f} %", f"{r.pte_reads:,.0f}", f"{r.pwc_hits:,.0f}"]
+                 percent(r.hit_rate), f"{r.pte_reads:,.0f}", f"{r.pwc_hits:,.0f}"]
                 for _, r in front.iterrows()]
         seeds = f", mean of {int(group['seeds'].max())} seeds" if group["seeds"].max() > 1 else ""
         sections.append(f"{panel} on {backend}{seeds}: {len(front)} of {len(group)} configurations on the front\n"
