@@ -407,7 +407,8 @@ def sweep_checks(scaling: dict[str, Any]) -> list[Check]:
     return [
         Check("sweep: 2 workers against 1 (same grid)", f">= {scaling['target_speedup']:g}x",
               f"{speedup:.2f}x ({one['elapsed_s']:.1f} s -> {scaling['runs'][1]['elapsed_s']:.1f} s, "
-              f"{scaling['cpus']} CPUs)", "PASS" if speedup >= scaling["target_speedup"] else "MISS"),
+              f"{scaling['cpus']} CPUs; each point {scaling['point_slowdown_with_2']:.2f}x as long with 2)",
+              "PASS" if speedup >= scaling["target_speedup"] else "MISS"),
         Check(f"sweep: overhead per point ({one['min_point_wall_s']:.1f} s+ points)",
               f"<= {scaling['target_overhead']:.0%} of its simulation",
               f"{overhead:.1%} ({one['overhead_per_point_s'] * 1000:.0f} ms per point)",

@@ -661,7 +661,7 @@ def _first_line(text: str | None) -> str:
 # -- scaling, measured (`make bench`) ---------------------------------------------------------------------------
 
 # A grid of equal, second-long points: many_boxes on `reference` at 8 configurations (4 in --quick).
-BENCH_N = 30_000
+BENCH_N = 50_000
 BENCH_TARGET_SPEEDUP = 1.7  # 2 workers against 1
 BENCH_TARGET_OVERHEAD = 0.10  # per point, of its simulation time, for points of a second or more
 
@@ -684,6 +684,7 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
     import tempfile
 
     grid = bench_grid(quick)
+    load_before = os.getloadavg()
     runs: dict[int, dict[str, Any]] = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory(prefix="mmucosim-sweep-bench-") as tmp:
@@ -703,11 +704,13 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
                 "in_point_overhead_s": in_point / len(table),
                 "overhead_per_point_s": (result.elapsed_s * workers - simulation) / len(table),
                 "points_per_s": len(table) / result.elapsed_s,
+                # the workers' busy share of the run: 1.0 when no worker ever waited for the cluster
+                "efficiency": simulation / (workers * result.elapsed_s),
             }
             r = runs[workers]
             line(f"sweep on {workers} worker{'s' * (workers > 1)}: {r['points']} points of many_boxes n={BENCH_N:,} "
                  f"({r['mean_point_wall_s']:.2f} s each) in {r['elapsed_s']:.2f} s, {r['points_per_s']:.2f} "
-                 f"points/s (+{ready:.1f} s to start the cluster)")
+                 f"points/s, workers busy {r['efficiency']:.0%} (+{ready:.1f} s to start the cluster)")
     one, two = runs[1], runs[2]
     overhead = (one["elapsed_s"] - one["simulation_s"]) / one["simulation_s"]
     return {
@@ -718,8 +721,11 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
         "target_speedup": BENCH_TARGET_SPEEDUP,
         "overhead": overhead,
         "target_overhead": BENCH_TARGET_OVERHEAD,
+        # > 1 when two simulations at once run slower each than one alone: the machine's cores are shared
+        "point_slowdown_with_2": two["mean_point_wall_s"] / one["mean_point_wall_s"],
         "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
 
 
