@@ -72,12 +72,12 @@ POINTS_DIR = "points"
 NEEDS_BUILD = ("verilator", "cocotb-verilator", "cocotb-icarus")
 
 COUNTER_COLUMNS = tuple(counter.name.lower() for counter in Counter)
-DERIVED_COLUMNS = ("mem_ops", "hit_rate", "walk_cycles_per_mem_op", "cycles_per_mem_op", "wall_s", "point_s",
-                   "mem_ops_per_s")
+DERIVED_COLUMNS = ("mem_ops", "hit_rate", "walk_cycles_per_mem_op", "cycles_per_mem_op", "wall_s", "cpu_s",
+                   "point_s", "mem_ops_per_s")
 TIMING_COLUMNS = ("cycles", "walk_cycles", "walk_cycles_per_mem_op", "cycles_per_mem_op")  # none on `reference`
 RESULT_COLUMNS = (*COUNTER_COLUMNS, *DERIVED_COLUMNS, "status", "error", "worker")
 # Columns that depend on the machine and the moment, not on the point: left out when runs are compared.
-MEASURED_COLUMNS = ("wall_s", "point_s", "mem_ops_per_s", "worker")
+MEASURED_COLUMNS = ("wall_s", "cpu_s", "point_s", "mem_ops_per_s", "worker")
 
 # status of a row: "ok"; "fault" (a CpuFault ended the kernel); "panic" (the firmware raised: an assertion, a
 # panic); "error" (the simulator or a tool failed, or the worker died: `--retry-errors` runs those again)
@@ -351,6 +351,7 @@ def _fill_counters(row: dict[str, Any], measured: dict[str, Any], backend: str) 
         "walk_cycles_per_mem_op": counters["walk_cycles"] / mem_ops if mem_ops else None,
         "cycles_per_mem_op": counters["cycles"] / mem_ops if mem_ops else None,
         "wall_s": measured["wall_s"],
+        "cpu_s": measured["cpu_s"],
         "mem_ops_per_s": mem_ops / measured["wall_s"] if measured["wall_s"] > 0 else None,
     }
     if backend not in HDL_BACKENDS:  # the reference model has no clock
@@ -413,7 +414,8 @@ def normalize(table: Any) -> Any:
     """Integer columns as nullable Int64, ratios as float64, whatever mix of rows (errors included) they came from."""
     import pandas as pd
 
-    floats = {"hit_rate", "walk_cycles_per_mem_op", "cycles_per_mem_op", "wall_s", "point_s", "mem_ops_per_s"}
+    floats = {"hit_rate", "walk_cycles_per_mem_op", "cycles_per_mem_op", "wall_s", "cpu_s", "point_s",
+              "mem_ops_per_s"}
     integers = {*COUNTER_COLUMNS, "mem_ops", *(name for name, value in asdict(MmuConfig()).items()
                                                 if isinstance(value, int) and not isinstance(value, TlbPolicy))}
     integers |= {d.name for d in dimensions() if d.kind == "knob" and d.ranges}
@@ -696,6 +698,7 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
                 result = run_sweep(grid, Path(tmp), client=client, progress=False, log=lambda _: None)
             table = result.table
             simulation = float(table["wall_s"].sum())
+            cpu = float(table["cpu_s"].sum())
             in_point = float((table["point_s"] - table["wall_s"]).sum())
             runs[workers] = {
                 "workers": workers, "points": len(table), "ok": int((table["status"] == "ok").sum()),
@@ -706,11 +709,14 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
                 "points_per_s": len(table) / result.elapsed_s,
                 # the workers' busy share of the run: 1.0 when no worker ever waited for the cluster
                 "efficiency": simulation / (workers * result.elapsed_s),
+                # the CPU the simulations got while they ran: below 1.0 when other work shares the cores
+                "cpu_share": cpu / simulation,
             }
             r = runs[workers]
             line(f"sweep on {workers} worker{'s' * (workers > 1)}: {r['points']} points of many_boxes n={BENCH_N:,} "
                  f"({r['mean_point_wall_s']:.2f} s each) in {r['elapsed_s']:.2f} s, {r['points_per_s']:.2f} "
-                 f"points/s, workers busy {r['efficiency']:.0%} (+{ready:.1f} s to start the cluster)")
+                 f"points/s, workers busy {r['efficiency']:.0%}, each getting {r['cpu_share']:.0%} of a core "
+                 f"(+{ready:.1f} s to start the cluster)")
     one, two = runs[1], runs[2]
     overhead = (one["elapsed_s"] - one["simulation_s"]) / one["simulation_s"]
     return {
