@@ -729,6 +729,8 @@ def bench_scaling(quick: bool = False, line: Callable[[str], None] = print) -> d
         "target_overhead": BENCH_TARGET_OVERHEAD,
         # > 1 when two simulations at once run slower each than one alone: the machine's cores are shared
         "point_slowdown_with_2": two["mean_point_wall_s"] / one["mean_point_wall_s"],
+        # what the cluster would give on two free cores: 2 x how busy it kept its workers, relative to 1 worker
+        "projected_speedup_free_cores": 2 * two["efficiency"] / one["efficiency"],
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -394,10 +394,12 @@ def test_a_sweep_on_a_tcp_cluster_gives_the_rows_of_the_local_cluster(tmp_path, 
 def test_the_bench_section_checks_the_speedup_and_the_overhead():
     from cosim.bench import sweep_checks
 
-    run = {"elapsed_s": 20.0, "min_point_wall_s": 1.2, "overhead_per_point_s": 0.05}
-    scaling = {"runs": [run, {"elapsed_s": 12.5}], "speedup": 1.6, "target_speedup": 1.7, "overhead": 0.03,
-               "target_overhead": 0.10, "cpus": 2, "point_slowdown_with_2": 1.25}
-    speedup, overhead = sweep_checks(scaling)
+    run = {"elapsed_s": 20.0, "min_point_wall_s": 1.2, "overhead_per_point_s": 0.05, "efficiency": 0.99}
+    scaling = {"runs": [run, {"elapsed_s": 12.5, "efficiency": 0.94}], "speedup": 1.6, "target_speedup": 1.7,
+               "overhead": 0.03, "target_overhead": 0.10, "cpus": 2, "point_slowdown_with_2": 1.25,
+               "projected_speedup_free_cores": 1.9}
+    speedup, projected, overhead = sweep_checks(scaling)
+    assert projected.measured == "1.90x (2 x workers busy 94% / 99%)"
     assert speedup.status == "MISS"
     assert speedup.measured == "1.60x (20.0 s -> 12.5 s, 2 CPUs; each point 1.25x as long with 2)"
     assert (overhead.status, overhead.measured) == ("PASS", "3.0% (50 ms per point)")
