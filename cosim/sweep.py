@@ -663,7 +663,7 @@ def _first_line(text: str | None) -> str:
 # -- scaling, measured (`make bench`) ---------------------------------------------------------------------------
 
 # A grid of equal, second-long points: many_boxes on `reference` at 8 configurations (4 in --quick).
-BENCH_N = 50_000
+BENCH_N = 60_000
 BENCH_TARGET_SPEEDUP = 1.7  # 2 workers against 1
 BENCH_TARGET_OVERHEAD = 0.10  # per point, of its simulation time, for points of a second or more
 
