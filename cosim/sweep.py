@@ -4,8 +4,9 @@
         --backend reference,verilator --out build/sweep/tlb
 
 The grid's dimensions are the options of the CLI's "MMU configuration" and "workload knobs" groups
-(`cosim.cli._config_options`, `_workload_options`), read from those parsers: an option added there is a sweep
-dimension, parsed and validated by the CLI's own code (`cosim.cli.config_from`), without a line here. Add the
+(`cosim.cli._config_options`, `_workload_options`, and `_allocator_option` once the CLI has it: DIMENSION_GROUPS),
+read from those parsers: an option added there is a sweep dimension, parsed and validated by the CLI's own code
+(`cosim.cli.config_from`), without a line here. Add the
 workloads (positional: names or `replay:FILE`) and the backends (`--backend`). Each dimension takes a comma list;
 integer ones also take ranges (`--seed 0-9`). A workload knob applies to the workloads that take it (`--n` to
 many_boxes, not to demo), and a configuration the hardware cannot be built with is left out, said once.
@@ -121,12 +122,24 @@ def _backend(text: str) -> str:
     return text
 
 
+# The CLI's option groups whose every option is a dimension: (kind, the cosim.cli function making the parser).
+# A group the CLI does not have (yet) is skipped: `_allocator_option` arrives with `--allocator`.
+DIMENSION_GROUPS = (
+    ("config", "_config_options"),
+    ("knob", "_workload_options"),
+    ("knob", "_allocator_option"),
+)
+
+
 @cache
 def dimensions() -> tuple[Dimension, ...]:
-    """The CLI's MMU-configuration and workload-knob options, then the backend."""
+    """The options of the CLI's DIMENSION_GROUPS, then the backend."""
     dims = []
-    for kind, parent in (("config", cli._config_options()), ("knob", cli._workload_options())):
-        for action in parent._actions:
+    for kind, factory in DIMENSION_GROUPS:
+        make = getattr(cli, factory, None)
+        if make is None:
+            continue
+        for action in make()._actions:
             if not action.option_strings or isinstance(action, argparse._HelpAction):
                 continue
             dims.append(Dimension(action.dest, action.option_strings[0], kind, _value_parser(action),

@@ -403,3 +403,30 @@ def test_the_bench_section_checks_the_speedup_and_the_overhead():
     assert speedup.status == "MISS"
     assert speedup.measured == "1.60x (20.0 s -> 12.5 s, 2 CPUs; each point 1.25x as long with 2)"
     assert (overhead.status, overhead.measured) == ("PASS", "3.0% (50 ms per point)")
+
+
+def test_an_option_added_to_a_cli_group_is_a_dimension_without_a_line_here(monkeypatch):
+    """What `--allocator` will do when the CLI grows `_allocator_option`: a knob taking a comma list, checked
+    against the option's choices."""
+    import argparse
+
+    from cosim import cli
+
+    def allocator_option() -> argparse.ArgumentParser:
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument("--allocator", choices=["lla", "bump"], help="the kernel's global allocator")
+        return parent
+
+    monkeypatch.setattr(cli, "_allocator_option", allocator_option, raising=False)
+    sweep.dimensions.cache_clear()
+    try:
+        dim = sweep.dimension("allocator")
+        assert (dim.kind, dim.flag) == ("knob", "--allocator")
+        assert parse_values(dim, "bump,lla") == ("bump", "lla")
+        with pytest.raises(sweep.SweepError, match="not one of"):
+            parse_values(dim, "slab")
+        assert "--allocator" in sweep.build_parser().format_help()
+    finally:
+        monkeypatch.undo()
+        sweep.dimensions.cache_clear()
+    assert "allocator" not in {d.name for d in sweep.dimensions()} or hasattr(cli, "_allocator_option")
