@@ -570,8 +570,9 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    with _sigint_ignored():  # the worker processes inherit it: Ctrl-C stops the sweep, which closes the cluster
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
     try:
         client = Client(cluster)
         try:
@@ -580,6 +581,22 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             client.close()
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while inside (in the main thread only), so that processes started meanwhile ignore it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def worker_count(client: Any) -> int:
@@ -627,17 +644,33 @@ def run_sweep(grid: Grid, out: Path, *, scheduler: str | None = None, workers: i
             log(f"{len(todo)} points to run on {count} worker{'s' * (count != 1)}"
                 + (f" ({skipped} finished already)" if skipped else ""))
             start = time.perf_counter()
+            written = 0
             with tqdm(total=len(points), initial=skipped, unit="point", desc="sweep", file=sys.stderr,
                       disable=None if progress is None else not progress, dynamic_ncols=True) as bar:
-                for row in _stream(client, todo):
-                    store.write(row)
-                    bar.update()
-                    if row["status"] != "ok":
-                        bar.write(f"{row['status']}: {row['workload']} on {row['backend']} ({row['key']}): "
-                                  f"{_first_line(row['error'])}", file=sys.stderr)
+                try:
+                    for row in _stream(client, todo):
+                        store.write(row)
+                        written += 1
+                        bar.update()
+                        if row["status"] != "ok":
+                            bar.write(f"{row['status']}: {row['workload']} on {row['backend']} ({row['key']}): "
+                                      f"{_first_line(row['error'])}", file=sys.stderr)
+                        if bar.disable and progress is None:  # not a terminal (a log file): a line every tenth
+                            _log_progress(written, len(todo), time.perf_counter() - start)
+                except KeyboardInterrupt:
+                    bar.write(f"interrupted: {skipped + written} of {len(points)} points are in {store.dir}/; "
+                              "the same command resumes", file=sys.stderr)
+                    raise
             elapsed = time.perf_counter() - start
     table = compact(store, points, out)
     return SweepRun(table, len(todo), skipped, dropped, elapsed, count, out)
+
+
+def _log_progress(done: int, total: int, elapsed: float) -> None:
+    step = max(1, total // 10)
+    if done % step == 0 or done == total:
+        eta = elapsed / done * (total - done)
+        print(f"  {done}/{total} points, {elapsed:.0f} s, about {eta:.0f} s left", file=sys.stderr, flush=True)
 
 
 def _stream(client: Any, points: Sequence[Point]) -> Iterator[dict[str, Any]]:
@@ -826,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or settings.get("workers")
     points, dropped = expand(grid)
     described = git_describe()
-    print(f"{PROG}: {len(points)} points ({len(grid.workloads)} workloads × the values given) at code version "
+    print(f"{PROG}: {len(points)} points at code version "
           f"{code_version()}" + (f" (git {described})" if described else "") + f"; results in {out}/")
     for line in dropped[:5]:
         print(f"  left out: {line}")
