@@ -430,3 +430,19 @@ def test_an_option_added_to_a_cli_group_is_a_dimension_without_a_line_here(monke
         monkeypatch.undo()
         sweep.dimensions.cache_clear()
     assert "allocator" not in {d.name for d in sweep.dimensions()} or hasattr(cli, "_allocator_option")
+
+
+def read_past_ram(cpu) -> int:
+    """A program that faults: paging is off after reset, so this is a physical read beyond the 1 MiB of RAM."""
+    return cpu.load_u64(1 << 30)
+
+
+def test_a_point_whose_kernel_faults_is_a_fault_row():
+    from cosim.workloads import Job
+
+    point = sweep.Point("read_past_ram", {}, "reference", MmuConfig(), Job("read_past_ram", "read_past_ram",
+                                                                           f"{__name__}:read_past_ram"),
+                        sweep.code_version())
+    row = sweep.run_point(point)
+    assert (row["status"], row["error"]) == ("fault", "BusError: BusError at 0x40000000: physical address outside RAM")
+    assert row["mem_ops"] is None and row["point_s"] > 0
