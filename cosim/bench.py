@@ -406,7 +406,7 @@ def sweep_checks(scaling: dict[str, Any]) -> list[Check]:
     speedup, overhead = scaling["speedup"], scaling["overhead"]
     return [
         Check("sweep: 2 workers against 1 (same grid)", f">= {scaling['target_speedup']:g}x",
-              f"{speedup:.2f}x ({one['elapsed_s']:.1f} s -> {scaling['runs'][1]['elapsed_s']:.1f} s, "
+              f"{speedup:.2f}x ({one['elapsed_s']:.1f} s -> {two['elapsed_s']:.1f} s, "
               f"{scaling['cpus']} CPUs; each point {scaling['point_slowdown_with_2']:.2f}x as long with 2)",
               "PASS" if speedup >= scaling["target_speedup"] else "MISS"),
         Check("sweep: the same on 2 free cores (projected)", f">= {scaling['target_speedup']:g}x",
@@ -585,8 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = plan(args.backends, args.workloads, quick=args.quick)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
-    sweep_wanted = args.sweep
-    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * sweep_wanted)
+    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * args.sweep)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
@@ -620,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # the sweep: one grid on a local Dask cluster of 1 worker, then 2 (cosim.sweep.bench_scaling)
     scaling = None
-    if sweep_wanted:
+    if args.sweep:
         from cosim.sweep import bench_scaling
 
         scaling = bench_scaling(quick=args.quick, line=progress.line)
