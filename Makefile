@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 BACKEND ?= verilator
 ARGS ?=  # extra options for mmucosim, e.g. make verilog ARGS='--tlb-entries 32 --tlb-ways 4'
 
-.PHONY: demo test test-full bench verilog lint synth iverilog clean help
+.PHONY: demo test test-full bench sweep verilog lint synth iverilog clean help
 
 help:
 	@echo "make demo      run the seed's kernel on the $(BACKEND) backend, with TLB trace, plots and waves"
 	@echo "make test      the test suite on every backend (Icarus tests skip with a reason if it is missing)"
 	@echo "make test-full also the full-size seed tests (many_boxes with 102,400 boxes) on every backend"
-	@echo "make bench     throughput of every backend (build/bench/results.json)"
+	@echo "make bench     throughput of every backend, and of a sweep on 1 and 2 Dask workers (build/bench/results.json)"
+	@echo "make sweep     a design-space sweep on Dask (ARGS='demo many_boxes --tlb-entries 4,8,16 ...'; docs/sweeps.md)"
 	@echo "make verilog   export the Verilog of a configuration to build/verilog/ (ARGS='--tlb-entries 32 ...')"
 	@echo "make lint      ruff, and verilator --lint-only -Wall on the exported Verilog"
 	@echo "make synth     Yosys + nextpnr for iCE40 and ECP5, resource and Fmax report"
@@ -46,7 +47,10 @@ test-full: $(STAMP) iverilog
 	$(PY) -m pytest -n 2 -q --run-slow
 
 bench: $(STAMP) iverilog
-	$(VENV)/bin/mmucosim bench $(ARGS)
+	$(VENV)/bin/mmucosim bench --sweep $(ARGS)
+
+sweep: $(STAMP)
+	$(VENV)/bin/mmucosim sweep $(ARGS)
 
 verilog: $(STAMP)
 	$(VENV)/bin/mmucosim verilog $(ARGS)

@@ -403,6 +403,25 @@ def checks(measurements: Sequence[Measurement], rebuild: dict[str, float] | None
     return out
 
 
+def sweep_checks(scaling: dict[str, Any]) -> list[Check]:
+    """The sweep's targets: 2 workers against 1, and the per-point overhead of second-long points."""
+    one, two = scaling["runs"]
+    speedup, overhead = scaling["speedup"], scaling["overhead"]
+    return [
+        Check("sweep: 2 workers against 1 (same grid)", f">= {scaling['target_speedup']:g}x",
+              f"{speedup:.2f}x ({one['elapsed_s']:.1f} s -> {two['elapsed_s']:.1f} s, "
+              f"{scaling['cpus']} CPUs; each point {scaling['point_slowdown_with_2']:.2f}x as long with 2)",
+              "PASS" if speedup >= scaling["target_speedup"] else "MISS"),
+        Check("sweep: the same on 2 free cores (projected)", f">= {scaling['target_speedup']:g}x",
+              f"{scaling['projected_speedup_free_cores']:.2f}x (2 x workers busy {two['efficiency']:.0%} / "
+              f"{one['efficiency']:.0%})", "-"),
+        Check(f"sweep: overhead per point ({one['min_point_wall_s']:.1f} s+ points)",
+              f"<= {scaling['target_overhead']:.0%} of its simulation",
+              f"{overhead:.1%} ({one['overhead_per_point_s'] * 1000:.0f} ms per point)",
+              "PASS" if overhead <= scaling["target_overhead"] else "MISS"),
+    ]
+
+
 def run_record(m: Measurement, ratio: float | None) -> dict[str, Any]:
     """The JSON record of one measurement."""
     record: dict[str, Any] = {
@@ -532,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--no-rebuild", action="store_true",
                         help="skip the forced rebuild of the Verilated model (done when verilator is benchmarked)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also the sweep section: one grid on a local Dask cluster of 1, then 2 workers, on "
+                             "reference (make bench turns it on)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                         help=f"where the JSON results go (default {DEFAULT_OUT})")
     return parser
@@ -569,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = plan(args.backends, args.workloads, quick=args.quick, allocator=args.allocator)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
-    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted)
+    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * args.sweep)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
@@ -603,9 +625,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BackendError as err:
             progress.line(f"verilator forced rebuild: ERROR {_first_line(str(err))}")
 
+    # the sweep: one grid on a local Dask cluster of 1 worker, then 2 (cosim.sweep.bench_scaling)
+    scaling = None
+    if args.sweep:
+        from cosim.sweep import bench_scaling
+
+        scaling = bench_scaling(quick=args.quick, line=progress.line)
+
     records = [run_record(m, _relative(m, measurements)) for m in measurements]
-    found = checks(measurements, rebuild)
-    write_results(args.out, records, found, rebuild, builds, args, config, load_before)
+    found = checks(measurements, rebuild) + (sweep_checks(scaling) if scaling else [])
+    write_results(args.out, records, found, rebuild, builds, args, config, load_before, scaling)
     print_report(records, found, args)
     print(f"\nResults: {args.out}")
     return 1 if any(m.error for m in measurements) else 0
@@ -620,12 +649,13 @@ def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | No
 
 def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], rebuild: dict[str, float] | None,
                   builds: dict[str, float | None], args: argparse.Namespace, config: MmuConfig,
-                  load_before: tuple[float, float, float]) -> None:
+                  load_before: tuple[float, float, float], scaling: dict[str, Any] | None = None) -> None:
     document = {
         "runs": records,
         "checks": [vars(check) for check in found],
         "rebuild": rebuild,
         "build_s": builds,
+        "sweep": scaling,
         "options": {"backends": args.backends, "workloads": args.workloads, "repeat": args.repeat,
                     "trace": args.trace, "quick": args.quick, "allocator": args.allocator},
         "config": {name: int(value) for name, value in vars(config).items()},

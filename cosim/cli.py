@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "bench", add_help=False, help="throughput of every backend (options: mmucosim bench --help)",
     )
+    commands.add_parser(
+        "sweep", add_help=False, help="a grid of configurations × workloads on a Dask cluster (mmucosim sweep --help)",
+    )
     return parser
 
 
@@ -602,6 +605,12 @@ def cmd_bench(argv: list[str]) -> int:
     return int(bench_main(argv) or 0)
 
 
+def cmd_sweep(argv: list[str]) -> int:
+    from cosim.sweep import main as sweep_main
+
+    return int(sweep_main(argv) or 0)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "run": cmd_run, "replay": cmd_replay, "check": cmd_check,
     "compare-allocators": cmd_compare_allocators, "verilog": cmd_verilog, "synth": cmd_synth,
@@ -616,6 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["bench"]:
             return cmd_bench(argv[1:])
+        if argv[:1] == ["sweep"]:
+            return cmd_sweep(argv[1:])
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except (UsageError, WorkloadError) as err:
