@@ -58,6 +58,7 @@ from cosim.runner import run_program
 from cosim.workloads import WORKLOADS, resolve
 from firmware.allocator import ALLOCATORS, HEAP_SIZE, HEAP_START, AllocError, Layout, align_up, allocator_class
 from firmware.cpu import Cpu, CpuFault
+from firmware.heap_allocation_tests import failed_test
 from hdl.protocol import PAGE_SIZE, MmuConfig, Op, TlbPolicy
 
 _LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
@@ -376,10 +377,9 @@ def _outcome(value: Any) -> str:
     """The run's result in a few words: "ok", "allocation error at iteration 12799", "9 of 649 null", "PageFault
     at 0x…", or a panic message."""
     if isinstance(value, dict):
-        if value.get("result") in ("failed", "panicked"):
-            panic = str(value.get("panic", "panicked"))
-            what = "allocation error" if panic.startswith("allocation error") else panic
-            return f"{what} at iteration {value['iteration']}" if "iteration" in value else what
+        panic = failed_test(value) or (str(value.get("panic")) if value.get("result") == "panicked" else None)
+        if panic is not None:
+            return re.sub(r"^allocation error: Layout \{[^}]*\}", "allocation error", panic)
         return str(value.get("result", "ok"))
     if isinstance(value, list) and value and isinstance(value[0], dict):  # replay records
         nulls = sum(record["addr"] is None for record in value)

@@ -65,6 +65,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 from cosim.backends import BACKENDS, HDL_BACKENDS
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, resolve
+from firmware.heap_allocation_tests import failed_test
 from hdl.protocol import Counter, MmuConfig, TlbPolicy
 
 PROG = "mmucosim sweep"
@@ -345,6 +346,9 @@ def run_point(point: Point, build_failure: str | None = None) -> dict[str, Any]:
             row |= {"status": "fault", "error": f"{type(result.fault).__name__}: {result.fault}"}
         else:
             _fill_counters(row, result.value, point.backend)
+            panic = failed_test(result.value["value"])  # a test kernel that caught its own panic and reported it
+            if panic is not None:
+                row |= {"status": "panic", "error": panic}
     except Exception as err:
         status = "panic" if cli._is_kernel_failure(err) else "error"
         row |= {"status": status, "error": f"{type(err).__name__}: {err}"[:4000]}

@@ -107,6 +107,15 @@ TESTS: dict[str, tuple[Callable[[GlobalAlloc, int], dict[str, Any]], int]] = {
 }
 
 
+def failed_test(value: Any) -> str | None:
+    """What a test entry point's result reports when its test failed: the panic message, with the iteration where
+    it happened in a loop; None for any other value."""
+    if not (isinstance(value, dict) and value.get("result") == "failed"):
+        return None
+    panic = str(value.get("panic"))
+    return f"{panic} at iteration {value['iteration']}" if "iteration" in value else panic
+
+
 def _run(cpu: Cpu, alloc: KernelAllocator, name: str, n: int | None) -> dict[str, Any]:
     body, default_n = TESTS[name]
     n = default_n if n is None else n

@@ -170,9 +170,9 @@ def test_a_failing_simulator_a_panic_and_another_code_version_become_rows(monkey
     assert (row["status"], row["error"]) == ("error", "BackendError: verilator: the model hung")
     assert row["tlb_hits"] is None and row["workload"] == "demo"
     monkeypatch.undo()
-    tiny = expand(_grid("demo", "--mem-bytes", "64K"))[0][0]
-    row = sweep.run_point(tiny)
-    assert row["status"] == "panic" and "FrameAllocationFailed" in row["error"]
+    runs_out = expand(_grid("many_boxes_long_lived", "--allocator", "bump"))[0][0]  # the chapter's expected failure
+    row = sweep.run_point(runs_out)
+    assert row["status"] == "panic" and "allocation error" in row["error"]
     stale = expand(Grid(("demo",)), version="src-000000000000")[0][0]
     row = sweep.run_point(stale)
     assert row["status"] == "error" and "code version" in row["error"]
@@ -255,20 +255,20 @@ def test_an_interrupted_sweep_resumes_and_a_rerun_skips_finished_points(tmp_path
 
 
 def test_a_point_that_panics_is_a_row_and_the_sweep_goes_on(tmp_path, capsys):
-    code = cli_main(["sweep", "demo", "--mem-bytes", "64K,1M", "--tlb-entries", "4,8", "--out", str(tmp_path),
-                     "--workers", "1"])
+    grid = ["many_boxes_long_lived", "--allocator", "lla,bump", "--tlb-entries", "4,8"]  # bump runs out of heap
+    code = cli_main(["sweep", *grid, "--out", str(tmp_path), "--workers", "1"])
     out = capsys.readouterr().out
     assert code == 1  # some point did not finish ok
     table = pd.read_parquet(tmp_path / "sweep.parquet")
     assert len(table) == 4
     assert sorted(table["status"]) == ["ok", "ok", "panic", "panic"]
-    assert set(table.loc[table["status"] == "panic", "mem_bytes"]) == {1 << 16}
-    assert table.loc[table["status"] == "panic", "error"].str.contains("FrameAllocationFailed").all()
+    assert set(table.loc[table["status"] == "panic", "allocator"]) == {"bump"}
+    assert table.loc[table["status"] == "panic", "error"].str.contains("allocation error").all()
     assert table.loc[table["status"] == "ok", "tlb_hits"].gt(0).all()
     assert "status: 2 ok, 2 panic" in out and "Pareto front" in out
     assert {"curves-reference.png", "heatmap-reference.png"} <= {p.name for p in tmp_path.iterdir()}
     # a rerun retries only simulator and tool errors: a panic is a result
-    assert sweep.run_sweep(_grid("demo", "--mem-bytes", "64K,1M", "--tlb-entries", "4,8"), tmp_path,
+    assert sweep.run_sweep(_grid(*grid), tmp_path,
                            retry_errors=True, progress=False, log=lambda _: None).ran == 0
 
 
