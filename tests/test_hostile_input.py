@@ -9,6 +9,7 @@ import pytest
 
 from cosim import outputs
 from cosim.cli import main
+from cosim.toolchain.export import config_tag
 from cosim.workloads import WorkloadError, read_script
 from firmware.allocator import KernelPanic
 from firmware.boot import MIN_RAM_BYTES
@@ -133,3 +134,28 @@ def test_a_folder_in_use_by_another_run_is_not_shared(tmp_path) -> None:
     again = outputs.claim(tmp_path / "demo", explicit=True)  # free again once the first run ended
     assert again.path == tmp_path / "demo"
     again.release()
+
+
+def test_runs_at_the_same_time_each_write_their_own_folder(tmp_path) -> None:
+    """While one run holds its folder, a run of the same configuration and one of another configuration, started
+    together, each write a folder of their own, holding exactly their own run's files."""
+    import json
+    import subprocess
+    import sys
+
+    held = outputs.claim(tmp_path / outputs.default_run_dir("many_boxes-n3000", "reference", MmuConfig(tlb_entries=4)),
+                         explicit=False)  # a run still going
+    script = Path(sys.executable).with_name("mmucosim")
+    runs = [subprocess.Popen([str(script), "run", "many_boxes", "--n", "3000", "--no-plots", "--tlb-entries",
+                              str(entries)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for entries in (4, 32)]
+    try:
+        for run in runs:
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0, err
+    finally:
+        held.release()
+    written = {folder.name: json.loads((folder / "summary.json").read_text())["config"]["tlb_entries"]
+               for folder in (tmp_path / "build" / "run").iterdir() if (folder / "summary.json").exists()}
+    tag4, tag32 = (config_tag(MmuConfig(tlb_entries=entries)) for entries in (4, 32))
+    assert written == {f"many_boxes-n3000-reference-{tag4}-2": 4, f"many_boxes-n3000-reference-{tag32}": 32}
