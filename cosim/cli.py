@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosim.analysis import trace
-from cosim.analysis.stale import StaleAccess, find_stale
-from cosim.analysis.summary import Summary, kind_table, percent, phase_table, summarize
+from cosim.analysis.stale import StaleAccess, StaleDetector
+from cosim.analysis.summary import Summary, SummaryBuilder, kind_table, percent, phase_table
 from cosim.analysis.summary import write_json as write_summary
 from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError
+from cosim.outputs import AtomicFile, OutputError, RunFolder, guarded, write_lines
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
+from cosim.stream import EventBatch, EventSink
 from cosim.toolchain import synth
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
@@ -109,7 +111,18 @@ def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.Argu
     group.add_argument("--check-stale", action="store_true",
                        help="report accesses that used a stale TLB entry (a page-table change without flush)")
     group.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster on long runs)")
+    _trace_format_option(group, default="parquet")
     return parent
+
+
+TRACE_FORMAT_CHOICES = (*trace.TRACE_FORMATS, "none")
+
+
+def _trace_format_option(group: argparse._ArgumentGroup, *, default: str, note: str = "") -> None:
+    group.add_argument("--trace-format", choices=TRACE_FORMAT_CHOICES, default=default,
+                       help="the trace file, one row per operation: Apache Parquet (typed columns, zstd; query it "
+                            "with pandas, polars or DuckDB), CSV or JSON Lines (addresses as hex strings), or none "
+                            f"(default {default}){note}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("workload", metavar="WORKLOAD", help="a workload name or replay:FILE")
     check.add_argument("--backends", type=_backend_list, default=["reference", "verilator"],
                        metavar="A,B[,...]", help="backends to compare (default reference,verilator)")
+    check_output = check.add_argument_group("traces")
+    _trace_format_option(check_output, default="none",
+                         note="; each backend's trace goes to DIR/trace-<backend>.<format>")
+    check_output.add_argument("--out", type=Path, metavar="DIR",
+                              help="where --trace-format writes (default build/run/<workload>-check/)")
     verilog = commands.add_parser(
         "verilog", parents=[config], help="export the Verilog of a configuration",
         description="Convert the MyHDL design of a configuration to Verilog.",
@@ -221,8 +239,34 @@ class RunOutput:
     out_dir: Path
     files: dict[str, list[Path]]  # what was written, by kind ("trace", "plots", ...)
     summary: Summary
-    stale: list[StaleAccess]
+    stale: list[StaleAccess]  # the first few (STALE_SHOWN); stale.txt has them all
+    stale_count: int
     console: list[str]  # the lines the kernel printed
+    events: int  # traced operations
+    last_cycle: int | None  # the cycle of the last one
+
+
+STALE_SHOWN = 100  # stale accesses kept in memory for the report; stale.txt has every one
+# What a run may write into its folder: removed when a run starts, so that a failed run's folder holds no older
+# run's results (the waveform is the backend's business).
+RUN_OUTPUTS = (*trace.TRACE_FORMATS.values(), "summary.json", "tlb_hit_rate.png", "walk_latency.png",
+               "heap_map.png", "stale.txt", "script.txt", "replay.jsonl")
+
+
+class _Tee:
+    """An EventSink that hands each batch to several, in order, and counts what went by."""
+
+    def __init__(self, sinks: Sequence[EventSink | None]) -> None:
+        self.sinks = [sink for sink in sinks if sink is not None]
+        self.events = 0
+        self.last_cycle: int | None = None
+
+    def write(self, batch: EventBatch) -> None:
+        for sink in self.sinks:
+            sink.write(batch)
+        if len(batch):
+            self.events += len(batch)
+            self.last_cycle = int(batch.columns["cycle"][-1])
 
 
 @contextlib.contextmanager
@@ -268,52 +312,98 @@ def _progress(message: str, backend: str) -> Iterator[ProgressCallback | None]:
 
 
 def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
-                   check_stale: bool, plots: bool) -> RunOutput:
-    """Run `job` with tracing, then write its trace, summary, plots (and stale-TLB report) into `out_dir`."""
+                   check_stale: bool, plots: bool, trace_format: str = "parquet") -> RunOutput:
+    """Run `job` with tracing, streaming its trace (`trace_format`, or "none"), summary, plots and stale-TLB report
+    into `out_dir`. Every file appears whole or not at all; until the run has written them all the folder holds an
+    INCOMPLETE marker, which a run that fails (or is interrupted) leaves behind with the reason. summary.json is
+    written last."""
+    folder = RunFolder(out_dir, RUN_OUTPUTS)
+    folder.begin()
+    try:
+        output = _run_and_write(job, backend, config, out_dir, waves=waves, check_stale=check_stale, plots=plots,
+                                trace_format=trace_format)
+    except KeyboardInterrupt:
+        folder.fail("interrupted (Ctrl-C)")
+        raise
+    except BaseException as err:
+        folder.fail(f"{type(err).__name__}: {err}")
+        raise
+    folder.finish()
+    return output
+
+
+def _run_and_write(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
+                   check_stale: bool, plots: bool, trace_format: str) -> RunOutput:
     from tqdm import tqdm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
-    try:
-        with _progress(f"running {job.name} on {backend} …", backend) as progress, \
-                contextlib.redirect_stdout(console):
-            result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves,
-                                 progress=progress)
-    except Exception:
-        sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
-        raise
-    events, spans = result.events, result.contexts
+    from cosim.analysis.plots import HEAP_COLUMNS, PlotData, plot_all
+
     files: dict[str, list[Path]] = {}
     if job.script:
-        script = out_dir / "script.txt"
-        script.write_text("\n".join(job.script) + "\n")
-        files["script"] = [script]
-    steps = ["trace", "summary", *(["plots"] if plots else []), *(["stale"] if check_stale else [])]
-    stale: list[StaleAccess] = []
-    with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
-              file=sys.stderr) as progress:
-        contexts = trace.attribute(events, spans)
-        files["trace"] = [trace.write_jsonl(out_dir / "trace.jsonl", events, contexts),
-                          trace.write_csv(out_dir / "trace.csv", events, contexts)]
-        progress.update()
-        summary = summarize(events, contexts, spans)
-        files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name, backend=backend,
-                                          config=config, wall_s=result.wall_s)]
-        progress.update()
-        if plots:
-            from cosim.analysis.plots import plot_all
+        files["script"] = [write_lines(out_dir / "script.txt", (line + "\n" for line in job.script))]
+    writer = trace.open_trace_writer(trace_format, out_dir) if trace_format != "none" else None
+    # The heap map reads the events a second time, from the Parquet trace or, without one, from a scratch copy.
+    scratch = None
+    if plots and trace_format != "parquet":
+        scratch = trace.ParquetTraceWriter(out_dir / ".events.parquet", contexts=False)
+    summary_builder = SummaryBuilder()
+    plot_data = PlotData() if plots else None
+    stale_file = AtomicFile(out_dir / "stale.txt") if check_stale else None
+    stale = None
+    if stale_file is not None:
+        def report(found: StaleAccess) -> None:
+            with guarded(stale_file.path):
+                stale_file.file.write(found.report() + "\n\n")
 
-            files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend)
-            progress.update()
-        if check_stale:
-            stale = find_stale(events, spans, config)
-            report = out_dir / "stale.txt"
-            report.write_text("".join(s.report() + "\n\n" for s in stale) or "no stale translation used\n")
-            files["stale"] = [report]
-            progress.update()
+        stale = StaleDetector(config, keep=STALE_SHOWN, on_found=report)
+    tee = _Tee([writer, scratch, summary_builder, plot_data, stale])
+    console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
+    try:
+        try:
+            with _progress(f"running {job.name} on {backend} …", backend) as progress, \
+                    contextlib.redirect_stdout(console):
+                result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves,
+                                     progress=progress, sink=tee)
+        except BaseException:
+            sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
+            raise
+        assert result.spans is not None  # a streamed run
+        steps = ["trace", *(["plots"] if plots else []), "summary"]
+        with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
+                  file=sys.stderr) as bar:
+            if writer is not None:
+                files["trace"] = [writer.close()]
+            bar.update()
+            if plot_data is not None:
+                source = writer.path if trace_format == "parquet" else scratch.close()
+                files["plots"] = plot_all(out_dir, plot_data, result.spans,
+                                          lambda: trace.read_parquet_batches(source, HEAP_COLUMNS),
+                                          f"{job.name} on {backend}", backend=backend)
+                if scratch is not None:
+                    scratch.path.unlink()
+                bar.update()
+            if stale_file is not None:
+                if not stale.count:
+                    with guarded(stale_file.path):
+                        stale_file.file.write("no stale translation used\n")
+                files["stale"] = [stale_file.commit()]
+            summary = summary_builder.summary(result.spans.table, result.spans.phase_calls(),
+                                              result.spans.kind_calls())
+            files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name,
+                                              backend=backend, config=config, wall_s=result.wall_s)]
+            bar.update()
+    except BaseException:
+        for partial in (writer, scratch, stale_file):
+            if partial is not None:
+                partial.discard()
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                scratch.path.unlink(missing_ok=True)
+        raise
     if waves is not None:
         files["waveform"] = [waves]
-    return RunOutput(result, out_dir, files, summary, stale, console.getvalue().splitlines())
+    return RunOutput(result, out_dir, files, summary, stale.found if stale else [], stale.count if stale else 0,
+                     console.getvalue().splitlines(), tee.events, tee.last_cycle)
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
@@ -359,8 +449,10 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
         text = repr(value)
         print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
     total = output.summary.total
-    cycles = f", {result.events[-1].cycle:,} cycles" if result.events and result.backend != "reference" else ""
-    print(f"\n{len(result.events):,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}; "
+    cycles = ""
+    if output.last_cycle is not None and result.backend != "reference":
+        cycles = f", {output.last_cycle:,} cycles"
+    print(f"\n{output.events:,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}; "
           f"TLB hit rate {percent(total.hit_rate)}")
     print("\nTLB by phase")
     print(_indent(phase_table(output.summary)))
@@ -369,13 +461,13 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
     if glossary:
         print(f"\n{GLOSSARY}")
     if output.stale:
-        count = len(output.stale)
+        count = output.stale_count
         print(f"\n{count:,} access{'es' if count > 1 else ''} used a stale translation; the first:")
         print(_indent(output.stale[0].report()))
     elif "stale" in output.files:
         print("\nStale-TLB check: every access used the translation the page tables give.")
     print(f"\nFiles in {output.out_dir}/")
-    notes = {"trace": f"one line per operation, {len(result.events):,} in all",
+    notes = {"trace": f"one row per operation, {output.events:,} in all",
              "waveform": "open it with GTKWave or Surfer", "script": "replay it with `mmucosim replay`"}
     for name, paths in output.files.items():
         names = ", ".join(str(p.relative_to(output.out_dir) if p.is_relative_to(output.out_dir) else p)
@@ -392,12 +484,12 @@ def _run_job(args: argparse.Namespace, job: Job, *, default_waves: bool) -> RunO
     out_dir = _out_dir(args, job, args.backend)
     waves = _waves_path(args, out_dir, default_on=default_waves)
     return run_and_report(job, args.backend, config, out_dir, waves=waves, check_stale=args.check_stale,
-                          plots=not args.no_plots)
+                          plots=not args.no_plots, trace_format=args.trace_format)
 
 
 def _exit_status(output: RunOutput) -> int:
     """1 when the kernel faulted or used a stale translation: the run found a problem."""
-    return EXIT_FAILED if output.stale or output.result.fault is not None else 0
+    return EXIT_FAILED if output.stale_count or output.result.fault is not None else 0
 
 
 # -- commands ------------------------------------------------------------------------------------------------
@@ -424,8 +516,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     output = _run_job(args, job, default_waves=False)
     if output.result.fault is None:
         results = args.results or output.out_dir / "replay.jsonl"
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
+        write_lines(results, (json.dumps(record) + "\n" for record in output.result.value))
         output.files["results"] = [results]
     _print_run(output)
     return _exit_status(output)
@@ -444,13 +535,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         timing = ", ".join(TIMING_FIELDS)
         rtl = "compared between the RTL backends only" if len(args.backends) > 2 else "not compared"
         print(f"  timing fields ({timing}): {rtl}, as the reference model has no clock")
+    out_dir = args.out or Path("build") / "run" / f"{job.slug}-check"
     runs = []
     for backend in tqdm(args.backends, desc="backends", unit="backend", leave=False, disable=None,
                         file=sys.stderr):
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!
             runs.append(run_program(job.program, backend, config, args=dict(job.args), trace=True))
-        print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s")
+        written = ""
+        if args.trace_format != "none":
+            written = f"  -> {_write_check_trace(runs[-1], args.trace_format, out_dir)}"
+        print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s"
+              f"{written}")
     divergence = first_divergence(runs)
     if divergence is None:
         print(f"\nOK: all {len(runs[0].events):,} operations agree, and so do the results.")
@@ -458,6 +554,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     print()
     print(divergence.report())
     return EXIT_FAILED
+
+
+def _write_check_trace(run: RunResult, trace_format: str, out_dir: Path) -> Path:
+    """A backend's trace of a lockstep check, as `out_dir`/trace-<backend>.<format>."""
+    name = trace.TRACE_FORMATS[trace_format].replace("trace.", f"trace-{run.backend}.")
+    writers = {"parquet": trace.write_parquet, "csv": trace.write_csv, "jsonl": trace.write_jsonl}
+    return writers[trace_format](out_dir / name, run.events, trace.attribute(run.events, run.contexts))
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
@@ -514,6 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_FAILED, f"{PROG}: synthesis failed: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")
+    except OutputError as err:
+        parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted\n")
     except OSError as err:
