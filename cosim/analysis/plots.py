@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -322,7 +323,8 @@ class _ShadowMemory:
             self.ram[word] = (self.ram.get(word, 0) & ~mask) | ((event.data << shift) & mask)
 
     def observe_columns(self, columns: Mapping[str, np.ndarray], start: int, stop: int) -> None:
-        """`observe` the events start..stop-1 of a batch's columns, in order."""
+        """`observe` the events start..stop-1 of a batch's columns, in order: each word ends up with, lane by lane
+        (byte by byte), what the last store to that lane wrote."""
         part = slice(start, stop)
         op = columns["op"][part]
         used = ((op == _LOAD) | (op == _STORE)) & (columns["fault"][part] == Fault.NONE)
@@ -330,15 +332,36 @@ class _ShadowMemory:
             return
         vaddr, paddr = columns["vaddr"][part][used], columns["paddr"][part][used]
         translated = (columns["tlb_hit"][part] | columns["tlb_miss"][part])[used]
-        paddr = np.where(translated, paddr, vaddr)
+        paddr = np.where(translated, paddr, vaddr).astype(np.uint64)
         self.pages.update(zip((vaddr >> 12).tolist(), (paddr >> 12).tolist(), strict=True))  # the last one wins
         stores = op[used] == _STORE
+        if not stores.any():
+            return
+        paddr = paddr[stores]
+        size = columns["size"][part][used][stores].astype(np.int64)
+        data = columns["data"][part][used][stores].astype(np.uint64)
+        words, which = np.unique(paddr & ~np.uint64(7), return_inverse=True)
+        which = which.ravel()
+        first = (paddr & np.uint64(7)).astype(np.int64)  # the first byte lane each store writes
+        lanes = np.zeros((len(words), 8), dtype=np.uint8)  # per word and lane: the last byte stored there
+        written = np.zeros((len(words), 8), dtype=bool)
+        for lane in range(8):
+            covering = np.flatnonzero((first <= lane) & (lane < first + size))[::-1]  # latest first
+            if not len(covering):
+                continue
+            found, latest = np.unique(which[covering], return_index=True)
+            store = covering[latest]
+            shift = (8 * (lane - first[store])).astype(np.uint64)
+            lanes[found, lane] = (data[store] >> shift) & np.uint64(0xFF)
+            written[found, lane] = True
+        values = lanes.view("<u8").ravel()
+        kept = (~written).view(np.uint8) * np.uint8(0xFF)  # the lanes no store wrote keep their old bytes
+        kept_mask = kept.view("<u8").ravel()
         ram = self.ram
-        for address, size, data in zip(paddr[stores].tolist(), columns["size"][part][used][stores].tolist(),
-                                       columns["data"][part][used][stores].tolist(), strict=True):
-            word, shift = address & ~7, (address & 7) * 8
-            mask = ((1 << (8 * size)) - 1) << shift
-            ram[word] = (ram.get(word, 0) & ~mask) | ((data << shift) & mask)
+        partly = np.flatnonzero(kept_mask)
+        old = np.fromiter(map(ram.get, words[partly].tolist(), repeat(0)), dtype=np.uint64, count=len(partly))
+        values[partly] |= old & kept_mask[partly]
+        ram.update(zip(words.tolist(), values.tolist(), strict=True))
 
     def transact(
         self, op: int, addr: int, size: int = 3, wdata: int = 0, user: bool = False, fetch: bool = False
