@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ class OutputError(Exception):
 def output_error(path: Path, err: BaseException) -> OutputError:
     """`err`, raised while writing `path`, as one line naming the file."""
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
-    return OutputError(f"cannot write {path}: {reason}")
+    detail = re.search(r"\[errno \d+\] ([^\n]*)", reason)  # pyarrow's "Error writing bytes ... [errno 27] ..."
+    return OutputError(f"cannot write {path}: {detail[1] if detail else reason.splitlines()[0]}")
 
 
 def partial_path(path: Path) -> Path:
