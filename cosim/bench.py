@@ -341,6 +341,83 @@ def measure_rebuild(config: MmuConfig) -> dict[str, float]:
     return {"export_s": exported - start, "verilate_s": built - exported, "total_s": built - start}
 
 
+# -- a traced run at full size, as a user runs it -------------------------------------------------------------------
+
+TRACED_MAX_RATIO = 2.0  # wall of `mmucosim run` (trace, summary, plots) over the untraced run's, both whole processes
+TRACED_MAX_RSS_MB = 500.0
+TRACED_MAX_TRACE_MB = 60.0
+TRACED_PAIRS = 3  # untraced and traced runs alternate, as the machine's speed moves; the medians count
+
+
+def untraced_child(n: int) -> None:
+    """The untraced side of `measure_traced`: the workload on verilator, in a process of its own."""
+    job = resolve("many_boxes", n=n)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_program(job.program, "verilator", args=dict(job.args), trace=False)
+
+
+def _child(argv: list[str], log: Path) -> tuple[float, float]:
+    """Run `argv` to the end: (wall seconds, peak RSS in MB) of that process alone (os.wait4's rusage)."""
+    import subprocess
+
+    start = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise BenchError(f"{' '.join(argv[2:])} exited with {code}: {_first_line(log.read_text()[-2000:])}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def measure_traced(n: int, progress: _Progress, *, pairs: int = TRACED_PAIRS) -> dict[str, Any]:
+    """`mmucosim run many_boxes --n N --backend verilator` (Parquet trace, summary, plots) against the untraced
+    workload, each a whole process (start-up and imports included) of its own, alternating `pairs` times."""
+    record: dict[str, Any] = {"n": n, "untraced_wall_s": [], "traced_wall_s": [], "untraced_rss_mb": [],
+                              "traced_rss_mb": []}
+    DEFAULT_OUT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="traced-", dir=DEFAULT_OUT.parent) as tmp:
+        out = Path(tmp) / "run"
+        untraced = [sys.executable, "-c", f"from cosim.bench import untraced_child; untraced_child({n})"]
+        traced = [sys.executable, "-m", "cosim.cli", "run", "many_boxes", "--n", str(n), "--backend", "verilator",
+                  "--out", str(out)]
+        for index in range(pairs):
+            wall, rss = _child(untraced, Path(tmp) / "untraced.log")
+            record["untraced_wall_s"].append(wall)
+            record["untraced_rss_mb"].append(rss)
+            wall, rss = _child(traced, Path(tmp) / "traced.log")
+            record["traced_wall_s"].append(wall)
+            record["traced_rss_mb"].append(rss)
+            progress.line(f"verilator many_boxes n={n:,} as processes #{index + 1}/{pairs}: untraced "
+                          f"{record['untraced_wall_s'][-1]:.1f} s, {record['untraced_rss_mb'][-1]:.0f} MB; "
+                          f"`mmucosim run` traced {wall:.1f} s, {rss:.0f} MB")
+        record["trace_mb"] = (out / "trace.parquet").stat().st_size / 1e6
+        record["events"] = json.loads((out / "summary.json").read_text())["total"]["operations"]
+    record["untraced_s"] = statistics.median(record["untraced_wall_s"])
+    record["traced_s"] = statistics.median(record["traced_wall_s"])
+    record["ratio"] = record["traced_s"] / record["untraced_s"]
+    record["peak_rss_mb"] = max(record["traced_rss_mb"])
+    return record
+
+
+def traced_checks(record: dict[str, Any]) -> list[Check]:
+    """The traced run's targets: wall against the untraced run, peak memory, trace size."""
+    if "error" in record:
+        return [Check(f"traced many_boxes n={record['n']:,}", "runs", record["error"], "ERROR")]
+    what = f"verilator many_boxes n={record['n']:,} traced ({record['events']:,} events)"
+    return [
+        Check(f"{what}: wall / untraced", f"<= {TRACED_MAX_RATIO:g}x",
+              f"{record['traced_s']:.1f} s / {record['untraced_s']:.1f} s = {record['ratio']:.2f}x",
+              "PASS" if record["ratio"] <= TRACED_MAX_RATIO else "MISS"),
+        Check(f"{what}: peak RSS", f"<= {TRACED_MAX_RSS_MB:g} MB", f"{record['peak_rss_mb']:.0f} MB "
+              f"(untraced {max(record['untraced_rss_mb']):.0f} MB)",
+              "PASS" if record["peak_rss_mb"] <= TRACED_MAX_RSS_MB else "MISS"),
+        Check(f"{what}: trace.parquet", f"<= {TRACED_MAX_TRACE_MB:g} MB", f"{record['trace_mb']:.1f} MB",
+              "PASS" if record["trace_mb"] <= TRACED_MAX_TRACE_MB else "MISS"),
+    ]
+
+
 # -- report -------------------------------------------------------------------------------------------------------
 
 
@@ -526,6 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--no-rebuild", action="store_true",
                         help="skip the forced rebuild of the Verilated model (done when verilator is benchmarked)")
+    parser.add_argument("--no-traced", action="store_true",
+                        help="skip the traced full-size run (`mmucosim run many_boxes` on verilator against the "
+                             "untraced run, as processes: wall, peak RSS, trace size; done when verilator is "
+                             "benchmarked at full size)")
+    parser.add_argument("--traced-n", type=_positive, default=FULL.many_boxes, metavar="N",
+                        help=f"boxes of the traced run (default {FULL.many_boxes:,}; 3,500,000 is about 10 million "
+                             "operations)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                         help=f"where the JSON results go (default {DEFAULT_OUT})")
     return parser
@@ -562,8 +646,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = MmuConfig()
     specs = plan(args.backends, args.workloads, quick=args.quick)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
+    traced_wanted = "verilator" in args.backends and not args.no_traced and not args.quick
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
-    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted)
+    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted
+                         + traced_wanted * TRACED_PAIRS)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
@@ -595,12 +681,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BackendError as err:
             progress.line(f"verilator forced rebuild: ERROR {_first_line(str(err))}")
 
+    traced = None
+    if traced_wanted and builds.get("verilator") is not None:
+        try:
+            traced = measure_traced(args.traced_n, progress)
+        except BenchError as err:
+            traced = {"n": args.traced_n, "error": str(err)}
+            progress.line(f"traced run: ERROR {_first_line(str(err))}")
+
     records = [run_record(m, _relative(m, measurements)) for m in measurements]
-    found = checks(measurements, rebuild)
-    write_results(args.out, records, found, rebuild, builds, args, config, load_before)
+    found = checks(measurements, rebuild) + (traced_checks(traced) if traced else [])
+    write_results(args.out, records, found, rebuild, builds, args, config, load_before, traced)
     print_report(records, found, args)
     print(f"\nResults: {args.out}")
-    return 1 if any(m.error for m in measurements) else 0
+    return 1 if any(m.error for m in measurements) or (traced and "error" in traced) else 0
 
 
 def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | None:
@@ -612,9 +706,10 @@ def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | No
 
 def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], rebuild: dict[str, float] | None,
                   builds: dict[str, float | None], args: argparse.Namespace, config: MmuConfig,
-                  load_before: tuple[float, float, float]) -> None:
+                  load_before: tuple[float, float, float], traced: dict[str, Any] | None = None) -> None:
     document = {
         "runs": records,
+        "traced": traced,
         "checks": [vars(check) for check in found],
         "rebuild": rebuild,
         "build_s": builds,

@@ -249,9 +249,12 @@ class ArrowSpool:
     def write(self, batch: EventBatch) -> None:
         import pyarrow as pa
 
-        arrays = [pa.array(np.ascontiguousarray(batch.columns[name]).astype(EVENT_DTYPE[name], copy=False))
-                  for name in EVENT_DTYPE.names]
-        self._writer.write_batch(pa.record_batch([*arrays, pa.array(batch.context)], schema=self._schema))
+        from cosim.analysis.trace import arrow_array
+
+        arrays = [arrow_array(np.asarray(batch.columns[name]), field.type)
+                  for name, field in zip(EVENT_DTYPE.names, self._schema, strict=False)]
+        context = arrow_array(batch.context, pa.int32())
+        self._writer.write_batch(pa.record_batch([*arrays, context], schema=self._schema))
 
     def close(self) -> None:
         self._writer.close()
@@ -262,8 +265,10 @@ def replay_spool(path: Path, table: ContextTable) -> Iterator[EventBatch]:
     """The batches an ArrowSpool wrote, with the run's context table (complete once the run is over)."""
     import pyarrow as pa
 
+    from cosim.analysis.trace import numpy_of
+
     with pa.OSFile(str(path), "rb") as source:
         reader = pa.ipc.open_stream(source)
         for record in reader:
-            columns = {name: record.column(name).to_numpy(zero_copy_only=False) for name in EVENT_DTYPE.names}
-            yield EventBatch(columns, record.column("context").to_numpy(), table)
+            columns = {name: numpy_of(record.column(name)) for name in EVENT_DTYPE.names}
+            yield EventBatch(columns, numpy_of(record.column("context")), table)

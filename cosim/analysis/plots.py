@@ -126,6 +126,8 @@ class _Envelope:
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         x, y = np.concatenate((self._pending[0], x)), np.concatenate((self._pending[1], y))
+        while len(x) > 2 * self.limit * self.size and not any(map(len, self.low)):  # the first points: size them
+            self.size *= 2
         whole = len(x) - len(x) % self.size
         self._pending = (x[whole:], y[whole:])
         if whole:
@@ -333,7 +335,10 @@ class _ShadowMemory:
         vaddr, paddr = columns["vaddr"][part][used], columns["paddr"][part][used]
         translated = (columns["tlb_hit"][part] | columns["tlb_miss"][part])[used]
         paddr = np.where(translated, paddr, vaddr).astype(np.uint64)
-        self.pages.update(zip((vaddr >> 12).tolist(), (paddr >> 12).tolist(), strict=True))  # the last one wins
+        vpages, ppages = vaddr >> 12, paddr >> 12
+        changed = np.ones(len(vpages), dtype=bool)  # runs of one mapping: only their first entry matters
+        changed[1:] = (vpages[1:] != vpages[:-1]) | (ppages[1:] != ppages[:-1])
+        self.pages.update(zip(vpages[changed].tolist(), ppages[changed].tolist(), strict=True))  # the last wins
         stores = op[used] == _STORE
         if not stores.any():
             return
@@ -345,12 +350,15 @@ class _ShadowMemory:
         first = (paddr & np.uint64(7)).astype(np.int64)  # the first byte lane each store writes
         lanes = np.zeros((len(words), 8), dtype=np.uint8)  # per word and lane: the last byte stored there
         written = np.zeros((len(words), 8), dtype=bool)
+        order = np.arange(len(which))
         for lane in range(8):
-            covering = np.flatnonzero((first <= lane) & (lane < first + size))[::-1]  # latest first
-            if not len(covering):
+            covering = (first <= lane) & (lane < first + size)
+            if not covering.any():
                 continue
-            found, latest = np.unique(which[covering], return_index=True)
-            store = covering[latest]
+            latest = np.full(len(words), -1)  # per word: the last store that wrote this lane
+            np.maximum.at(latest, which[covering], order[covering])
+            found = np.flatnonzero(latest >= 0)
+            store = latest[found]
             shift = (8 * (lane - first[store])).astype(np.uint64)
             lanes[found, lane] = (data[store] >> shift) & np.uint64(0xFF)
             written[found, lane] = True

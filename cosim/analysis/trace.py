@@ -265,7 +265,8 @@ class ParquetTraceWriter(TraceWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(
                 self._partial, self.schema, compression="zstd", use_dictionary=list(_PARQUET_DICTIONARY),
-                write_statistics=["seq", "cycle"], data_page_size=1 << 20,
+                column_encoding=dict.fromkeys(("seq", "cycle"), "DELTA_BINARY_PACKED"),  # half the file
+                write_statistics=["seq", "cycle"],
             )  # fmt: skip
 
     def _write(self, batch: EventBatch) -> None:
@@ -327,6 +328,32 @@ def parquet_schema(*, contexts: bool = True) -> Any:
     return pa.schema([field(name) for name in COLUMNS if contexts or name not in ("label", "path")])
 
 
+def arrow_array(values: np.ndarray, type_: Any, *, null: np.ndarray | None = None) -> Any:
+    """An Arrow array of a numpy array's values (`null`: where they are missing), built from its buffers.
+
+    (pyarrow.array() on a numpy array imports pandas, when installed, the first time: over half a second.)
+    """
+    import pyarrow as pa
+
+    validity = None if null is None else pa.py_buffer(np.packbits(~null, bitorder="little"))
+    if type_ == pa.bool_():
+        data = pa.py_buffer(np.packbits(values.astype(np.bool_, copy=False), bitorder="little"))
+    else:
+        data = pa.py_buffer(np.ascontiguousarray(values, dtype=type_.to_pandas_dtype()))
+    return pa.Array.from_buffers(type_, len(values), [validity, data], null_count=-1 if null is not None else 0)
+
+
+def arrow_strings(texts: Sequence[str]) -> Any:
+    """An Arrow string array of `texts`, built from its buffers (see arrow_array)."""
+    import pyarrow as pa
+
+    encoded = [text.encode() for text in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), data], null_count=0)
+
+
 def arrow_event_arrays(columns: Mapping[str, np.ndarray] | np.ndarray) -> list[Any]:
     """The Arrow arrays of COLUMNS up to `errcode` (label and path aside) from a batch's columns."""
     import pyarrow as pa
@@ -334,16 +361,17 @@ def arrow_event_arrays(columns: Mapping[str, np.ndarray] | np.ndarray) -> list[A
     arrays = []
     for name in COLUMNS[:-2]:
         source = "walk_levels" if name == "pte_reads" else name  # every level a walk visits is one PTE read
-        values = np.ascontiguousarray(columns[source])
+        values = np.asarray(columns[source])
         if name in ("op", "fault"):
             dictionary = _OP_DICTIONARY if name == "op" else _FAULT_DICTIONARY
-            arrays.append(pa.DictionaryArray.from_arrays(pa.array(values.astype(np.int8)), dictionary))
+            indices = arrow_array(values, pa.int8())
+            arrays.append(pa.DictionaryArray.from_arrays(indices, arrow_strings(dictionary)))
         elif name == "evicted_vpn":
-            arrays.append(pa.array(values.astype(np.int64), mask=values < 0))
+            arrays.append(arrow_array(values, pa.int64(), null=values < 0))
         elif name in _BOOL:
-            arrays.append(pa.array(values.astype(np.bool_)))
+            arrays.append(arrow_array(values, pa.bool_()))
         else:
-            arrays.append(pa.array(values.astype(_INTEGER_TYPES[name], copy=False)))
+            arrays.append(arrow_array(values, pa.type_for_alias(_INTEGER_TYPES[name])))
     return arrays
 
 
@@ -354,10 +382,10 @@ def _arrow_context_arrays(batch: EventBatch) -> list[Any]:
     used, indices = np.unique(batch.context, return_inverse=True)
     contexts = batch.table.contexts
     chosen = [contexts[tag] if tag >= 0 else None for tag in used.tolist()]
-    indices = pa.array(indices.astype(np.int32).ravel())
+    indices = arrow_array(indices.ravel(), pa.int32())
     return [
-        pa.DictionaryArray.from_arrays(indices, pa.array([c.label if c else "" for c in chosen], pa.string())),
-        pa.DictionaryArray.from_arrays(indices, pa.array([c.path if c else "" for c in chosen], pa.string())),
+        pa.DictionaryArray.from_arrays(indices, arrow_strings([c.label if c else "" for c in chosen])),
+        pa.DictionaryArray.from_arrays(indices, arrow_strings([c.path if c else "" for c in chosen])),
     ]
 
 
@@ -379,8 +407,7 @@ def _numpy_column(name: str, column: Any) -> np.ndarray:
     if name in ("op", "fault"):
         names = _OP_DICTIONARY if name == "op" else _FAULT_DICTIONARY
         parts = [
-            np.array([names.index(n) for n in chunk.dictionary.to_pylist()], dtype=np.uint8)[
-                chunk.indices.to_numpy(zero_copy_only=False)]
+            np.array([names.index(n) for n in chunk.dictionary.to_pylist()], dtype=np.uint8)[numpy_of(chunk.indices)]
             for chunk in chunks
         ]  # fmt: skip
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
@@ -388,7 +415,25 @@ def _numpy_column(name: str, column: Any) -> np.ndarray:
         column = column.fill_null(-1)
     if name in ("label", "path"):
         return np.asarray(column.to_pylist(), dtype=object)
-    return column.to_numpy()  # bools are bit-packed in Arrow: a copy
+    return numpy_of(column)
+
+
+def numpy_of(column: Any) -> np.ndarray:
+    """A numpy array of an Arrow column of numbers or bools without nulls, read from its buffers (see
+    arrow_array: to_numpy() imports pandas)."""
+    import pyarrow as pa
+
+    parts = []
+    for chunk in getattr(column, "chunks", [column]):
+        data, start, count = chunk.buffers()[1], chunk.offset, len(chunk)
+        if chunk.type == pa.bool_():
+            bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+            parts.append(bits[start:start + count].astype(np.bool_))
+        else:
+            parts.append(np.frombuffer(data, dtype=chunk.type.to_pandas_dtype())[start:start + count])
+    if not parts:
+        return np.empty(0, dtype=column.type.to_pandas_dtype())
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def write_jsonl(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
