@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", parents=[config, _run_options("reference"), knobs], formatter_class=raw,
         help="run a workload with a TLB trace, summary and plots",
-        description="Run a workload, write its TLB trace (JSON Lines and CSV), summary and plots.",
+        description="Run a workload; stream its TLB trace (Parquet by default, see --trace-format), then write its "
+                    "summary and plots.",
         epilog=f"workloads:\n{workloads}",
     )
     run.add_argument("workload", metavar="WORKLOAD", help="a workload name (below) or replay:FILE")

@@ -257,8 +257,7 @@ def plot_hit_rate(
     ax.set_title(f"TLB hit rate over time — {title}")
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3, axis="y")
-    with guarded(path):
-        fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
@@ -294,8 +293,7 @@ def plot_walk_latency(path: Path, walks: WalkHistogram, title: str, *, estimated
     cycles.set_xlabel(f"walk latency (cycles{note})")
     cycles.set_title("walk latency")
     fig.suptitle(f"Page walks — {title}")
-    with guarded(path):
-        fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
@@ -510,7 +508,8 @@ def plot_all(
         path = out_dir / name
         partial = partial_path(path).with_suffix(".png")  # matplotlib picks the format by suffix
         try:
-            drawn = draw(partial)
+            with guarded(path):
+                drawn = draw(partial)
             if drawn is not None:
                 with guarded(path):
                     os.replace(partial, path)
