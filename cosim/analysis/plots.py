@@ -398,9 +398,11 @@ def heap_snapshots(
     from firmware.allocator import global_allocator
     from firmware.cpu import Cpu
 
-    ends = list(allocator_ends)
-    if len(ends) > max_samples:
-        ends = [ends[round(i * (len(ends) - 1) / (max_samples - 1))] for i in range(max_samples)]
+    count = len(allocator_ends)  # an array of millions, in a long run: sampled without a copy
+    if count > max_samples:
+        ends = [allocator_ends[round(i * (count - 1) / (max_samples - 1))] for i in range(max_samples)]
+    else:
+        ends = list(allocator_ends)
     memory = _ShadowMemory()
     heap = global_allocator(Cpu(memory)).heap
     seqs: list[int] = []
