@@ -28,17 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosim.backends import BACKENDS, HDL_BACKENDS, BackendError
-from cosim.program import resolve_program
+from cosim.backends import BACKENDS, HDL_BACKENDS, BackendError, build_for
+from cosim.program import COUNTER_READS, MEASURED_PROGRAM
 from cosim.runner import run_program
 from cosim.workloads import Job, resolve
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR, HEAP_SIZE
-from firmware.cpu import Cpu
-from hdl.protocol import AccessEvent, Counter, MmuConfig, Op
+from hdl.protocol import AccessEvent, MmuConfig, Op
 
 PROG = "mmucosim bench"
 DEFAULT_OUT = Path("build") / "bench" / "results.json"
-BENCH_PROGRAM = f"{__name__}:measured"
 
 WORKLOADS = ("demo", "many_boxes", "random")
 SLOW_BACKENDS = ("myhdl", "cocotb-verilator", "cocotb-icarus")  # too slow for 2.5M+ operations in a bench
@@ -83,22 +81,6 @@ class BenchError(Exception):
     """A run that could not be measured: the kernel stopped or faulted, or the backend failed."""
 
 
-# -- the program every run executes ----------------------------------------------------------------------------
-
-
-def measured(cpu: Cpu, program: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run `program(cpu, **args)`, timed apart from importing it, then read every performance counter (CYCLES
-    first, so that the reads add only their own cycles to it). Importable by name, so that it runs inside the
-    cocotb simulators too; there the CPU time is the simulator process's, which runs the simulator too."""
-    function = resolve_program(program)
-    wall, cpu_time = time.perf_counter(), time.process_time()
-    value = function(cpu, **args)
-    wall, cpu_time = time.perf_counter() - wall, time.process_time() - cpu_time
-    counters = {counter.name.lower(): cpu.read_counter(counter) for counter in Counter}
-    return {"value": value, "counters": counters, "wall_s": wall, "cpu_s": cpu_time}
-
-
-COUNTER_READS = len(Counter)  # operations `measured` adds after the workload
 
 
 # -- what to run --------------------------------------------------------------------------------------------------
@@ -253,7 +235,7 @@ def run_once(spec: RunSpec, config: MmuConfig, *, trace: bool) -> Run:
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!
-            result = run_program(BENCH_PROGRAM, spec.backend, config, args={"program": job.program,
+            result = run_program(MEASURED_PROGRAM, spec.backend, config, args={"program": job.program,
                                                                              "args": dict(job.args)}, trace=trace)
     except BackendError as err:
         raise BenchError(f"backend error: {err}") from err
@@ -319,14 +301,7 @@ class _Progress:
 def prepare(backend: str, config: MmuConfig) -> float:
     """Build (or find cached) what `backend` needs for `config`; the seconds it took. Runs before any timing."""
     start = time.perf_counter()
-    if backend == "verilator":
-        from cosim.backends.verilated import build_library
-
-        build_library(config)
-    elif backend in ("cocotb-verilator", "cocotb-icarus"):
-        from cosim.backends.cocotb_sim import SIMULATORS, build_simulation
-
-        build_simulation(SIMULATORS[backend], config)
+    build_for(backend, config)
     return time.perf_counter() - start
 
 
@@ -342,6 +317,83 @@ def measure_rebuild(config: MmuConfig) -> dict[str, float]:
         build_library(config, build_root=Path(tmp))
         built = time.perf_counter()
     return {"export_s": exported - start, "verilate_s": built - exported, "total_s": built - start}
+
+
+# -- a traced run at full size, as a user runs it -------------------------------------------------------------------
+
+TRACED_MAX_RATIO = 2.0  # wall of `mmucosim run` (trace, summary, plots) over the untraced run's, both whole processes
+TRACED_MAX_RSS_MB = 500.0
+TRACED_MAX_TRACE_MB = 60.0
+TRACED_PAIRS = 3  # untraced and traced runs alternate, as the machine's speed moves; the medians count
+
+
+def untraced_child(n: int) -> None:
+    """The untraced side of `measure_traced`: the workload on verilator, in a process of its own."""
+    job = resolve("many_boxes", n=n)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_program(job.program, "verilator", args=dict(job.args), trace=False)
+
+
+def _child(argv: list[str], log: Path) -> tuple[float, float]:
+    """Run `argv` to the end: (wall seconds, peak RSS in MB) of that process alone (os.wait4's rusage)."""
+    import subprocess
+
+    start = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise BenchError(f"{' '.join(argv[2:])} exited with {code}: {_first_line(log.read_text()[-2000:])}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def measure_traced(n: int, progress: _Progress, *, pairs: int = TRACED_PAIRS) -> dict[str, Any]:
+    """`mmucosim run many_boxes --n N --backend verilator` (Parquet trace, summary, plots) against the untraced
+    workload, each a whole process (start-up and imports included) of its own, alternating `pairs` times."""
+    record: dict[str, Any] = {"n": n, "untraced_wall_s": [], "traced_wall_s": [], "untraced_rss_mb": [],
+                              "traced_rss_mb": []}
+    DEFAULT_OUT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="traced-", dir=DEFAULT_OUT.parent) as tmp:
+        out = Path(tmp) / "run"
+        untraced = [sys.executable, "-c", f"from cosim.bench import untraced_child; untraced_child({n})"]
+        traced = [sys.executable, "-m", "cosim.cli", "run", "many_boxes", "--n", str(n), "--backend", "verilator",
+                  "--out", str(out)]
+        for index in range(pairs):
+            wall, rss = _child(untraced, Path(tmp) / "untraced.log")
+            record["untraced_wall_s"].append(wall)
+            record["untraced_rss_mb"].append(rss)
+            wall, rss = _child(traced, Path(tmp) / "traced.log")
+            record["traced_wall_s"].append(wall)
+            record["traced_rss_mb"].append(rss)
+            progress.line(f"verilator many_boxes n={n:,} as processes #{index + 1}/{pairs}: untraced "
+                          f"{record['untraced_wall_s'][-1]:.1f} s, {record['untraced_rss_mb'][-1]:.0f} MB; "
+                          f"`mmucosim run` traced {wall:.1f} s, {rss:.0f} MB")
+        record["trace_mb"] = (out / "trace.parquet").stat().st_size / 1e6
+        record["events"] = json.loads((out / "summary.json").read_text())["total"]["operations"]
+    record["untraced_s"] = statistics.median(record["untraced_wall_s"])
+    record["traced_s"] = statistics.median(record["traced_wall_s"])
+    record["ratio"] = record["traced_s"] / record["untraced_s"]
+    record["peak_rss_mb"] = max(record["traced_rss_mb"])
+    return record
+
+
+def traced_checks(record: dict[str, Any]) -> list[Check]:
+    """The traced run's targets: wall against the untraced run, peak memory, trace size."""
+    if "error" in record:
+        return [Check(f"traced many_boxes n={record['n']:,}", "runs", record["error"], "ERROR")]
+    what = f"verilator many_boxes n={record['n']:,} traced ({record['events']:,} events)"
+    return [
+        Check(f"{what}: wall / untraced", f"<= {TRACED_MAX_RATIO:g}x",
+              f"{record['traced_s']:.1f} s / {record['untraced_s']:.1f} s = {record['ratio']:.2f}x",
+              "PASS" if record["ratio"] <= TRACED_MAX_RATIO else "MISS"),
+        Check(f"{what}: peak RSS", f"<= {TRACED_MAX_RSS_MB:g} MB", f"{record['peak_rss_mb']:.0f} MB "
+              f"(untraced {max(record['untraced_rss_mb']):.0f} MB)",
+              "PASS" if record["peak_rss_mb"] <= TRACED_MAX_RSS_MB else "MISS"),
+        Check(f"{what}: trace.parquet", f"<= {TRACED_MAX_TRACE_MB:g} MB", f"{record['trace_mb']:.1f} MB",
+              "PASS" if record["trace_mb"] <= TRACED_MAX_TRACE_MB else "MISS"),
+    ]
 
 
 # -- report -------------------------------------------------------------------------------------------------------
@@ -554,6 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="store_true",
                         help="also the sweep section: one grid on a local Dask cluster of 1, then 2 workers, on "
                              "reference (make bench turns it on)")
+    parser.add_argument("--no-traced", action="store_true",
+                        help="skip the traced full-size run (`mmucosim run many_boxes` on verilator against the "
+                             "untraced run, as processes: wall, peak RSS, trace size; done when verilator is "
+                             "benchmarked at full size)")
+    parser.add_argument("--traced-n", type=_positive, default=FULL.many_boxes, metavar="N",
+                        help=f"boxes of the traced run (default {FULL.many_boxes:,}; 3,500,000 is about 10 million "
+                             "operations)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                         help=f"where the JSON results go (default {DEFAULT_OUT})")
     return parser
@@ -590,8 +649,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = MmuConfig()
     specs = plan(args.backends, args.workloads, quick=args.quick, allocator=args.allocator)
     rebuild_wanted = "verilator" in args.backends and not args.no_rebuild
+    traced_wanted = "verilator" in args.backends and not args.no_traced and not args.quick
     probes = 0 if args.trace else len({s.workload for s in specs if s.backend in HDL_BACKENDS})
-    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * args.sweep)
+    progress = _Progress(len(args.backends) + len(specs) * args.repeat + probes + rebuild_wanted + 2 * args.sweep
+                         + traced_wanted * TRACED_PAIRS)
     load_before = os.getloadavg()
 
     print(f"{PROG}: {len(specs)} runs x {args.repeat}, tracing {'on' if args.trace else 'off'}"
@@ -625,6 +686,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BackendError as err:
             progress.line(f"verilator forced rebuild: ERROR {_first_line(str(err))}")
 
+    traced = None
+    if traced_wanted and builds.get("verilator") is not None:
+        try:
+            traced = measure_traced(args.traced_n, progress)
+        except BenchError as err:
+            traced = {"n": args.traced_n, "error": str(err)}
+            progress.line(f"traced run: ERROR {_first_line(str(err))}")
+
     # the sweep: one grid on a local Dask cluster of 1 worker, then 2 (cosim.sweep.bench_scaling)
     scaling = None
     if args.sweep:
@@ -633,11 +702,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaling = bench_scaling(quick=args.quick, line=progress.line)
 
     records = [run_record(m, _relative(m, measurements)) for m in measurements]
-    found = checks(measurements, rebuild) + (sweep_checks(scaling) if scaling else [])
-    write_results(args.out, records, found, rebuild, builds, args, config, load_before, scaling)
+    found = checks(measurements, rebuild) + (traced_checks(traced) if traced else [])
+    found += sweep_checks(scaling) if scaling else []
+    write_results(args.out, records, found, rebuild, builds, args, config, load_before, traced, scaling)
     print_report(records, found, args)
     print(f"\nResults: {args.out}")
-    return 1 if any(m.error for m in measurements) else 0
+    return 1 if any(m.error for m in measurements) or (traced and "error" in traced) else 0
 
 
 def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | None:
@@ -649,9 +719,11 @@ def _relative(m: Measurement, measurements: Sequence[Measurement]) -> float | No
 
 def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], rebuild: dict[str, float] | None,
                   builds: dict[str, float | None], args: argparse.Namespace, config: MmuConfig,
-                  load_before: tuple[float, float, float], scaling: dict[str, Any] | None = None) -> None:
+                  load_before: tuple[float, float, float], traced: dict[str, Any] | None = None,
+                  scaling: dict[str, Any] | None = None) -> None:
     document = {
         "runs": records,
+        "traced": traced,
         "checks": [vars(check) for check in found],
         "rebuild": rebuild,
         "build_s": builds,

@@ -28,40 +28,36 @@ from pathlib import Path
 
 from cosim import outputs
 from cosim.analysis import trace
-from cosim.analysis.stale import StaleAccess, find_stale
-from cosim.analysis.summary import Summary, kind_table, percent, phase_table, summarize
+from cosim.analysis.context import attribute
+from cosim.analysis.stale import StaleAccess, StaleDetector
+from cosim.analysis.summary import Summary, SummaryBuilder, kind_table, percent, phase_table
 from cosim.analysis.summary import write_json as write_summary
 from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_waves
-from cosim.backends.base import MAX_PWC_ENTRIES, MAX_RAM_BYTES, MAX_TLB_ENTRIES, check_simulation_limits
+from cosim.options import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    UsageError,
+    allocator_option,
+    config_from,
+    config_options,
+    describe_config,
+    is_kernel_failure,
+    workload_options,
+)
+from cosim.outputs import AtomicFile, OutputError, RunFolder, guarded, write_lines
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
+from cosim.stream import EventBatch, EventSink
 from cosim.toolchain import synth
+from cosim.toolchain.export import config_tag
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
-from firmware.boot import MIN_RAM_BYTES
-from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
+from hdl.protocol import TIMING_FIELDS, MmuConfig
 
 PROG = "mmucosim"
-EXIT_FAILED, EXIT_USAGE = 1, 2
-_DEFAULTS = MmuConfig()
-
-
-class UsageError(Exception):
-    """Bad input found after argument parsing; exits with EXIT_USAGE like argparse's own errors."""
 
 
 # -- argument parsing ----------------------------------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    """A byte count: 1048576, 64K, 1M, 1MiB, 2G."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    number = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = number[-1:] if number[-1:] in "KMG" else ""
-    try:
-        return int(number[: len(number) - len(unit)], 0) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64K, 1M)") from None
 
 
 def _backend_list(text: str) -> list[str]:
@@ -72,45 +68,6 @@ def _backend_list(text: str) -> list[str]:
     if len(names) < 2 or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError("give at least two different backends, e.g. reference,verilator")
     return names
-
-
-def _config_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("MMU configuration")
-    group.add_argument("--tlb-entries", type=int, metavar="N",
-                       help=f"TLB entries, a power of two up to {MAX_TLB_ENTRIES} (beyond that, building the "
-                            f"simulators takes minutes) (default {_DEFAULTS.tlb_entries})")
-    group.add_argument("--tlb-ways", type=int, metavar="N",
-                       help="TLB associativity, a power of two; 0 = fully associative (default 0)")
-    group.add_argument("--tlb-policy", choices=[p.name.lower() for p in TlbPolicy],
-                       help=f"TLB replacement policy (default {_DEFAULTS.tlb_policy.name.lower()})")
-    group.add_argument("--pwc-entries", type=int, metavar="N",
-                       help=f"paging-structure cache entries, 0 = none, up to {MAX_PWC_ENTRIES} "
-                            f"(default {_DEFAULTS.pwc_entries})")
-    group.add_argument("--mem-latency", type=int, metavar="CYCLES",
-                       help=f"RAM read latency in cycles, 1..64 (default {_DEFAULTS.mem_latency})")
-    group.add_argument("--mem-bytes", type=_size, metavar="SIZE",
-                       help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
-                            f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
-                            f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
-    return parent
-
-
-def _workload_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("workload knobs")
-    group.add_argument("--n", type=int, help="size of the heap tests (default: the seed's)")
-    group.add_argument("--seed", type=int, help="seed of the `random` workload (default 0)")
-    group.add_argument("--ops", type=int, help="operations of the `random` workload (default 1000)")
-    return parent
-
-
-def _allocator_option() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--allocator", choices=list(ALLOCATORS), metavar="{" + ",".join(ALLOCATORS) + "}",
-                        help=f"the kernel's global allocator (default {DEFAULT_ALLOCATOR}, the seed's "
-                             "linked_list_allocator; the others are the next chapter's designs)")
-    return parent
 
 
 def _allocator_list(text: str) -> list[str]:
@@ -138,7 +95,18 @@ def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.Argu
     group.add_argument("--check-stale", action="store_true",
                        help="report accesses that used a stale TLB entry (a page-table change without flush)")
     group.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster on long runs)")
+    _trace_format_option(group, default="parquet")
     return parent
+
+
+TRACE_FORMAT_CHOICES = (*trace.TRACE_FORMATS, "none")
+
+
+def _trace_format_option(group: argparse._ArgumentGroup, *, default: str, note: str = "") -> None:
+    group.add_argument("--trace-format", choices=TRACE_FORMAT_CHOICES, default=default,
+                       help="the trace file, one row per operation: Apache Parquet (typed columns, zstd; query it "
+                            "with pandas, polars or DuckDB), CSV or JSON Lines (addresses as hex strings), or none "
+                            f"(default {default}){note}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mmucosim COMMAND --help` for the options of each command.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config, knobs, allocator = _config_options(), _workload_options(), _allocator_option()
+    config, knobs, allocator = config_options(), workload_options(), allocator_option()
     workloads = "\n".join(f"  {w.name:<22} {w.description}" for w in WORKLOADS.values())
     workloads += f"\n  {REPLAY_PREFIX + 'FILE':<22} an alloc/free script, as `mmucosim replay` takes"
     raw = argparse.RawDescriptionHelpFormatter
@@ -164,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", parents=[config, _run_options("reference"), knobs, allocator], formatter_class=raw,
         help="run a workload with a TLB trace, summary and plots",
-        description="Run a workload, write its TLB trace (JSON Lines and CSV), summary and plots.",
+        description="Run a workload; stream its TLB trace (Parquet by default, see --trace-format), then write its "
+                    "summary and plots.",
         epilog=f"workloads:\n{workloads}",
     )
     run.add_argument("workload", metavar="WORKLOAD", help="a workload name (below) or replay:FILE")
@@ -188,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("workload", metavar="WORKLOAD", help="a workload name or replay:FILE")
     check.add_argument("--backends", type=_backend_list, default=["reference", "verilator"],
                        metavar="A,B[,...]", help="backends to compare (default reference,verilator)")
+    check_output = check.add_argument_group("traces")
+    _trace_format_option(check_output, default="none",
+                         note="; each backend's trace goes to DIR/trace-<backend>.<format>")
+    check_output.add_argument("--out", type=Path, metavar="DIR",
+                              help="where --trace-format writes (default build/run/<workload>-check/)")
     compare = commands.add_parser(
         "compare-allocators", parents=[config, knobs], formatter_class=raw,
         help="run a workload on every global allocator and compare their costs and heaps",
@@ -231,40 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfig:
-    """The MmuConfig the options describe, validated: as hardware, and unless only its Verilog is wanted
-    (`simulated` False), as something the backends simulate and the kernel boots in."""
-    given = {
-        "tlb_entries": args.tlb_entries,
-        "tlb_ways": args.tlb_ways,
-        "tlb_policy": None if args.tlb_policy is None else TlbPolicy[args.tlb_policy.upper()],
-        "pwc_entries": args.pwc_entries,
-        "mem_latency": args.mem_latency,
-        "mem_bytes": args.mem_bytes,
-    }
-    config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
-    try:
-        config.validate()
-        if simulated:
-            check_simulation_limits(config)
-    except (ValueError, BackendError) as err:
-        raise UsageError(f"bad MMU configuration: {err}") from None
-    if simulated and config.mem_bytes < MIN_RAM_BYTES:
-        raise UsageError(f"bad MMU configuration: the kernel needs at least {MIN_RAM_BYTES >> 10} KiB of RAM to "
-                         f"boot, got {config.mem_bytes >> 10} KiB")
-    return config
-
-
-def describe_config(config: MmuConfig) -> str:
-    """"16-entry fully associative TLB (PLRU), 8-entry PWC, 1 MiB RAM, 1-cycle RAM"."""
-    ways = "fully associative" if config.ways == config.tlb_entries else f"{config.ways}-way"
-    pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
-    ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
-    policy = TlbPolicy(config.tlb_policy).name
-    latency = f"{config.mem_latency}-cycle reads"
-    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
-
-
 # -- running -------------------------------------------------------------------------------------------------
 
 
@@ -277,8 +217,34 @@ class RunOutput:
     out_dir: Path
     files: dict[str, list[Path]]  # what was written, by kind ("trace", "plots", ...)
     summary: Summary
-    stale: list[StaleAccess]
+    stale: list[StaleAccess]  # the first few (STALE_SHOWN); stale.txt has them all
+    stale_count: int
     console: list[str]  # the lines the kernel printed
+    events: int  # traced operations
+    last_cycle: int | None  # the cycle of the last one
+
+
+STALE_SHOWN = 100  # stale accesses kept in memory for the report; stale.txt has every one
+# What a run may write into its folder: removed when a run starts, so that a failed run's folder holds no older
+# run's results (the waveform is the backend's business).
+RUN_OUTPUTS = (*trace.TRACE_FORMATS.values(), "summary.json", "tlb_hit_rate.png", "walk_latency.png",
+               "heap_map.png", "stale.txt", "script.txt", "replay.jsonl")
+
+
+class _Tee:
+    """An EventSink that hands each batch to several, in order, and counts what went by."""
+
+    def __init__(self, sinks: Sequence[EventSink | None]) -> None:
+        self.sinks = [sink for sink in sinks if sink is not None]
+        self.events = 0
+        self.last_cycle: int | None = None
+
+    def write(self, batch: EventBatch) -> None:
+        for sink in self.sinks:
+            sink.write(batch)
+        if len(batch):
+            self.events += len(batch)
+            self.last_cycle = int(batch.columns["cycle"][-1])
 
 
 @contextlib.contextmanager
@@ -323,56 +289,102 @@ def _progress(message: str, backend: str) -> Iterator[ProgressCallback | None]:
             ticker.join()
 
 
-def run_and_report(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
-                   check_stale: bool, plots: bool) -> RunOutput:
-    """Run `job` with tracing, then write its trace, summary, plots (and stale-TLB report) into `out_dir`."""
+def run_and_report(job: Job, backend: str, config: MmuConfig, folder: RunFolder, *, waves: Path | None,
+                   check_stale: bool, plots: bool, trace_format: str = "parquet") -> RunOutput:
+    """Run `job` with tracing, streaming its trace (`trace_format`, or "none"), summary, plots and stale-TLB report
+    into `folder` (claimed by the caller). Every file appears whole or not at all; until the run has written them
+    all the folder holds an INCOMPLETE marker, which a run that fails (or is interrupted) leaves behind with the
+    reason. summary.json is written last."""
+    folder.begin(RUN_OUTPUTS)
+    try:
+        output = _run_and_write(job, backend, config, folder.path, waves=waves, check_stale=check_stale, plots=plots,
+                                trace_format=trace_format)
+    except KeyboardInterrupt:
+        folder.fail("interrupted (Ctrl-C)")
+        raise
+    except BaseException as err:
+        folder.fail(f"{type(err).__name__}: {err}")
+        raise
+    folder.finish()
+    return output
+
+
+def _run_and_write(job: Job, backend: str, config: MmuConfig, out_dir: Path, *, waves: Path | None,
+                   check_stale: bool, plots: bool, trace_format: str) -> RunOutput:
     from tqdm import tqdm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
-    try:
-        with _progress(f"running {job.name} on {backend} …", backend) as progress, \
-                contextlib.redirect_stdout(console):
-            result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves,
-                                 progress=progress)
-    except Exception:
-        sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
-        raise
-    events, spans = result.events, result.contexts
+    from cosim.analysis.heap import HEAP_COLUMNS
+    from cosim.analysis.plots import PlotData, plot_all
+
     files: dict[str, list[Path]] = {}
     if job.script:
-        script = out_dir / "script.txt"
-        script.write_text("\n".join(job.script) + "\n")
-        files["script"] = [script]
-    steps = ["trace", "summary", *(["plots"] if plots else []), *(["stale"] if check_stale else [])]
-    stale: list[StaleAccess] = []
-    with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
-              file=sys.stderr) as progress:
-        contexts = trace.attribute(events, spans)
-        files["trace"] = [trace.write_jsonl(out_dir / "trace.jsonl", events, contexts),
-                          trace.write_csv(out_dir / "trace.csv", events, contexts)]
-        progress.update()
-        summary = summarize(events, contexts, spans)
-        files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name, backend=backend,
-                                          config=config, wall_s=result.wall_s, allocator=job.allocator)]
-        progress.update()
-        if plots:
-            from cosim.analysis.plots import plot_all
+        files["script"] = [write_lines(out_dir / "script.txt", (line + "\n" for line in job.script))]
+    writer = trace.open_trace_writer(trace_format, out_dir) if trace_format != "none" else None
+    # The heap map reads the events a second time, from the Parquet trace or, without one, from a scratch copy.
+    scratch = None
+    if plots and trace_format != "parquet":
+        scratch = trace.ParquetTraceWriter(out_dir / ".events.parquet", contexts=False)
+    summary_builder = SummaryBuilder()
+    plot_data = PlotData() if plots else None
+    stale_file = AtomicFile(out_dir / "stale.txt") if check_stale else None
+    stale = None
+    if stale_file is not None:
+        def report(found: StaleAccess) -> None:
+            with guarded(stale_file.path):
+                stale_file.file.write(found.report() + "\n\n")
 
-            files["plots"] = plot_all(out_dir, events, spans, f"{job.name} on {backend}", backend=backend,
-                                      allocator=job.allocator)
-            progress.update()
-        if check_stale:
-            stale = find_stale(events, spans, config)
-            report = out_dir / "stale.txt"
-            report.write_text("".join(s.report() + "\n\n" for s in stale) or "no stale translation used\n")
-            files["stale"] = [report]
-            progress.update()
+        stale = StaleDetector(config, keep=STALE_SHOWN, on_found=report)
+    tee = _Tee([writer, scratch, summary_builder, plot_data, stale])
+    console = io.StringIO()  # the kernel's println!, shown in the report rather than mixed with the clock
+    try:
+        try:
+            with _progress(f"running {job.name} on {backend} …", backend) as progress, \
+                    contextlib.redirect_stdout(console):
+                result = run_program(job.program, backend, config, args=dict(job.args), trace=True, waves=waves,
+                                     progress=progress, sink=tee)
+        except BaseException:
+            sys.stdout.write(console.getvalue())  # what the kernel printed before it stopped
+            raise
+        assert result.spans is not None  # a streamed run
+        steps = ["trace", *(["plots"] if plots else []), "summary"]
+        with tqdm(total=len(steps), desc="writing results", unit="step", leave=False, disable=None,
+                  file=sys.stderr) as bar:
+            if writer is not None:
+                files["trace"] = [writer.close()]
+            bar.update()
+            if plot_data is not None:
+                source = writer.path if trace_format == "parquet" else scratch.close()
+                files["plots"] = plot_all(out_dir, plot_data, result.spans,
+                                          lambda: trace.read_parquet_batches(source, HEAP_COLUMNS),
+                                          f"{job.name} on {backend}", backend=backend, allocator=job.allocator)
+                if scratch is not None:
+                    scratch.path.unlink()
+                bar.update()
+            if stale_file is not None:
+                if not stale.count:
+                    with guarded(stale_file.path):
+                        stale_file.file.write("no stale translation used\n")
+                files["stale"] = [stale_file.commit()]
+            summary = summary_builder.summary(result.spans.table, result.spans.phase_calls(),
+                                              result.spans.kind_calls())
+            files["summary"] = [write_summary(out_dir / "summary.json", summary, workload=job.name,
+                                              backend=backend, config=config, wall_s=result.wall_s,
+                                              allocator=job.allocator)]
+            bar.update()
+    except BaseException:
+        for partial in (writer, scratch, stale_file):
+            if partial is not None:
+                partial.discard()
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                scratch.path.unlink(missing_ok=True)
+        raise
     if waves is not None:
         if not waves.is_file() or waves.stat().st_size == 0:
             raise outputs.OutputError(f"{backend} wrote no waveform to {waves}")
         files["waveform"] = [waves]
-    return RunOutput(result, job, out_dir, files, summary, stale, console.getvalue().splitlines())
+    return RunOutput(result, job, out_dir, files, summary, stale.found if stale else [], stale.count if stale else 0,
+                     console.getvalue().splitlines(), tee.events, tee.last_cycle)
 
 
 def _waves_path(args: argparse.Namespace, out_dir: Path, *, default_on: bool) -> Path | None:
@@ -417,10 +429,12 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
         text = repr(value)
         print(f"Result: {text if len(text) < 200 else text[:200] + ' …'}")
     total = output.summary.total
-    cycles = f", {result.events[-1].cycle:,} cycles" if result.events and result.backend != "reference" else ""
+    cycles = ""
+    if output.last_cycle is not None and result.backend != "reference":
+        cycles = f", {output.last_cycle:,} cycles"
     allocator = output.job.allocator
     on = f" with the {allocator} allocator" if allocator not in (None, DEFAULT_ALLOCATOR) else ""
-    print(f"\n{len(result.events):,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}{on}; "
+    print(f"\n{output.events:,} operations{cycles} in {result.wall_s:.2f} s on {result.backend}{on}; "
           f"TLB hit rate {percent(total.hit_rate)}")
     print("\nTLB by phase")
     print(_indent(phase_table(output.summary)))
@@ -429,13 +443,13 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
     if glossary:
         print(f"\n{GLOSSARY}")
     if output.stale:
-        count = len(output.stale)
+        count = output.stale_count
         print(f"\n{count:,} access{'es' if count > 1 else ''} used a stale translation; the first:")
         print(_indent(output.stale[0].report()))
     elif "stale" in output.files:
         print("\nStale-TLB check: every access used the translation the page tables give.")
     print(f"\nFiles in {output.out_dir}/")
-    notes = {"trace": f"one line per operation, {len(result.events):,} in all",
+    notes = {"trace": f"one row per operation, {output.events:,} in all",
              "waveform": "open it with GTKWave or Surfer", "script": "replay it with `mmucosim replay`"}
     for name, paths in output.files.items():
         names = ", ".join(str(p.relative_to(output.out_dir) if p.is_relative_to(output.out_dir) else p)
@@ -453,22 +467,22 @@ def _run_job(
     """Claim the run's folder and check every output path (before the simulation starts), then run `job`."""
     config = config_from(args)
     explicit = getattr(args, "out", None)
-    folder = outputs.claim(explicit or outputs.default_run_dir(job.slug, args.backend, config),
+    folder = outputs.claim(explicit or outputs.default_run_dir(job.slug, args.backend, config_tag(config)),
                            explicit=explicit is not None)
     try:
         waves = _waves_path(args, folder.path, default_on=default_waves)
         for path in (waves, results):
             if path is not None:
                 outputs.check_output_file(path, inputs=job.inputs)
-        return run_and_report(job, args.backend, config, folder.path, waves=waves, check_stale=args.check_stale,
-                              plots=not args.no_plots)
+        return run_and_report(job, args.backend, config, folder, waves=waves, check_stale=args.check_stale,
+                              plots=not args.no_plots, trace_format=args.trace_format)
     finally:
         folder.release()
 
 
 def _exit_status(output: RunOutput) -> int:
     """1 when the kernel faulted or used a stale translation: the run found a problem."""
-    return EXIT_FAILED if output.stale or output.result.fault is not None else 0
+    return EXIT_FAILED if output.stale_count or output.result.fault is not None else 0
 
 
 # -- commands ------------------------------------------------------------------------------------------------
@@ -498,7 +512,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     output = _run_job(args, job, default_waves=False, results=args.results)
     if output.result.fault is None:
         results = args.results or output.out_dir / "replay.jsonl"
-        results.write_text("".join(json.dumps(record) + "\n" for record in output.result.value))
+        write_lines(results, (json.dumps(record) + "\n" for record in output.result.value))
         output.files["results"] = [results]
     _print_run(output)
     return _exit_status(output)
@@ -518,13 +532,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         timing = ", ".join(TIMING_FIELDS)
         rtl = "compared between the RTL backends only" if len(args.backends) > 2 else "not compared"
         print(f"  timing fields ({timing}): {rtl}, as the reference model has no clock")
+    out_dir = args.out or Path("build") / "run" / f"{job.slug}-check"
     runs = []
     for backend in tqdm(args.backends, desc="backends", unit="backend", leave=False, disable=None,
                         file=sys.stderr):
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!
             runs.append(run_program(job.program, backend, config, args=dict(job.args), trace=True))
-        print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s")
+        written = ""
+        if args.trace_format != "none":
+            written = f"  -> {_write_check_trace(runs[-1], args.trace_format, out_dir)}"
+        print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s"
+              f"{written}")
     divergence = first_divergence(runs)
     if divergence is None:
         print(f"\nOK: all {len(runs[0].events):,} operations agree, and so do the results.")
@@ -534,12 +553,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _write_check_trace(run: RunResult, trace_format: str, out_dir: Path) -> Path:
+    """A backend's trace of a lockstep check, as `out_dir`/trace-<backend>.<format>."""
+    name = trace.TRACE_FORMATS[trace_format].replace("trace.", f"trace-{run.backend}.")
+    writers = {"parquet": trace.write_parquet, "csv": trace.write_csv, "jsonl": trace.write_jsonl}
+    return writers[trace_format](out_dir / name, run.events, attribute(run.events, run.contexts))
+
+
 def cmd_compare_allocators(args: argparse.Namespace) -> int:
     from cosim.compare import AllocatorStats, ComparisonError, compare_allocators
 
     config = config_from(args)
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)  # refuses a bad workload before printing
-    folder = outputs.claim(args.out or outputs.default_run_dir(job.slug, args.backend, config, "compare"),
+    folder = outputs.claim(args.out or outputs.default_run_dir(job.slug, args.backend, config_tag(config), "compare"),
                            explicit=args.out is not None)
     out_dir = folder.path
     print(f"{job.name} on {args.backend}, once per allocator: {', '.join(args.allocators)}")
@@ -637,22 +663,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_FAILED, f"{PROG}: synthesis failed: {err}\n")
     except BackendError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: backend error: {err}\n")
-    except outputs.OutputError as err:  # a path the user gave (or the default) cannot be written
+    except outputs.UnusablePath as err:  # a path the user gave (or the default) cannot be used
         parser.exit(EXIT_USAGE, f"{PROG}: error: {err}\n")
+    except OutputError as err:  # writing an output failed (a full disk): the run could not complete
+        parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted\n")
     except OSError as err:
         parser.exit(EXIT_FAILED, f"{PROG}: {err}\n")
     except Exception as err:
-        if _is_kernel_failure(err):
+        if is_kernel_failure(err):
             parser.exit(EXIT_FAILED, f"{PROG}: the kernel stopped: {type(err).__name__}: {err}\n")
         raise
-
-
-def _is_kernel_failure(err: Exception) -> bool:
-    """A fault, panic or failed assertion of the firmware (any exception type the firmware defines): a result
-    of the simulated machine, not a bug of this tool."""
-    return type(err).__module__.split(".")[0] == "firmware"
 
 
 if __name__ == "__main__":

@@ -49,10 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from cosim.analysis.heap import ALLOCATOR_KINDS, heap_states
+from cosim.analysis.context import ALLOCATOR_KINDS, kind_of
+from cosim.analysis.heap import heap_states
 from cosim.analysis.plots import HEAP_ROWS, pyplot
 from cosim.analysis.summary import format_table
-from cosim.analysis.trace import kind_of
 from cosim.program import ProgressCallback, RunResult, resolve_program
 from cosim.runner import run_program
 from cosim.workloads import WORKLOADS, resolve

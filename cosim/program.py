@@ -2,7 +2,8 @@
 
 A program is named "module:function" and called as `function(cpu, **args)` with a `firmware.cpu.Cpu` over any
 backend's `transact`. A `CpuFault` that escapes the program is the run's *result*; its value, the context spans the
-firmware opened and the access events make a `RunResult`.
+firmware opened and the access events make a `RunResult`. A streamed run (`sink`) hands its events to the sink in
+batches as it goes (`cosim.stream`) and keeps only counts of its spans.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.cpu import Cpu, CpuFault, Transactor
-from hdl.protocol import AccessEvent, MmuConfig
+from cosim.stream import BATCH_EVENTS, BatchPump, Columns, ContextTracker, EventSink, SpanCounts
+from firmware.cpu import CheckpointCpu, Cpu, CpuFault, Transactor
+from hdl.protocol import AccessEvent, Counter, MmuConfig
 
 Program = Callable[..., Any]
 
@@ -60,12 +62,13 @@ class RunResult:
     """What one run of a program produced."""
 
     value: Any  # the program's return value, or the CpuFault that ended it
-    events: list[AccessEvent] = field(repr=False)  # empty unless traced
-    contexts: list[Span] = field(repr=False)
+    events: list[AccessEvent] = field(repr=False)  # empty unless traced, and when streamed (they went to the sink)
+    contexts: list[Span] = field(repr=False)  # the same
     backend: str
     config: MmuConfig
     wall_s: float  # the program's run time, without building or starting the simulator
-    ops: int  # protocol operations issued
+    ops: int  # protocol operations issued (one event each, when traced)
+    spans: SpanCounts | None = field(default=None, repr=False)  # a streamed run's spans, counted
 
     @property
     def fault(self) -> CpuFault | None:
@@ -94,15 +97,28 @@ def execute(
     args: dict[str, Any],
     trace: bool,
     progress: ProgressCallback | None = None,
-) -> tuple[Any, int, list[Span], float]:
+    *,
+    drain: Callable[[], Columns] | None = None,
+    sink: EventSink | None = None,
+) -> tuple[Any, int, list[Span] | SpanCounts, float]:
     """Call `function(cpu, **args)` on a Cpu over `transactor`: (value or CpuFault, ops, spans, seconds).
 
     Spans are recorded only when tracing: nothing reads them otherwise, and they cost an untraced run half its speed.
+    With a `sink` (and tracing), every BATCH_EVENTS operations and at the end the events recorded so far are taken
+    with `drain` and written to the sink, tagged with their contexts; the spans come back as SpanCounts.
     """
-    log = ContextLog(progress)
-    cpu = Cpu(transactor, log if trace else None)
+    pump = None
+    if sink is not None:
+        if not trace or drain is None:
+            raise ValueError("a sink needs a traced run and a way to drain its events")
+        log: ContextLog | ContextTracker = ContextTracker(progress)
+        pump = BatchPump(drain, log, sink)
+        cpu: Cpu = CheckpointCpu(transactor, log, interval=BATCH_EVENTS, checkpoint=pump.flush)
+    else:
+        log = ContextLog(progress)
+        cpu = Cpu(transactor, log if trace else None)
     thresholds = gc.get_threshold()
-    if trace:  # millions of event tuples, none in a cycle: the collector would rescan them again and again
+    if trace and pump is None:  # millions of event tuples, none in a cycle: the collector would rescan them
         gc.set_threshold(200_000, *thresholds[1:])
     start = time.perf_counter()
     try:
@@ -111,4 +127,24 @@ def execute(
         value = fault
     finally:
         gc.set_threshold(*thresholds)
-    return value, cpu.ops, log.spans, time.perf_counter() - start
+    if pump is not None:
+        pump.flush()
+    spans = log.counts() if isinstance(log, ContextTracker) else log.spans
+    return value, cpu.ops, spans, time.perf_counter() - start
+
+
+def measured(cpu: Cpu, program: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run `program(cpu, **args)`, timed apart from importing it, then read every performance counter (CYCLES
+    first, so that the reads add only their own cycles to it): what `mmucosim bench` and `mmucosim sweep` run, as
+    MEASURED_PROGRAM. Importable by name, so that it runs inside the cocotb simulators too; there the CPU time is
+    the simulator process's, which runs the simulator too."""
+    function = resolve_program(program)
+    wall, cpu_time = time.perf_counter(), time.process_time()
+    value = function(cpu, **args)
+    wall, cpu_time = time.perf_counter() - wall, time.process_time() - cpu_time
+    counters = {counter.name.lower(): cpu.read_counter(counter) for counter in Counter}
+    return {"value": value, "counters": counters, "wall_s": wall, "cpu_s": cpu_time}
+
+
+MEASURED_PROGRAM = f"{__name__}:measured"
+COUNTER_READS = len(Counter)  # operations `measured` adds after the workload

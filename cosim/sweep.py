@@ -4,14 +4,14 @@
         --backend reference,verilator --out build/sweep/tlb
 
 The grid's dimensions are the options of the CLI's "MMU configuration" and "workload knobs" groups
-(`cosim.cli._config_options`, `_workload_options`, and `_allocator_option` once the CLI has it: DIMENSION_GROUPS),
+(`cosim.options.config_options`, `workload_options` and `allocator_option`: DIMENSION_GROUPS),
 read from those parsers: an option added there is a sweep dimension, parsed and validated by the CLI's own code
-(`cosim.cli.config_from`), without a line here. Add the
+(`cosim.options.config_from`), without a line here. Add the
 workloads (positional: names or `replay:FILE`) and the backends (`--backend`). Each dimension takes a comma list;
 integer ones also take ranges (`--seed 0-9`). A workload knob applies to the workloads that take it (`--n` to
 many_boxes, not to demo), and a configuration the hardware cannot be built with is left out, said once.
 
-Where a row's numbers come from. A point runs untraced, as `cosim.bench.measured`: the workload, timed on its own,
+Where a row's numbers come from. A point runs untraced, as `cosim.program.measured`: the workload, timed on its own,
 then one CSR read of each performance counter (`hdl.protocol.Counter`). The counters are exact — they are what
 `cosim.analysis.summary.summarize` adds up from a traced run's events (hits, misses, walks, PTE reads, walk cycles,
 A/D writes; `tests/test_sweep.py` checks they agree), and they also give what events do not sum (CYCLES, PWC_HITS,
@@ -57,7 +57,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cosim import cli
+from cosim import options
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,7 +86,7 @@ MEASURED_COLUMNS = ("wall_s", "cpu_s", "point_s", "mem_ops_per_s", "worker")
 STATUSES = ("ok", "fault", "panic", "error")
 
 
-class SweepError(cli.UsageError):
+class SweepError(options.UsageError):
     """A grid that cannot be run: a bad value, an empty grid, an unreadable grid file."""
 
 
@@ -123,12 +123,11 @@ def _backend(text: str) -> str:
     return text
 
 
-# The CLI's option groups whose every option is a dimension: (kind, the cosim.cli function making the parser).
-# A group the CLI does not have (yet) is skipped: `_allocator_option` arrives with `--allocator`.
+# The command line's option groups whose every option is a dimension: (kind, the function making the parser).
 DIMENSION_GROUPS = (
-    ("config", "_config_options"),
-    ("knob", "_workload_options"),
-    ("knob", "_allocator_option"),
+    ("config", options.config_options),
+    ("knob", options.workload_options),
+    ("knob", options.allocator_option),
 )
 
 
@@ -136,10 +135,7 @@ DIMENSION_GROUPS = (
 def dimensions() -> tuple[Dimension, ...]:
     """The options of the CLI's DIMENSION_GROUPS, then the backend."""
     dims = []
-    for kind, factory in DIMENSION_GROUPS:
-        make = getattr(cli, factory, None)
-        if make is None:
-            continue
+    for kind, make in DIMENSION_GROUPS:
         for action in make()._actions:
             if not action.option_strings or isinstance(action, argparse._HelpAction):
                 continue
@@ -246,8 +242,8 @@ def expand(grid: Grid, version: str | None = None) -> tuple[list[Point], list[st
     for combo in itertools.product(*(grid.values.get(d.name, (None,)) for d in config_dims)):
         namespace = argparse.Namespace(**{d.name: v for d, v in zip(config_dims, combo, strict=True)})
         try:
-            configs.append(cli.config_from(namespace))
-        except cli.UsageError as err:
+            configs.append(options.config_from(namespace))
+        except options.UsageError as err:
             given = ", ".join(f"{d.flag} {v}" for d, v in zip(config_dims, combo, strict=True) if v is not None)
             dropped.append(f"{given}: {err}")
     configs = list(dict.fromkeys(configs))
@@ -281,9 +277,9 @@ VERSION_PACKAGES = ("myhdl", "cocotb", "verilator")
 @cache
 def code_version() -> str:
     """"src-" and 12 hex digits: a hash of VERSION_SOURCES (every .py, .cpp, .vlt and .v file), of the two functions
-    that run a point here (`cosim.bench.measured`, `run_point`) and of the simulators' versions. Two machines with
+    that run a point here (`cosim.program.measured`, `run_point`) and of the simulators' versions. Two machines with
     the same version give the same rows; a worker of another version refuses the points (their rows say so)."""
-    from cosim import bench
+    from cosim import program
 
     files: list[Path] = []
     for source in VERSION_SOURCES:
@@ -295,7 +291,7 @@ def code_version() -> str:
         hasher.update(f"{package}={importlib.metadata.version(package)}\0".encode())
     for path in files:
         hasher.update(f"{path.relative_to(_PROJECT)}\0".encode() + path.read_bytes() + b"\0")
-    for function in (bench.measured, run_point, _fill_counters):
+    for function in (program.measured, run_point, _fill_counters):
         hasher.update(inspect.getsource(function).encode())
     return "src-" + hasher.hexdigest()[:12]
 
@@ -315,10 +311,10 @@ def git_describe() -> str | None:
 
 def prepare_build(backend: str, config: MmuConfig) -> str | None:
     """Build (or find) what `backend` needs for `config` on this worker's machine: None, or why it failed."""
-    from cosim.bench import prepare
+    from cosim.backends import build_for
 
     try:
-        prepare(backend, config)
+        build_for(backend, config)
     except Exception as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -336,11 +332,11 @@ def run_point(point: Point, build_failure: str | None = None) -> dict[str, Any]:
                                "install the same code on every worker")
         if build_failure is not None:
             raise RuntimeError(f"the {point.backend} build failed: {build_failure}")
-        from cosim.bench import BENCH_PROGRAM
+        from cosim.program import MEASURED_PROGRAM
         from cosim.runner import run_program
 
         with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!
-            result = run_program(BENCH_PROGRAM, point.backend, point.config,
+            result = run_program(MEASURED_PROGRAM, point.backend, point.config,
                                  args={"program": point.job.program, "args": dict(point.job.args)})
         if result.fault is not None:
             row |= {"status": "fault", "error": f"{type(result.fault).__name__}: {result.fault}"}
@@ -350,7 +346,7 @@ def run_point(point: Point, build_failure: str | None = None) -> dict[str, Any]:
             if panic is not None:
                 row |= {"status": "panic", "error": panic}
     except Exception as err:
-        status = "panic" if cli._is_kernel_failure(err) else "error"
+        status = "panic" if options.is_kernel_failure(err) else "error"
         row |= {"status": status, "error": f"{type(err).__name__}: {err}"[:4000]}
     row["point_s"] = time.perf_counter() - start
     return row
@@ -725,7 +721,7 @@ def bench_grid(quick: bool = False) -> Grid:
 
 def _warm() -> None:
     """Import what a point needs, so that a worker's first point is timed like the others."""
-    import cosim.bench
+    import cosim.program
     import cosim.runner  # noqa: F401
 
 
@@ -878,12 +874,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots:
         from cosim.analysis.sweep_plots import plot_sweep
 
-        files += plot_sweep(table, out)
+        files += plot_sweep(averaged(table), list(config_columns(MmuConfig())), out)
     print("\nPareto front: TLB entries against cycles per memory operation (the TLB miss rate where no RTL "
           "backend ran), per workload")
     print(pareto_report(table))
     print(f"\nFiles in {out}/: " + ", ".join(p.name for p in files) + f", {POINTS_DIR}/ (one file per point)")
-    return 0 if set(counts) <= {"ok"} else cli.EXIT_FAILED
+    return 0 if set(counts) <= {"ok"} else options.EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ def fault_exception(fault: int, addr: int, errcode: int) -> CpuFault:
 _LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
 
 
-def _sized_load(size_log2: int) -> Callable[[Cpu, int], int]:
-    """`Cpu.load_uN`: a supervisor data load of 1 << size_log2 bytes."""
+def _sized_load(size_log2: int, checkpoints: bool = False) -> Callable[[Cpu, int], int]:
+    """`Cpu.load_uN`: a supervisor data load of 1 << size_log2 bytes (`checkpoints`: CheckpointCpu's)."""
 
     def load(self: Cpu, addr: int) -> int:
         self.ops += 1
@@ -105,12 +105,23 @@ def _sized_load(size_log2: int) -> Callable[[Cpu, int], int]:
             raise fault_exception(fault, addr, errcode)
         return rdata
 
+    def checked_load(self: CheckpointCpu, addr: int) -> int:
+        if self.ops >= self.next_checkpoint:
+            self.reach_checkpoint()
+        self.ops += 1
+        rdata, fault, errcode = self._transact(_LOAD, addr, size_log2, 0, False, False)
+        if fault:
+            raise fault_exception(fault, addr, errcode)
+        return rdata
+
+    load = checked_load if checkpoints else load
     load.__name__ = load.__qualname__ = f"load_u{8 << size_log2}"
     return load
 
 
-def _sized_store(size_log2: int) -> Callable[[Cpu, int, int], None]:
-    """`Cpu.store_uN`: a supervisor store of the low 1 << size_log2 bytes of `value`."""
+def _sized_store(size_log2: int, checkpoints: bool = False) -> Callable[[Cpu, int, int], None]:
+    """`Cpu.store_uN`: a supervisor store of the low 1 << size_log2 bytes of `value` (`checkpoints`:
+    CheckpointCpu's)."""
     mask = (1 << (8 << size_log2)) - 1
 
     def store(self: Cpu, addr: int, value: int) -> None:
@@ -119,6 +130,15 @@ def _sized_store(size_log2: int) -> Callable[[Cpu, int, int], None]:
         if fault:
             raise fault_exception(fault, addr, errcode)
 
+    def checked_store(self: CheckpointCpu, addr: int, value: int) -> None:
+        if self.ops >= self.next_checkpoint:
+            self.reach_checkpoint()
+        self.ops += 1
+        _, fault, errcode = self._transact(_STORE, addr, size_log2, value & mask, False, False)
+        if fault:
+            raise fault_exception(fault, addr, errcode)
+
+    store = checked_store if checkpoints else store
     store.__name__ = store.__qualname__ = f"store_u{8 << size_log2}"
     return store
 
@@ -232,6 +252,48 @@ class Cpu:
         if self.listener is None:
             return _NO_CONTEXT
         return _Context(self, label.format(*args) if args else label)
+
+
+class CheckpointCpu(Cpu):
+    """A Cpu that calls `checkpoint()` before every `interval`-th operation, when the operations before it are done:
+    a streamed trace drains the backend's events there. Its own class, so that other runs pay nothing for it (the
+    check is one comparison per operation)."""
+
+    def __init__(
+        self, backend: Transactor, listener: ContextListener | None, *, interval: int, checkpoint: Callable[[], None]
+    ) -> None:
+        super().__init__(backend, listener)
+        self.interval = interval
+        self.next_checkpoint = interval
+        self._checkpoint = checkpoint
+
+    def reach_checkpoint(self) -> None:
+        self.next_checkpoint = self.ops + self.interval
+        self._checkpoint()
+
+    def load(self, addr: int, size_log2: int, *, user: bool = False, fetch: bool = False) -> int:
+        if self.ops >= self.next_checkpoint:
+            self.reach_checkpoint()
+        return super().load(addr, size_log2, user=user, fetch=fetch)
+
+    def store(self, addr: int, size_log2: int, value: int, *, user: bool = False) -> None:
+        if self.ops >= self.next_checkpoint:
+            self.reach_checkpoint()
+        super().store(addr, size_log2, value, user=user)
+
+    def _control(self, op: Op, addr: int = 0, value: int = 0) -> int:
+        if self.ops >= self.next_checkpoint:
+            self.reach_checkpoint()
+        return super()._control(op, addr, value)
+
+    load_u8 = _sized_load(0, checkpoints=True)
+    load_u16 = _sized_load(1, checkpoints=True)
+    load_u32 = _sized_load(2, checkpoints=True)
+    load_u64 = _sized_load(3, checkpoints=True)
+    store_u8 = _sized_store(0, checkpoints=True)
+    store_u16 = _sized_store(1, checkpoints=True)
+    store_u32 = _sized_store(2, checkpoints=True)
+    store_u64 = _sized_store(3, checkpoints=True)
 
 
 class _Context:

@@ -12,8 +12,9 @@ import pytest
 
 from cosim import bench
 from cosim.backends import BackendError
-from cosim.bench import COUNTER_READS, QUICK, REDUCED, RunSpec, latencies, plan
+from cosim.bench import QUICK, REDUCED, RunSpec, latencies, plan
 from cosim.cli import main as cli_main
+from cosim.program import COUNTER_READS, MEASURED_PROGRAM
 from cosim.runner import run_program
 from hdl.protocol import AccessEvent, Op
 
@@ -57,7 +58,7 @@ def test_latencies_count_each_operation_from_the_previous_response():
 
 def test_mem_ops_are_the_loads_and_stores_the_events_show():
     job = RunSpec("reference", "many_boxes", 40, reduced=False).job()
-    result = run_program(bench.BENCH_PROGRAM, "reference", args={"program": job.program, "args": dict(job.args)},
+    result = run_program(MEASURED_PROGRAM, "reference", args={"program": job.program, "args": dict(job.args)},
                          trace=True)
     counters = result.value["counters"]
     memory = [e for e in result.events if e.op in (Op.LOAD, Op.STORE) and not e.fault]

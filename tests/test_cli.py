@@ -85,8 +85,9 @@ def test_run_simple_allocation_on_the_reference_writes_trace_summary_and_plots(c
     code, out, _ = _cli(capsys, "run", "simple_allocation", "--backend", "reference", "--out", str(out_dir))
     assert code == 0
     assert "TLB by phase" in out and "TLB by firmware operation" in out
-    rows = read_trace(out_dir / "trace.jsonl")
-    assert rows and rows == read_trace(out_dir / "trace.csv")
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "heap_map.png", "summary.json", "tlb_hit_rate.png", "trace.parquet", "walk_latency.png"]
+    rows = read_trace(out_dir / "trace.parquet")
     assert [row.event.seq for row in rows] == list(range(len(rows)))
     allocations = {row.path for row in rows if row.label == "alloc(4, 4)"}  # the seed boxes two i32s
     assert allocations and all(path.startswith("simple_allocation/") for path in allocations)
@@ -106,7 +107,7 @@ def test_demo_prints_the_seed_lines_the_tables_and_where_the_files_are(capsys, t
     assert all(f"  {line}\n" in out for line in seed_lines)
     assert out.count("heap_value at") == 1  # the kernel's own println! is not echoed twice
     assert "TLB by phase" in out and "How to read the tables" in out
-    assert f"Files in {tmp_path}/" in out and "trace.jsonl" in out
+    assert f"Files in {tmp_path}/" in out and "trace.parquet" in out
 
 
 def test_replay_writes_what_each_operation_returned(capsys, tmp_path):
@@ -152,7 +153,8 @@ def test_a_kernel_panic_is_reported_without_a_traceback(capsys, kernels, tmp_pat
 
 
 def test_a_page_fault_is_a_result_with_its_trace(capsys, kernels, tmp_path):
-    code, out, _ = _cli(capsys, "run", "faulting_kernel", "--no-plots", "--out", str(tmp_path))
+    code, out, _ = _cli(capsys, "run", "faulting_kernel", "--no-plots", "--trace-format", "csv", "--out",
+                        str(tmp_path))
     assert code == 1
     assert "The kernel faulted: PageFault at 0x777700000000" in out
     last = read_trace(tmp_path / "trace.csv")[-1]

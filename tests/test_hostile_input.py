@@ -118,7 +118,8 @@ def test_an_unwritable_waves_file_is_refused_before_the_simulator_is_built(tmp_p
 
 def test_runs_of_different_configurations_get_different_folders() -> None:
     small, large = MmuConfig(tlb_entries=8), MmuConfig(tlb_entries=32)
-    assert outputs.default_run_dir("demo", "verilator", small) != outputs.default_run_dir("demo", "verilator", large)
+    assert (outputs.default_run_dir("demo", "verilator", config_tag(small))
+            != outputs.default_run_dir("demo", "verilator", config_tag(large)))
 
 
 def test_a_folder_in_use_by_another_run_is_not_shared(tmp_path) -> None:
@@ -143,7 +144,8 @@ def test_runs_at_the_same_time_each_write_their_own_folder(tmp_path) -> None:
     import subprocess
     import sys
 
-    held = outputs.claim(tmp_path / outputs.default_run_dir("many_boxes-n3000", "reference", MmuConfig(tlb_entries=4)),
+    tag4 = config_tag(MmuConfig(tlb_entries=4))
+    held = outputs.claim(tmp_path / outputs.default_run_dir("many_boxes-n3000", "reference", tag4),
                          explicit=False)  # a run still going
     script = Path(sys.executable).with_name("mmucosim")
     runs = [subprocess.Popen([str(script), "run", "many_boxes", "--n", "3000", "--no-plots", "--tlb-entries",

@@ -23,11 +23,11 @@ import pandas as pd
 import pytest
 
 from cosim import sweep
-from cosim.analysis import trace
+from cosim.analysis.context import attribute
 from cosim.analysis.summary import summarize
 from cosim.backends import BackendError
-from cosim.bench import BENCH_PROGRAM
 from cosim.cli import main as cli_main
+from cosim.program import MEASURED_PROGRAM
 from cosim.runner import run_program
 from cosim.sweep import Grid, expand, pareto_front, parse_values, run_sweep
 from cosim.workloads import resolve
@@ -57,9 +57,9 @@ def test_values_take_comma_lists_ranges_and_the_clis_own_types():
 
 
 def test_every_mmu_option_of_the_cli_is_a_dimension():
-    from cosim.cli import _config_options
+    from cosim.options import config_options
 
-    options = {a.dest for a in _config_options()._actions if a.option_strings and a.dest != "help"}
+    options = {a.dest for a in config_options()._actions if a.option_strings and a.dest != "help"}
     assert options <= {d.name for d in sweep.dimensions() if d.kind == "config"}
     assert {"n", "seed", "ops", "backend"} <= {d.name for d in sweep.dimensions()}
 
@@ -134,9 +134,9 @@ def test_the_counters_of_an_untraced_run_equal_the_summary_of_a_traced_one():
     job = resolve("random", seed=3, ops=300)
     with contextlib.redirect_stdout(io.StringIO()):
         traced = run_program(job.program, "reference", config, args=dict(job.args), trace=True)
-        untraced = run_program(BENCH_PROGRAM, "reference", config, args={"program": job.program,
+        untraced = run_program(MEASURED_PROGRAM, "reference", config, args={"program": job.program,
                                                                           "args": dict(job.args)})
-    total = summarize(traced.events, trace.attribute(traced.events, traced.contexts), traced.contexts).total
+    total = summarize(traced.events, attribute(traced.events, traced.contexts), traced.contexts).total
     counters = untraced.value["counters"]
     assert total.tlb_misses > 50  # a 4-entry TLB on random: the comparison is not vacuous
     for name in ("tlb_hits", "tlb_misses", "walks", "pte_reads", "walk_cycles", "ad_writes"):
@@ -405,31 +405,34 @@ def test_the_bench_section_checks_the_speedup_and_the_overhead():
     assert (overhead.status, overhead.measured) == ("PASS", "3.0% (50 ms per point)")
 
 
-def test_an_option_added_to_a_cli_group_is_a_dimension_without_a_line_here(monkeypatch):
-    """What `--allocator` will do when the CLI grows `_allocator_option`: a knob taking a comma list, checked
-    against the option's choices."""
+def test_every_option_of_the_shared_groups_is_a_dimension_with_their_checks(monkeypatch):
+    """An option added to a group of cosim.options becomes a dimension without a line in the sweep; the
+    allocator is one, taking a comma list checked against the option's choices."""
     import argparse
 
-    from cosim import cli
+    from cosim import options
+    from firmware.allocator import ALLOCATORS
 
-    def allocator_option() -> argparse.ArgumentParser:
+    dim = sweep.dimension("allocator")
+    assert (dim.kind, dim.flag) == ("knob", "--allocator")
+    assert parse_values(dim, "bump,lla") == ("bump", "lla")
+    with pytest.raises(sweep.SweepError, match="not one of"):
+        parse_values(dim, "slab")
+    assert parse_values(dim, ",".join(ALLOCATORS)) == tuple(ALLOCATORS)
+
+    def workload_options() -> argparse.ArgumentParser:
         parent = argparse.ArgumentParser(add_help=False)
-        parent.add_argument("--allocator", choices=["lla", "bump"], help="the kernel's global allocator")
+        parent.add_argument("--depth", type=int, help="a knob a future workload takes")
         return parent
 
-    monkeypatch.setattr(cli, "_allocator_option", allocator_option, raising=False)
+    monkeypatch.setattr(sweep, "DIMENSION_GROUPS", (("knob", workload_options), *sweep.DIMENSION_GROUPS))
     sweep.dimensions.cache_clear()
     try:
-        dim = sweep.dimension("allocator")
-        assert (dim.kind, dim.flag) == ("knob", "--allocator")
-        assert parse_values(dim, "bump,lla") == ("bump", "lla")
-        with pytest.raises(sweep.SweepError, match="not one of"):
-            parse_values(dim, "slab")
-        assert "--allocator" in sweep.build_parser().format_help()
+        assert (sweep.dimension("depth").kind, parse_values(sweep.dimension("depth"), "1-3")) == ("knob", (1, 2, 3))
     finally:
         monkeypatch.undo()
         sweep.dimensions.cache_clear()
-    assert "allocator" not in {d.name for d in sweep.dimensions()} or hasattr(cli, "_allocator_option")
+    assert options.allocator_option in {make for _, make in sweep.DIMENSION_GROUPS}
 
 
 def read_past_ram(cpu) -> int:

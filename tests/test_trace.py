@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cosim.analysis.context import attribute, kind_of
 from cosim.analysis.summary import summarize
-from cosim.analysis.trace import attribute, kind_of, read_trace, write_csv, write_jsonl
+from cosim.analysis.trace import read_trace, write_csv, write_jsonl
 from cosim.program import Span
 from cosim.runner import run_program
 from firmware.cpu import Cpu

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
+from cosim.analysis.context import SpanLike, attribute
 from cosim.analysis.summary import format_table
-from cosim.analysis.trace import SpanLike, attribute, describe
+from cosim.analysis.trace import describe
 from hdl.protocol import TIMING_FIELDS, AccessEvent, Fault, Op
 
 HISTORY = 5  # operations shown before the divergent one

@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cosim.analysis.trace import Context, SpanLike, attribute, describe
+from cosim.analysis.context import SpanLike, attribute
+from cosim.analysis.trace import batches_of, describe
 
 if TYPE_CHECKING:
     from cosim.backends.reference import Translation
+    from cosim.stream import ContextTable, EventBatch
 from hdl.protocol import CR0_PG, AccessEvent, Csr, ErrorCode, Fault, MmuConfig, Op
 
 _LOAD, _STORE, _CSR_WRITE = int(Op.LOAD), int(Op.STORE), int(Op.CSR_WRITE)
@@ -75,14 +77,14 @@ class _ShadowRam:
 
     def __init__(self) -> None:
         self.words: dict[int, int] = {}
-        self.writers: dict[int, int] = {}  # word address -> index of the event that last stored to it
+        self.writers: dict[int, tuple[int, int]] = {}  # word address -> (seq, context id) of its last store
 
-    def store(self, paddr: int, size: int, data: int, index: int) -> int:
+    def store(self, paddr: int, size: int, data: int, writer: tuple[int, int]) -> int:
         word = paddr & ~7
         shift = (paddr & 7) * 8
         mask = ((1 << (8 * size)) - 1) << shift
         self.words[word] = (self.words.get(word, 0) & ~mask) | ((data << shift) & mask)
-        self.writers[word] = index
+        self.writers[word] = writer
         return word
 
     def read_u64(self, paddr: int) -> int:
@@ -92,6 +94,75 @@ class _ShadowRam:
 WalkFn = Callable[..., "Translation"]  # the signature of cosim.backends.reference.walk
 
 
+class StaleDetector:
+    """Finds the accesses that used a stale translation as a run's events stream by (an EventSink): `found`
+    keeps the first `keep` of them (all with None), `count` counts them all, and `on_found` hears of each.
+
+    Events must be a complete trace from reset, in seq order. `walk` defaults to `cosim.backends.reference.walk`.
+    """
+
+    def __init__(
+        self, config: MmuConfig, *, walk: WalkFn | None = None, keep: int | None = None,
+        on_found: Callable[[StaleAccess], None] | None = None,
+    ) -> None:  # fmt: skip
+        if walk is None:
+            from cosim.backends.reference import walk
+        self.config = config
+        self.found: list[StaleAccess] = []
+        self.count = 0
+        self._walk = walk
+        self._keep = keep
+        self._on_found = on_found
+        self._ram = _ShadowRam()
+        self._cr3 = 0
+        self._paging = False
+        self._table_words: set[int] = set()  # words some walk read: a store to one invalidates the cache
+        self._cache: dict[tuple[int, bool, bool, bool], tuple[Outcome, tuple[int, ...]]] = {}
+
+    def write(self, batch: EventBatch) -> None:
+        from cosim.analysis.trace import _rows
+
+        config, ram, cache = self.config, self._ram, self._cache
+        for event, tag in zip(_rows(batch), batch.context.tolist(), strict=True):
+            op, fault = event.op, event.fault
+            if op == _CSR_WRITE and fault == Fault.NONE:
+                if event.vaddr == Csr.CR3:
+                    self._cr3 = event.data
+                    cache.clear()
+                elif event.vaddr == Csr.CR0:
+                    self._paging = bool(event.data & CR0_PG)
+                continue
+            if op not in (_LOAD, _STORE) or fault in (Fault.GP, Fault.ALIGN):
+                continue  # no translation took part
+            if self._paging:
+                user = fetch = False  # a successful access of any mode would succeed in supervisor data mode too
+                if fault == Fault.PAGE:
+                    user, fetch = bool(event.errcode & ErrorCode.U), bool(event.errcode & ErrorCode.I)
+                key = (event.vaddr >> 12, op == _STORE, user, fetch)
+                if key not in cache:
+                    cache[key] = _walk(self._walk, ram, self._cr3, event.vaddr & ~0xFFF, key[1:], config)
+                    self._table_words.update(cache[key][1])
+                expected, read = cache[key]
+                if expected.fault == Fault.NONE:
+                    paddr = expected.paddr | (event.vaddr & 0xFFF)
+                    expected = Outcome(Fault.BUS, 0) if paddr + event.size > config.mem_bytes else Outcome(
+                        Fault.NONE, paddr)
+                used = Outcome(Fault(fault), event.paddr)
+                if used.fault != expected.fault or (used.fault == Fault.NONE and used.paddr != expected.paddr):
+                    self._report(_stale(event, _path(batch.table, tag), used, expected, read, ram, batch.table))
+            if op == _STORE and fault == Fault.NONE:
+                paddr = event.paddr if self._paging else event.vaddr
+                if ram.store(paddr, event.size, event.data, (event.seq, tag)) in self._table_words:
+                    cache.clear()
+
+    def _report(self, stale: StaleAccess) -> None:
+        self.count += 1
+        if self._keep is None or len(self.found) < self._keep:
+            self.found.append(stale)
+        if self._on_found is not None:
+            self._on_found(stale)
+
+
 def find_stale(
     events: Sequence[AccessEvent], spans: Sequence[SpanLike], config: MmuConfig, *, walk: WalkFn | None = None
 ) -> list[StaleAccess]:
@@ -99,46 +170,10 @@ def find_stale(
 
     `walk` defaults to `cosim.backends.reference.walk`; events must be a complete trace from reset, in seq order.
     """
-    if walk is None:
-        from cosim.backends.reference import walk
-    contexts = attribute(events, spans)
-    ram = _ShadowRam()
-    cr3 = 0
-    paging = False
-    table_words: set[int] = set()  # words some walk read: a store to one invalidates the cache of outcomes
-    cache: dict[tuple[int, bool, bool, bool], tuple[Outcome, tuple[int, ...]]] = {}
-    found: list[StaleAccess] = []
-    for index, event in enumerate(events):
-        op, fault = event.op, event.fault
-        if op == _CSR_WRITE and fault == Fault.NONE:
-            if event.vaddr == Csr.CR3:
-                cr3, cache = event.data, {}
-            elif event.vaddr == Csr.CR0:
-                paging = bool(event.data & CR0_PG)
-            continue
-        if op not in (_LOAD, _STORE) or fault in (Fault.GP, Fault.ALIGN):
-            continue  # no translation took part
-        if paging:
-            user = fetch = False  # a successful access of any mode would succeed in supervisor data mode too
-            if fault == Fault.PAGE:
-                user, fetch = bool(event.errcode & ErrorCode.U), bool(event.errcode & ErrorCode.I)
-            key = (event.vaddr >> 12, op == _STORE, user, fetch)
-            if key not in cache:
-                cache[key] = _walk(walk, ram, cr3, event.vaddr & ~0xFFF, key[1:], config)
-                table_words.update(cache[key][1])
-            expected, read = cache[key]
-            if expected.fault == Fault.NONE:
-                paddr = expected.paddr | (event.vaddr & 0xFFF)
-                expected = Outcome(Fault.BUS, 0) if paddr + event.size > config.mem_bytes else Outcome(
-                    Fault.NONE, paddr)
-            used = Outcome(Fault(fault), event.paddr)
-            if used.fault != expected.fault or (used.fault == Fault.NONE and used.paddr != expected.paddr):
-                found.append(_stale(index, events, contexts, used, expected, read, ram))
-        if op == _STORE and fault == Fault.NONE:
-            paddr = event.paddr if paging else event.vaddr
-            if ram.store(paddr, event.size, event.data, index) in table_words:
-                cache.clear()
-    return found
+    detector = StaleDetector(config, walk=walk)
+    for batch in batches_of(events, attribute(events, spans)):
+        detector.write(batch)
+    return detector.found
 
 
 def _walk(
@@ -160,24 +195,23 @@ def _walk(
 
 
 def _stale(
-    index: int, events: Sequence[AccessEvent], contexts: Sequence[Context | None], used: Outcome,
-    expected: Outcome, read: tuple[int, ...], ram: _ShadowRam,
+    event: AccessEvent, path: str, used: Outcome, expected: Outcome, read: tuple[int, ...], ram: _ShadowRam,
+    table: ContextTable,
 ) -> StaleAccess:
-    event = events[index]
     written = [word for word in read if word in ram.writers]
     culprit = None
     if written:
-        word = max(written, key=ram.writers.__getitem__)
-        store = ram.writers[word]
-        culprit = PteWrite(events[store].seq, word, ram.read_u64(word), _path(contexts[store]))
+        word = max(written, key=ram.writers.__getitem__)  # the latest store: writers are (seq, context)
+        seq, tag = ram.writers[word]
+        culprit = PteWrite(seq, word, ram.read_u64(word), _path(table, tag))
     if event.tlb_hit and not event.walk_levels:
         source = "TLB hit"
     elif event.pwc_hits:
         source = "PWC-assisted walk"
     else:
         source = "walk"
-    return StaleAccess(event, _path(contexts[index]), used, expected, source, culprit)
+    return StaleAccess(event, path, used, expected, source, culprit)
 
 
-def _path(context: Context | None) -> str:
-    return context.path if context else ""
+def _path(table: ContextTable, tag: int) -> str:
+    return table.contexts[tag].path if tag >= 0 else ""

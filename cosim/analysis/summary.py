@@ -13,10 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosim.analysis.trace import UNTAGGED, Context, SpanLike, kind_of
+import numpy as np
+
+from cosim.analysis.context import UNTAGGED, Context, SpanLike, kind_of
+from cosim.outputs import write_text
+from cosim.stream import BATCH_EVENTS, ContextTable, EventBatch, event_columns
 from hdl.protocol import AccessEvent, MmuConfig, Op, TlbPolicy
 
-_MEMORY_OPS = (int(Op.LOAD), int(Op.STORE))
+_LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
+_MEMORY_OPS = (_LOAD, _STORE)
 
 
 @dataclass
@@ -81,32 +86,94 @@ class Summary:
         }
 
 
+_READ = ("op", "tlb_hit", "tlb_miss", "walk_levels", "walk_cycles", "ad_writes", "fault")
+_STAT_FIELDS = ("operations", "memory_ops", "tlb_hits", "tlb_misses", "walks", "pte_reads", "walk_cycles",
+                "ad_writes", "faults")
+
+
+class SummaryBuilder:
+    """A Summary fed batch by batch (an EventSink): the TlbStats of each context, added up by phase and kind at
+    the end. Memory grows with the distinct contexts, not with the events."""
+
+    def __init__(self) -> None:
+        self._stats = np.zeros((len(_STAT_FIELDS), 1), dtype=np.int64)  # column 0: outside every context
+
+    def write(self, batch: EventBatch) -> None:
+        """Count the events of `batch` under their contexts."""
+        width = len(batch.table) + 1
+        if width > self._stats.shape[1]:
+            grown = np.zeros((len(_STAT_FIELDS), max(width, 2 * self._stats.shape[1])), dtype=np.int64)
+            grown[:, :self._stats.shape[1]] = self._stats
+            self._stats = grown
+        columns = {name: np.asarray(batch.columns[name]) for name in _READ}
+        for start in range(0, len(batch), BATCH_EVENTS):  # a batch's sums stay exact in bincount's float64
+            part = slice(start, start + BATCH_EVENTS)
+            slots = batch.context[part].astype(np.intp) + 1
+            op, levels = columns["op"][part], columns["walk_levels"][part]
+            values = (
+                None, (op == _LOAD) | (op == _STORE), columns["tlb_hit"][part], columns["tlb_miss"][part],
+                levels > 0, levels, columns["walk_cycles"][part], columns["ad_writes"][part],
+                columns["fault"][part] != 0,
+            )  # in _STAT_FIELDS order
+            for row, weights in enumerate(values):
+                counts = np.bincount(slots, weights=weights, minlength=width)
+                self._stats[row, :width] += counts.astype(np.int64) if weights is not None else counts
+
+    def summary(self, table: ContextTable, phase_calls: dict[str, int], kind_calls: dict[str, int]) -> Summary:
+        """The Summary of everything written; `phase_calls` (top-level spans per label, in order of first
+        appearance) and `kind_calls` (spans per kind) come from the spans, e.g. `SpanCounts`."""
+        stats = self._stats[:, :len(table) + 1].T.tolist()
+        stats += [[0] * len(_STAT_FIELDS)] * (len(table) + 1 - len(stats))  # contexts no batch has seen
+        total = TlbStats()
+        phases = {label: TlbStats(calls=calls) for label, calls in phase_calls.items()}
+        kinds = {kind: KindStats(kind, TlbStats(calls=calls)) for kind, calls in kind_calls.items()}
+        contexts: list[Context | None] = [None, *table.contexts]
+        for context, row in zip(contexts, stats, strict=True):
+            if not row[0]:
+                continue
+            _add(total, row)
+            if context is None:
+                _add(phases.setdefault(UNTAGGED, TlbStats()), row)
+                _add(kinds.setdefault(UNTAGGED, KindStats(UNTAGGED)).own, row)
+                continue
+            _add(phases[context.phase], row)
+            _add(kinds[context.kind].own, row)
+            for kind in context.kinds:
+                kinds[kind].inclusive_memory_ops += row[1]
+        if UNTAGGED in phases:  # it comes after the phases the spans name, as it did event by event
+            phases[UNTAGGED] = phases.pop(UNTAGGED)
+        ranked = sorted(kinds.values(), key=lambda k: (-k.inclusive_memory_ops, -k.own.operations, k.kind))
+        return Summary(total, phases, ranked)
+
+
+def _add(stats: TlbStats, row: Sequence[int]) -> None:
+    for name, value in zip(_STAT_FIELDS, row, strict=True):
+        setattr(stats, name, getattr(stats, name) + value)
+
+
 def summarize(
     events: Sequence[AccessEvent], contexts: Sequence[Context | None], spans: Sequence[SpanLike]
 ) -> Summary:
-    """Totals, phases and kinds of a run; `contexts` comes from `cosim.analysis.trace.attribute(events, spans)`."""
-    total = TlbStats()
-    phases: dict[str, TlbStats] = {}
-    kinds: dict[str, KindStats] = {}
+    """Totals, phases and kinds of a run held in lists; `contexts` comes from
+    `cosim.analysis.context.attribute(events, spans)`. (A streamed run feeds a SummaryBuilder instead.)"""
+    table = ContextTable()
+    ids: dict[int, int] = {}  # id(context) -> its index in the table
+    for context in contexts:
+        if context is not None and id(context) not in ids:
+            ids[id(context)] = len(table.contexts)
+            table.contexts.append(context)
+    tags = np.fromiter((-1 if c is None else ids[id(c)] for c in contexts), dtype=np.int32, count=len(contexts))
+    builder = SummaryBuilder()
+    builder.write(EventBatch(event_columns(events), tags, table))
     base_depth = min((s.depth for s in spans), default=0)
+    phase_calls: dict[str, int] = {}
+    kind_calls: dict[str, int] = {}
     for span in sorted(spans, key=lambda s: (s.start_seq, s.depth)):
         if span.depth == base_depth:
-            phases.setdefault(span.label, TlbStats()).calls += 1
+            phase_calls[span.label] = phase_calls.get(span.label, 0) + 1
         kind = kind_of(span.label)
-        kinds.setdefault(kind, KindStats(kind)).own.calls += 1
-    for event, context in zip(events, contexts, strict=True):
-        total.add(event)
-        if context is None:
-            phases.setdefault(UNTAGGED, TlbStats()).add(event)
-            kinds.setdefault(UNTAGGED, KindStats(UNTAGGED)).own.add(event)
-            continue
-        phases[context.phase].add(event)
-        kinds[context.kind].own.add(event)
-        if event.op in _MEMORY_OPS:
-            for kind in context.kinds:
-                kinds[kind].inclusive_memory_ops += 1
-    ranked = sorted(kinds.values(), key=lambda k: (-k.inclusive_memory_ops, -k.own.operations, k.kind))
-    return Summary(total, phases, ranked)
+        kind_calls[kind] = kind_calls.get(kind, 0) + 1
+    return builder.summary(table, phase_calls, kind_calls)
 
 
 # -- presentation --------------------------------------------------------------------------------------------
@@ -176,5 +243,4 @@ def write_json(path: Path, summary: Summary, *, workload: str, backend: str, con
     config_fields = {**asdict(config), "tlb_policy": TlbPolicy(config.tlb_policy).name.lower()}
     document = {"workload": workload, "backend": backend, "config": config_fields, "allocator": allocator,
                 "wall_s": wall_s, **summary.as_dict()}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(document, indent=2) + "\n")

@@ -22,9 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import PercentFormatter
 
-from cosim.sweep import averaged, config_columns
-from hdl.protocol import MmuConfig
-
 METRICS = (
     ("hit_rate", "TLB hit rate"),
     ("walk_cycles_per_mem_op", "walk cycles / mem op"),
@@ -32,12 +29,12 @@ METRICS = (
 )
 
 
-def plot_sweep(table: Any, out: Path) -> list[Path]:
-    """Both figures for every backend with finished rows; the paths written."""
-    mean = averaged(table)
+def plot_sweep(mean: Any, config_names: list[str], out: Path) -> list[Path]:
+    """Both figures for every backend in `mean` (the finished rows averaged over seeds, `cosim.sweep.averaged`,
+    whose configuration columns are `config_names`); the paths written."""
     written: list[Path] = []
     for backend, rows in mean.groupby("backend", sort=False):
-        written.append(plot_curves(rows, out / f"curves-{backend}.png", str(backend)))
+        written.append(plot_curves(rows, config_names, out / f"curves-{backend}.png", str(backend)))
         written.append(plot_heatmap(rows, out / f"heatmap-{backend}.png", str(backend)))
     return written
 
@@ -57,10 +54,10 @@ def _line_label(row: Any, varying: list[str]) -> str:
     return ", ".join(parts) or "default"
 
 
-def plot_curves(mean: Any, path: Path, backend: str) -> Path:
+def plot_curves(mean: Any, config_names: list[str], path: Path, backend: str) -> Path:
     metrics = [(column, label) for column, label in METRICS if mean[column].notna().any()]
     panels = list(dict.fromkeys(mean["panel"]))
-    varying = [c for c in config_columns(MmuConfig()) if c != "tlb_entries" and mean[c].nunique() > 1]
+    varying = [c for c in config_names if c != "tlb_entries" and mean[c].nunique() > 1]
     fig, axes = plt.subplots(len(metrics), len(panels), figsize=(4.2 * len(panels), 2.8 * len(metrics)),
                              squeeze=False, sharex=True)
     for col, panel in enumerate(panels):

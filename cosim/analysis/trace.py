@@ -1,90 +1,27 @@
-"""Per-operation TLB traces: each `AccessEvent` tagged with the nested firmware context that issued it.
+"""Per-operation TLB trace files: each `AccessEvent` with the nested firmware context that issued it
+(`cosim.analysis.context`), e.g. "many_boxes/Box::new/alloc(8, 8)".
 
-The firmware names what it is doing with `Cpu.context(label)`; the runner records those as `Span`s (label,
-depth, and the half-open range [start_seq, end_seq) of operation numbers issued inside). Joining events to
-spans by `seq` tells, for every load and store, which kernel operation caused it
-("many_boxes/Box::new/alloc(8, 8)"): that is what turns a TLB trace into an explanation. Traces are written
-as JSON Lines and as CSV with the same columns; addresses and data are hex strings, so that spreadsheets keep
-all 64 bits.
+A trace file has the columns COLUMNS, one row per operation, and is written as the run goes (an EventSink of
+`cosim.stream`): Apache Parquet by default (typed columns, zstd, a row group per batch), or CSV or JSON Lines, whose
+addresses and data are hex strings, so that spreadsheets keep all 64 bits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
+import numpy as np
+
+from cosim.analysis.context import Context
+from cosim.outputs import AtomicFile, guarded, partial_path, remove_quietly
+from cosim.stream import BATCH_EVENTS, ContextTable, EventBatch, arrow_array, arrow_strings, event_columns, numpy_of
 from hdl.protocol import AccessEvent, Fault, Op
-
-UNTAGGED = "(untagged)"  # the phase and kind of operations issued outside every context
-_BATCH = 4096  # rows per write() call
-
-
-class SpanLike(Protocol):
-    """What a trace needs of `cosim.program.Span`."""
-
-    label: str
-    depth: int
-    start_seq: int
-    end_seq: int
-
-
-def kind_of(label: str) -> str:
-    """The kind of a firmware operation: its label without arguments ("alloc(8, 8)" -> "alloc")."""
-    return label.split("(", 1)[0].strip() or label
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where an operation came from: its innermost span and everything that span is nested in."""
-
-    label: str  # innermost label, arguments included
-    path: str  # labels from the outermost span down, joined by "/"
-    kind: str  # kind_of(label)
-    phase: str  # the top-level span's label (phases: boot, init_heap, each test)
-    kinds: frozenset[str]  # the kinds of every span on the path, for inclusive per-kind counts
-
-
-def attribute(events: Sequence[AccessEvent], spans: Sequence[SpanLike]) -> list[Context | None]:
-    """The context of each event (None outside every span), in one sweep over events and spans sorted by seq.
-
-    Spans must nest properly (the firmware's `with cpu.context(...)` guarantees it); an empty span (no
-    operation inside) owns no event. `events` must be in seq order, as backends deliver them.
-    """
-    order = sorted(range(len(spans)), key=lambda i: (spans[i].start_seq, spans[i].depth))
-    base_depth = min((s.depth for s in spans), default=0)
-    contexts: list[Context | None] = [None] * len(spans)
-    stack: list[int] = []  # span indices, outermost first
-    result: list[Context | None] = []
-    pos = 0
-    for event in events:
-        seq = event.seq
-        while pos < len(order) and spans[order[pos]].start_seq <= seq:
-            index = order[pos]
-            span = spans[index]
-            del stack[span.depth - base_depth:]
-            parent = contexts[stack[-1]] if stack else None
-            contexts[index] = _context(span, parent)
-            stack.append(index)
-            pos += 1
-        while stack and spans[stack[-1]].end_seq <= seq:
-            stack.pop()
-        result.append(contexts[stack[-1]] if stack else None)
-    return result
-
-
-def _context(span: SpanLike, parent: Context | None) -> Context:
-    kind = kind_of(span.label)
-    if parent is None:
-        return Context(span.label, span.label, kind, span.label, frozenset((kind,)))
-    path = f"{parent.path}/{span.label}"
-    return Context(span.label, path, kind, parent.phase, parent.kinds | {kind})
-
-
-# -- files ---------------------------------------------------------------------------------------------------
 
 COLUMNS = (
     "seq", "cycle", "op", "vaddr", "paddr", "size", "data", "tlb_hit", "tlb_miss", "evicted_vpn",
@@ -141,50 +78,300 @@ def _parse(record: dict[str, Any]) -> TraceRow:
     return TraceRow(event, record["label"] or "", record["path"] or "")
 
 
-def write_jsonl(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
+# -- writers: EventSinks that write a file as batches arrive ----------------------------------------------------
+
+TRACE_FORMATS = {"parquet": "trace.parquet", "csv": "trace.csv", "jsonl": "trace.jsonl"}  # format -> file name
+
+
+def _labels(batch: EventBatch) -> tuple[list[str], list[str]]:
+    """The label and path of each event of `batch` ("" outside every context)."""
+    contexts = batch.table.contexts
+    names: dict[int, tuple[str, str]] = {-1: ("", "")}
+    labels, paths = [], []
+    for tag in batch.context.tolist():
+        pair = names.get(tag)
+        if pair is None:
+            pair = names[tag] = (contexts[tag].label, contexts[tag].path)
+        labels.append(pair[0])
+        paths.append(pair[1])
+    return labels, paths
+
+
+def _rows(batch: EventBatch) -> Iterator[AccessEvent]:
+    lists = [np.asarray(batch.columns[name]).tolist() for name in AccessEvent._fields]
+    return map(AccessEvent._make, zip(*lists, strict=True))
+
+
+class TraceWriter:
+    """Writes a trace file batch by batch (an EventSink) under a temporary name; `close()` puts it in place,
+    `discard()` removes it. Either may be called once; an I/O error is an OutputError naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.events = 0
+        self.last_cycle: int | None = None
+
+    def write(self, batch: EventBatch) -> None:
+        if not len(batch):
+            return
+        with guarded(self.path):
+            self._write(batch)
+        self.events += len(batch)
+        self.last_cycle = int(batch.columns["cycle"][-1])
+
+    def _write(self, batch: EventBatch) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+
+class _TextTraceWriter(TraceWriter):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._file = AtomicFile(path, "w", newline="")
+
+    def close(self) -> Path:
+        return self._file.commit()
+
+    def discard(self) -> None:
+        self._file.discard()
+
+
+class JsonlTraceWriter(_TextTraceWriter):
     """One JSON object per line, keys in COLUMNS order; `evicted_vpn` is null when nothing was evicted."""
-    encoded: dict[int, tuple[str, str]] = {}  # id(context) -> its label and path as JSON strings
 
-    def line(event: AccessEvent, context: Context | None) -> str:
-        names = encoded.get(id(context))
-        if names is None:
-            names = encoded[id(context)] = (json.dumps(context.label if context else ""),
-                                            json.dumps(context.path if context else ""))
-        cells = list(_cells(event, "null"))
-        cells[7], cells[8] = _JSON_BOOL[cells[7]], _JSON_BOOL[cells[8]]
-        if event.evicted_vpn >= 0:
-            cells[9] = f'"{cells[9]}"'
-        return _JSON_LINE % (*cells, *names)
+    def _write(self, batch: EventBatch) -> None:
+        encoded: dict[str, str] = {}  # label or path -> as a JSON string
 
-    with path.open("w") as out:
-        for batch in _batches(events, contexts):
-            out.write("".join(line(e, c) for e, c in batch))
-    return path
+        def text(name: str) -> str:
+            found = encoded.get(name)
+            if found is None:
+                found = encoded[name] = json.dumps(name)
+            return found
+
+        lines = []
+        for event, label, path in zip(_rows(batch), *_labels(batch), strict=True):
+            cells = list(_cells(event, "null"))
+            cells[7], cells[8] = _JSON_BOOL[cells[7]], _JSON_BOOL[cells[8]]
+            if event.evicted_vpn >= 0:
+                cells[9] = f'"{cells[9]}"'
+            lines.append(_JSON_LINE % (*cells, text(label), text(path)))
+        self._file.file.write("".join(lines))
+
+
+class CsvTraceWriter(_TextTraceWriter):
+    """A header line with COLUMNS, then one line per event; `evicted_vpn` is empty when nothing was evicted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._csv = csv.writer(self._file.file)
+        with guarded(path):
+            self._csv.writerow(COLUMNS)
+
+    def _write(self, batch: EventBatch) -> None:
+        rows = zip(_rows(batch), *_labels(batch), strict=True)
+        self._csv.writerows((*_cells(event, ""), label, path) for event, label, path in rows)
+
+
+class ParquetTraceWriter(TraceWriter):
+    """Apache Parquet, one row group per batch (BATCH_EVENTS rows), zstd: numbers as numbers (addresses and data
+    as uint64, `evicted_vpn` null when nothing was evicted), `op`, `fault`, `label` and `path` dictionary-encoded
+    strings. `contexts=False` leaves out label and path (a scratch copy of the events)."""
+
+    def __init__(self, path: Path, *, contexts: bool = True) -> None:
+        super().__init__(path)
+        import pyarrow.parquet as pq
+
+        self._contexts = contexts
+        self.schema = parquet_schema(contexts=contexts)
+        self._partial = partial_path(path)
+        with guarded(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(
+                self._partial, self.schema, compression="zstd", use_dictionary=list(_PARQUET_DICTIONARY),
+                column_encoding=dict.fromkeys(("seq", "cycle"), "DELTA_BINARY_PACKED"),  # half the file
+                write_statistics=["seq", "cycle"],
+            )  # fmt: skip
+
+    def _write(self, batch: EventBatch) -> None:
+        import pyarrow as pa
+
+        arrays = arrow_event_arrays(batch.columns)
+        if self._contexts:
+            arrays += _arrow_context_arrays(batch)
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(batch))
+
+    def close(self) -> Path:
+        with guarded(self.path):
+            try:
+                self._writer.close()
+                with open(self._partial, "rb+") as written:
+                    os.fsync(written.fileno())
+                os.replace(self._partial, self.path)
+            except BaseException:
+                self.discard()
+                raise
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        remove_quietly(self._partial)
+
+
+def open_trace_writer(trace_format: str, out_dir: Path) -> TraceWriter:
+    """The writer of `trace_format` (a key of TRACE_FORMATS) for `out_dir`/trace.<format>."""
+    path = out_dir / TRACE_FORMATS[trace_format]
+    writer = {"parquet": ParquetTraceWriter, "csv": CsvTraceWriter, "jsonl": JsonlTraceWriter}[trace_format]
+    return writer(path)
+
+
+_PARQUET_DICTIONARY = ("op", "fault", "label", "path")
+_OP_DICTIONARY = [_OP_NAMES.get(value, f"OP{value}") for value in range(8)]  # req_op is 3 bits
+_FAULT_DICTIONARY = [_FAULT_NAMES.get(value, f"FAULT{value}") for value in range(8)]
+_INTEGER_TYPES = {
+    "seq": "int64", "cycle": "int64", "vaddr": "uint64", "paddr": "uint64", "size": "uint8", "data": "uint64",
+    "evicted_vpn": "int64", "walk_levels": "uint8", "walk_cycles": "uint32", "pwc_hits": "uint8",
+    "pte_reads": "uint8", "ad_writes": "uint8", "errcode": "uint32",
+}  # fmt: skip
+
+
+def parquet_schema(*, contexts: bool = True) -> Any:
+    """The Arrow schema of a Parquet trace: COLUMNS, typed (see ParquetTraceWriter)."""
+    import pyarrow as pa
+
+    def field(name: str) -> Any:
+        if name in ("op", "fault"):
+            return pa.field(name, pa.dictionary(pa.int8(), pa.string()), nullable=False)
+        if name in ("label", "path"):
+            return pa.field(name, pa.dictionary(pa.int32(), pa.string()), nullable=False)
+        if name in _BOOL:
+            return pa.field(name, pa.bool_(), nullable=False)
+        return pa.field(name, pa.type_for_alias(_INTEGER_TYPES[name]), nullable=name == "evicted_vpn")
+
+    return pa.schema([field(name) for name in COLUMNS if contexts or name not in ("label", "path")])
+
+
+def arrow_event_arrays(columns: Mapping[str, np.ndarray] | np.ndarray) -> list[Any]:
+    """The Arrow arrays of COLUMNS up to `errcode` (label and path aside) from a batch's columns."""
+    import pyarrow as pa
+
+    arrays = []
+    for name in COLUMNS[:-2]:
+        source = "walk_levels" if name == "pte_reads" else name  # every level a walk visits is one PTE read
+        values = np.asarray(columns[source])
+        if name in ("op", "fault"):
+            dictionary = _OP_DICTIONARY if name == "op" else _FAULT_DICTIONARY
+            indices = arrow_array(values, pa.int8())
+            arrays.append(pa.DictionaryArray.from_arrays(indices, arrow_strings(dictionary)))
+        elif name == "evicted_vpn":
+            arrays.append(arrow_array(values, pa.int64(), null=values < 0))
+        elif name in _BOOL:
+            arrays.append(arrow_array(values, pa.bool_()))
+        else:
+            arrays.append(arrow_array(values, pa.type_for_alias(_INTEGER_TYPES[name])))
+    return arrays
+
+
+def _arrow_context_arrays(batch: EventBatch) -> list[Any]:
+    """`label` and `path` of a batch, dictionary-encoded over the contexts it names."""
+    import pyarrow as pa
+
+    used, indices = np.unique(batch.context, return_inverse=True)
+    contexts = batch.table.contexts
+    chosen = [contexts[tag] if tag >= 0 else None for tag in used.tolist()]
+    indices = arrow_array(indices.ravel(), pa.int32())
+    return [
+        pa.DictionaryArray.from_arrays(indices, arrow_strings([c.label if c else "" for c in chosen])),
+        pa.DictionaryArray.from_arrays(indices, arrow_strings([c.path if c else "" for c in chosen])),
+    ]
+
+
+def read_parquet_batches(path: Path, columns: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """A Parquet trace a row group at a time, as numpy columns (`evicted_vpn` with -1 for none; `op` and `fault`
+    as their numbers; label and path as strings), never the whole file in memory."""
+    import pyarrow.parquet as pq
+
+    with guarded(path):
+        source = pq.ParquetFile(path)
+    for group in range(source.num_row_groups):
+        with guarded(path):
+            table = source.read_row_group(group, columns=list(columns) if columns else None)
+        yield {name: _numpy_column(name, table.column(name)) for name in table.column_names}
+
+
+def _numpy_column(name: str, column: Any) -> np.ndarray:
+    chunks = column.chunks
+    if name in ("op", "fault"):
+        names = _OP_DICTIONARY if name == "op" else _FAULT_DICTIONARY
+        parts = [
+            np.array([names.index(n) for n in chunk.dictionary.to_pylist()], dtype=np.uint8)[numpy_of(chunk.indices)]
+            for chunk in chunks
+        ]  # fmt: skip
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+    if name == "evicted_vpn":
+        column = column.fill_null(-1)
+    if name in ("label", "path"):
+        return np.asarray(column.to_pylist(), dtype=object)
+    return numpy_of(column)
+
+
+def write_jsonl(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
+    """`events` with their contexts as JSON Lines (see JsonlTraceWriter)."""
+    return _write_all(JsonlTraceWriter(path), events, contexts)
 
 
 def write_csv(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
-    """A header line with COLUMNS, then one line per event; `evicted_vpn` is empty when nothing was evicted."""
-    with path.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(COLUMNS)
-        for batch in _batches(events, contexts):
-            writer.writerows((*_cells(e, ""), *((c.label, c.path) if c else ("", ""))) for e, c in batch)
-    return path
+    """`events` with their contexts as CSV (see CsvTraceWriter)."""
+    return _write_all(CsvTraceWriter(path), events, contexts)
+
+
+def write_parquet(path: Path, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
+    """`events` with their contexts as Parquet (see ParquetTraceWriter)."""
+    return _write_all(ParquetTraceWriter(path), events, contexts)
+
+
+def _write_all(writer: TraceWriter, events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Path:
+    try:
+        for batch in batches_of(events, contexts):
+            writer.write(batch)
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.close()
+
+
+def batches_of(events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Iterator[EventBatch]:
+    """Events held in lists, with their contexts (from `attribute`), as the batches of a streamed run."""
+    table = ContextTable()
+    ids: dict[int, int] = {}  # id(context) -> its index in the table
+    for context in contexts:
+        if context is not None and id(context) not in ids:
+            ids[id(context)] = len(table.contexts)
+            table.contexts.append(context)
+    for start in range(0, len(events), BATCH_EVENTS):
+        part = contexts[start:start + BATCH_EVENTS]
+        tags = np.fromiter((-1 if c is None else ids[id(c)] for c in part), dtype=np.int32, count=len(part))
+        yield EventBatch(event_columns(events[start:start + BATCH_EVENTS]), tags, table)
 
 
 def read_trace(path: Path) -> list[TraceRow]:
-    """A trace written by `write_jsonl` (".jsonl") or `write_csv` (".csv")."""
+    """A trace written by the writers above, chosen by suffix: ".parquet", ".csv" or ".jsonl" (all in memory)."""
+    if path.suffix == ".parquet":
+        rows: list[TraceRow] = []
+        for columns in read_parquet_batches(path):
+            events = [AccessEvent._make(r) for r in zip(*(columns[n].tolist() for n in AccessEvent._fields),
+                                                        strict=True)]
+            rows += map(TraceRow, events, columns["label"].tolist(), columns["path"].tolist())
+        return rows
     with path.open(newline="") as src:
         if path.suffix == ".csv":
             return [_parse(record) for record in csv.DictReader(src)]
         return [_parse(json.loads(line)) for line in src if line.strip()]
-
-
-def _batches(
-    events: Sequence[AccessEvent], contexts: Sequence[Context | None]
-) -> Iterator[Iterable[tuple[AccessEvent, Context | None]]]:
-    for start in range(0, len(events), _BATCH):
-        yield zip(events[start:start + _BATCH], contexts[start:start + _BATCH], strict=True)
 
 
 def describe(event: AccessEvent) -> str:

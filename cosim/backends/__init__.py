@@ -26,6 +26,7 @@ class BackendInfo:
     in_process: bool
     hdl: bool  # simulates the RTL (as opposed to the reference model)
     waves: tuple[str, ...] = ()  # the waveform formats it writes, by file suffix
+    builder: str | None = None  # "module:function(config)" building what it simulates (cached), if anything
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.entry)
@@ -38,11 +39,11 @@ REGISTRY = {
         BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True,
                     waves=(".vcd",)),
         BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True,
-                    waves=(".vcd", ".fst")),
+                    waves=(".vcd", ".fst"), builder="cosim.backends.verilated:build_library"),
         BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
-                    waves=(".vcd", ".fst")),
+                    waves=(".vcd", ".fst"), builder="cosim.backends.cocotb_sim:build_for_verilator"),
         BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
-                    waves=(".vcd", ".fst")),
+                    waves=(".vcd", ".fst"), builder="cosim.backends.cocotb_sim:build_for_icarus"),
     )
 }
 BACKENDS = tuple(REGISTRY)
@@ -68,6 +69,15 @@ def check_waves(name: str, waves: Path) -> None:
         raise BackendError(f"{name} writes waves as {' or '.join('*' + f for f in formats)}, not {waves.name}")
 
 
+def build_for(name: str, config: MmuConfig) -> None:
+    """Build (or find in the cache) what backend `name` simulates for `config`, so that a timed run that follows
+    does not include the build."""
+    builder = backend_info(name).builder
+    if builder is not None:
+        module, function = builder.split(":")
+        getattr(importlib.import_module(module), function)(config)
+
+
 def open_backend(
     name: str, config: MmuConfig | None = None, *, trace: bool = False, waves: Path | None = None
 ) -> Backend:
@@ -80,5 +90,5 @@ def open_backend(
 
 __all__ = [
     "BACKENDS", "HDL_BACKENDS", "IN_PROCESS_BACKENDS", "REGISTRY", "Backend", "BackendError", "BackendInfo",
-    "backend_info", "check_waves", "open_backend",
+    "backend_info", "build_for", "check_waves", "open_backend",
 ]  # fmt: skip

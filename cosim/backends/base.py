@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 
+from cosim.stream import Columns, event_columns
 from hdl.protocol import AccessEvent, MmuConfig
 
 
@@ -63,6 +64,10 @@ class Backend(ABC):
     def drain_events(self) -> list[AccessEvent]:
         """The events recorded since the last call, oldest first; empty unless built with trace=True."""
         return []
+
+    def drain_batch(self) -> Columns:
+        """`drain_events` as columns (a structured array with AccessEvent's field names), for streamed traces."""
+        return event_columns(self.drain_events())
 
     def close(self) -> None:  # noqa: B027 - optional hook: a pure model has nothing to free
         """Finish the simulation: flush waveforms, free the simulator."""

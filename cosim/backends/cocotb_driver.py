@@ -12,11 +12,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge, Timer
 
 from cosim.backends.base import BackendError
 from cosim.backends.handshake import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
+from cosim.stream import event_columns
 from hdl.protocol import AccessEvent
 
 CLOCK_PERIOD_NS = 10
@@ -89,7 +91,8 @@ class MmuDriver:
         self._response = [read(getattr(dut, name)) for name in RESPONSE_PORTS]
         self._event = [read(getattr(dut, name)) for name in EVENT_PORTS]
         self.trace = trace
-        self.events: list[AccessEvent] = []
+        self.events: list[AccessEvent] = []  # recorded since the last drain_batch
+        self._seq = 0  # operations traced
         self._rng = random.Random(seed)
         self.max_gap, self.gap_probability = max_gap, gap_probability
         self._falling = FallingEdge(dut.clk)
@@ -153,8 +156,14 @@ class MmuDriver:
         rdata, fault, errcode = (read() for read in self._response)
         if self.trace:
             ev = tuple(read() for read in self._event)
-            self.events.append(hdl_event(len(self.events), op, addr, size, wdata, rdata, fault, errcode, ev))
+            self.events.append(hdl_event(self._seq, op, addr, size, wdata, rdata, fault, errcode, ev))
+            self._seq += 1
         return rdata, fault, errcode
+
+    def drain_batch(self) -> np.ndarray:
+        """The events recorded since the last call, as columns (see cosim.stream), and forget them."""
+        events, self.events = self.events, []
+        return event_columns(events)
 
     def idle(self) -> None:
         """Stop offering a request (in a response cycle, so before the mmu would take the last one again)."""

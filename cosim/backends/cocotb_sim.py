@@ -5,7 +5,9 @@ configuration (cached by cosim.toolchain.build), writes the job to a pickle and 
 through cocotb_tools.runner. `run_job` is the cocotb test inside the simulator: it runs the firmware in a greenlet
 and, for each request the firmware switches out with, drives the ports, awaits the response and switches back with
 it, so a synchronous `cpu.load_u64()` costs one greenlet switch each way and a few awaits; no bridge threads. The
-`RunResult` goes back through a pickle, exceptions included, so the caller sees the same exception type.
+`RunResult` goes back through a pickle, exceptions included, so the caller sees the same exception type. A streamed
+run (a sink) does not pickle its events: the test writes them to an Arrow IPC stream in the run's folder as the
+firmware runs, batch by batch, and the caller reads that file back into its sink once the simulator is done.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from greenlet import greenlet
 from cosim.backends.base import BackendError, waves_format
 from cosim.backends.cocotb_driver import CLOCK_PERIOD_NS, MmuDriver
 from cosim.program import RunResult, execute, resolve_program
+from cosim.stream import ArrowSpool, EventSink, SpanCounts, replay_spool
 from cosim.toolchain import build
 from cosim.toolchain.export import config_tag, exported_verilog
 from hdl.protocol import MmuConfig
@@ -50,6 +53,7 @@ class Job:
     backend: str
     trace: bool
     outcome_path: str
+    spool_path: str | None = None  # a streamed run's events go there (cosim.stream.ArrowSpool)
 
 
 class SimulatorTraceback(Exception):
@@ -67,16 +71,17 @@ def run_in_simulator(
     args: dict[str, Any],
     trace: bool = False,
     waves: Path | None = None,
+    sink: EventSink | None = None,
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
     build_dir = build_simulation(SIMULATORS[backend], config, waves_format(waves))  # by suffix, for both simulators
     build.prune_runs(build.BUILD_ROOT / "cocotb" / "runs")
-    return _run(program, backend, build_dir, config, args, trace, waves)
+    return _run(program, backend, build_dir, config, args, trace, waves, sink)
 
 
 def _run(
     program: str, backend: str, build_dir: Path, config: MmuConfig, args: dict[str, Any], trace: bool,
-    waves: Path | None,
+    waves: Path | None, sink: EventSink | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the job in the simulator built in `build_dir`, and return or raise its outcome."""
     simulator = SIMULATORS[backend]
@@ -84,7 +89,9 @@ def _run(
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
     job_path, outcome_path, log_path = run_dir / "job.pickle", run_dir / "outcome.pickle", run_dir / "sim.log"
-    job_path.write_bytes(pickle.dumps(Job(program, args, config, backend, trace, str(outcome_path))))
+    spool_path = run_dir / "events.arrows" if sink is not None else None
+    job = Job(program, args, config, backend, trace, str(outcome_path), spool_path and str(spool_path))
+    job_path.write_bytes(pickle.dumps(job))
     test_args: list[str] = []
     plusargs: list[str] = []
     if waves is not None:
@@ -108,10 +115,26 @@ def _run(
     if not outcome_path.exists():
         raise BackendError(f"{backend} ended without running the program:\n{build.log_tail(log_path)}")
     kind, payload, remote_traceback = pickle.loads(outcome_path.read_bytes())
-    shutil.rmtree(run_dir, ignore_errors=True)
     if kind == "error":
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise payload from SimulatorTraceback(remote_traceback)
+    try:
+        if sink is not None and isinstance(payload.spans, SpanCounts):
+            for batch in replay_spool(spool_path, payload.spans.table):
+                sink.write(batch)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return payload
+
+
+def build_for_verilator(config: MmuConfig) -> Path:
+    """The cocotb-verilator backend's build of `config` (cosim.backends.build_for)."""
+    return build_simulation("verilator", config)
+
+
+def build_for_icarus(config: MmuConfig) -> Path:
+    """The cocotb-icarus backend's build of `config` (cosim.backends.build_for)."""
+    return build_simulation("icarus", config)
 
 
 def build_simulation(
@@ -265,13 +288,20 @@ async def run_job(dut: Any) -> None:
         driver = MmuDriver(dut, trace=job.trace)
         await driver.reset(clock_in_design=SIMULATORS[job.backend] == "icarus")
         test = greenlet.getcurrent()
-        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace))
+        spool = ArrowSpool(Path(job.spool_path)) if job.spool_path else None
+        drain = driver.drain_batch if spool is not None else None
+        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace, drain=drain,
+                                            sink=spool))
         outcome = firmware.switch()
         while not firmware.dead:
             outcome = firmware.switch(await driver.transact(*outcome))
         driver.idle()
         value, ops, spans, wall_s = outcome
-        result = RunResult(value, driver.events, spans, job.backend, job.config, wall_s, ops)
+        if spool is not None:
+            spool.close()
+            result = RunResult(value, [], [], job.backend, job.config, wall_s, ops, spans)
+        else:
+            result = RunResult(value, driver.events, spans, job.backend, job.config, wall_s, ops)
     except Exception as exc:
         _write_outcome(job.outcome_path, "error", exc, traceback.format_exc())
         return
