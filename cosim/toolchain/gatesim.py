@@ -48,7 +48,6 @@ DP16KD_MODEL = Path(__file__).with_name("dp16kd_sim.v")
 DEMO_MEM_BYTES = 256 << 10  # the kernel boots in no less (firmware.boot.MIN_RAM_BYTES)
 SMOKE_PROGRAM = "cosim.toolchain.gatesim:smoke"
 SMOKE_CONFIG = MmuConfig(tlb_entries=4, pwc_entries=0, mem_bytes=128 << 10)  # 128 KiB: the UP5K's whole SPRAM
-_RAM_CELLS = {"ice40": "SB_SPRAM256KA", "ecp5": "DP16KD"}
 _INCLUDE = re.compile(r'^`include "([^"]+)"\s*$', re.MULTILINE)
 
 
