@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BACKEND ?= verilator
 ARGS ?=  # extra options for mmucosim, e.g. make verilog ARGS='--tlb-entries 32 --tlb-ways 4'
 
-.PHONY: demo test test-full bench sweep verilog lint synth iverilog clean help
+.PHONY: demo test test-full bench sweep verilog lint synth gatesim iverilog clean help
 
 help:
 	@echo "make demo      run the seed's kernel on the $(BACKEND) backend, with TLB trace, plots and waves"
@@ -18,6 +18,7 @@ help:
 	@echo "make verilog   export the Verilog of a configuration to build/verilog/ (ARGS='--tlb-entries 32 ...')"
 	@echo "make lint      ruff, and verilator --lint-only -Wall on the exported Verilog"
 	@echo "make synth     Yosys + nextpnr for iCE40 and ECP5, resource and Fmax report"
+	@echo "make gatesim   the demo on the synthesized iCE40 and ECP5 netlists against the RTL, cycle for cycle"
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +63,9 @@ lint: $(STAMP)
 synth: $(STAMP)
 	$(PY) -m pip install -q -e '.[synth]'
 	$(VENV)/bin/mmucosim synth $(ARGS)
+
+gatesim: $(STAMP) iverilog
+	$(VENV)/bin/mmucosim gatesim $(ARGS)
 
 clean:
 	rm -rf build

@@ -6,7 +6,7 @@
     mmucosim replay allocs.txt --out results.jsonl
     mmucosim run many_boxes_long_lived --allocator bump    on one of the next chapter's allocators
     mmucosim compare-allocators random --backend verilator every allocator on one workload, side by side
-    mmucosim verilog | synth | bench
+    mmucosim verilog | synth | gatesim | bench
 
 User errors (bad options, unknown workload, unreadable file, a backend that cannot start) print one clear
 line and exit non-zero: 2 for bad input, 1 for a run that could not complete. A fault or panic in the kernel
@@ -48,7 +48,7 @@ from cosim.outputs import AtomicFile, OutputError, RunFolder, guarded, write_lin
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
 from cosim.stream import EventBatch, EventSink
-from cosim.toolchain import synth
+from cosim.toolchain import gatesim, synth
 from cosim.toolchain.export import config_tag
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="output directory (default build/synth)")
     synth_command.add_argument("--target", action="append", choices=list(synth.TARGETS),
                                help="synthesize for this device only (repeatable; default: every device)")
+    gatesim.add_command(commands, [config, knobs, allocator])
     commands.add_parser(
         "bench", add_help=False, help="throughput of every backend (options: mmucosim bench --help)",
     )
@@ -640,6 +641,7 @@ def cmd_sweep(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "run": cmd_run, "replay": cmd_replay, "check": cmd_check,
     "compare-allocators": cmd_compare_allocators, "verilog": cmd_verilog, "synth": cmd_synth,
+    "gatesim": gatesim.command,
 }
 
 

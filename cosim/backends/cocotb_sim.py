@@ -51,6 +51,7 @@ class Job:
     args: dict[str, Any]
     config: MmuConfig
     backend: str
+    simulator: str  # "icarus" or "verilator"
     trace: bool
     outcome_path: str
     spool_path: str | None = None  # a streamed run's events go there (cosim.stream.ArrowSpool)
@@ -74,23 +75,27 @@ def run_in_simulator(
     sink: EventSink | None = None,
 ) -> RunResult:
     """Run `program` inside the simulator of `backend` and return its RunResult (see cosim.runner.run_program)."""
-    build_dir = build_simulation(SIMULATORS[backend], config, waves_format(waves))  # by suffix, for both simulators
-    build.prune_runs(build.BUILD_ROOT / "cocotb" / "runs")
-    return _run(program, backend, build_dir, config, args, trace, waves, sink)
-
-
-def _run(
-    program: str, backend: str, build_dir: Path, config: MmuConfig, args: dict[str, Any], trace: bool,
-    waves: Path | None, sink: EventSink | None = None,
-) -> RunResult:  # fmt: skip
-    """Run the job in the simulator built in `build_dir`, and return or raise its outcome."""
     simulator = SIMULATORS[backend]
+    build_dir = build_simulation(simulator, config, waves_format(waves))  # by suffix, for both simulators
+    return run_built(program, backend, simulator, build_dir, config, args=args, trace=trace, waves=waves, sink=sink)
+
+
+def run_built(
+    program: str, backend: str, simulator: str, build_dir: Path, config: MmuConfig, *, args: dict[str, Any],
+    trace: bool = False, waves: Path | None = None, sink: EventSink | None = None,
+) -> RunResult:  # fmt: skip
+    """Run the job in the `simulator` build in `build_dir`, and return or raise its outcome.
+
+    The build is that of build_simulation, or any other of a top `mmu` with the same ports (the gate-level
+    netlists of cosim.toolchain.gatesim); `backend` names the run in the RunResult and in error messages.
+    """
     runs = build.BUILD_ROOT / "cocotb" / "runs"
+    build.prune_runs(runs)
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-", dir=runs))
     job_path, outcome_path, log_path = run_dir / "job.pickle", run_dir / "outcome.pickle", run_dir / "sim.log"
     spool_path = run_dir / "events.arrows" if sink is not None else None
-    job = Job(program, args, config, backend, trace, str(outcome_path), spool_path and str(spool_path))
+    job = Job(program, args, config, backend, simulator, trace, str(outcome_path), spool_path and str(spool_path))
     job_path.write_bytes(pickle.dumps(job))
     test_args: list[str] = []
     plusargs: list[str] = []
@@ -286,7 +291,7 @@ async def run_job(dut: Any) -> None:
     try:
         function = resolve_program(job.program)
         driver = MmuDriver(dut, trace=job.trace)
-        await driver.reset(clock_in_design=SIMULATORS[job.backend] == "icarus")
+        await driver.reset(clock_in_design=job.simulator == "icarus")
         test = greenlet.getcurrent()
         spool = ArrowSpool(Path(job.spool_path)) if job.spool_path else None
         drain = driver.drain_batch if spool is not None else None
