@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cosim.backends import backend_info
+from cosim.backends import backend_info, check_memory
 from cosim.backends.base import check_simulation_limits
 from cosim.program import ProgressCallback, RunResult, execute, resolve_program
 from hdl.protocol import MmuConfig
@@ -35,6 +35,7 @@ def run_program(
     config = config or MmuConfig()
     config.validate()
     check_simulation_limits(config)
+    check_memory(backend, config)
     args = args or {}
     function = resolve_program(program)
     if not info.in_process:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.backends.base import Backend, BackendError
-from hdl.protocol import MmuConfig
+from hdl.protocol import MEMORY_KINDS, MmuConfig
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class BackendInfo:
     in_process: bool
     hdl: bool  # simulates the RTL (as opposed to the reference model)
     waves: tuple[str, ...] = ()  # the waveform formats it writes, by file suffix
+    memories: tuple[str, ...] = MEMORY_KINDS  # the MmuConfig.memory kinds it simulates (reference: ignores it)
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.entry)
@@ -36,9 +37,9 @@ REGISTRY = {
     for info in (
         BackendInfo("reference", "cosim.backends.reference", "ReferenceBackend", in_process=True, hdl=False),
         BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True,
-                    waves=(".vcd",)),
+                    waves=(".vcd",), memories=("bram",)),
         BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True,
-                    waves=(".vcd", ".fst")),
+                    waves=(".vcd", ".fst"), memories=("bram",)),
         BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
                     waves=(".vcd", ".fst")),
         BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
@@ -58,6 +59,15 @@ def backend_info(name: str) -> BackendInfo:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
 
 
+def check_memory(name: str, config: MmuConfig) -> None:
+    """A BackendError unless backend `name` simulates `config.memory` (the AXI port needs a subordinate that only
+    the cocotb backends attach; the reference model has no memory port and runs any)."""
+    if config.memory not in backend_info(name).memories:
+        able = ", ".join(n for n, info in REGISTRY.items() if config.memory in info.memories)
+        raise BackendError(f"{name} simulates the {' and '.join(backend_info(name).memories)} memory only, not "
+                           f"{config.memory!r}: use {able}")
+
+
 def check_waves(name: str, waves: Path) -> None:
     """A BackendError unless backend `name` can write a waveform to a file named like `waves`."""
     formats = backend_info(name).waves
@@ -75,10 +85,11 @@ def open_backend(
     info = backend_info(name)
     if not info.in_process:
         raise BackendError(f"{name} runs the firmware inside its simulator: use cosim.runner.run_program")
+    check_memory(name, config or MmuConfig())
     return info.load()(config or MmuConfig(), trace=trace, waves=waves)
 
 
 __all__ = [
     "BACKENDS", "HDL_BACKENDS", "IN_PROCESS_BACKENDS", "REGISTRY", "Backend", "BackendError", "BackendInfo",
-    "backend_info", "check_waves", "open_backend",
+    "backend_info", "check_memory", "check_waves", "open_backend",
 ]  # fmt: skip

@@ -256,21 +256,31 @@ class _SwitchingTransactor:
         return self._test.switch((op, addr, size, wdata, user, fetch))
 
 
+async def run_firmware(driver: MmuDriver, program: str, args: dict[str, Any], trace: bool) -> tuple[Any, ...]:
+    """Run firmware `program` through `driver` (reset, ready for its first request); return what
+    cosim.program.execute returns: (value, ops, spans, wall_s)."""
+    function = resolve_program(program)
+    test = greenlet.getcurrent()
+    firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), args, trace))
+    outcome = firmware.switch()
+    while not firmware.dead:
+        outcome = firmware.switch(await driver.transact(*outcome))
+    driver.idle()
+    return outcome
+
+
 @cocotb.test()
 async def run_job(dut: Any) -> None:
     """Run the job named by $MMUCOSIM_JOB on the design and leave its outcome where the job says."""
     job: Job = pickle.loads(Path(os.environ[JOB_ENV]).read_bytes())
     try:
-        function = resolve_program(job.program)
+        if job.config.memory == "axi":  # the RAM outside the mmu: zeroed, as the bram starts
+            from cosim.backends.axi_ram import attach_axi_ram
+
+            attach_axi_ram(dut, job.config)
         driver = MmuDriver(dut, trace=job.trace)
         await driver.reset(clock_in_design=SIMULATORS[job.backend] == "icarus")
-        test = greenlet.getcurrent()
-        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace))
-        outcome = firmware.switch()
-        while not firmware.dead:
-            outcome = firmware.switch(await driver.transact(*outcome))
-        driver.idle()
-        value, ops, spans, wall_s = outcome
+        value, ops, spans, wall_s = await run_firmware(driver, job.program, job.args, job.trace)
         result = RunResult(value, driver.events, spans, job.backend, job.config, wall_s, ops)
     except Exception as exc:
         _write_outcome(job.outcome_path, "error", exc, traceback.format_exc())
