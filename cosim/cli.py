@@ -31,7 +31,7 @@ from cosim.analysis import trace
 from cosim.analysis.stale import StaleAccess, find_stale
 from cosim.analysis.summary import Summary, kind_table, percent, phase_table, summarize
 from cosim.analysis.summary import write_json as write_summary
-from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_waves
+from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_memory, check_waves
 from cosim.backends.base import MAX_PWC_ENTRIES, MAX_RAM_BYTES, MAX_TLB_ENTRIES, check_simulation_limits
 from cosim.program import ProgramError, ProgressCallback, RunResult
 from cosim.runner import run_program
@@ -39,7 +39,7 @@ from cosim.toolchain import synth
 from cosim.workloads import REPLAY_PREFIX, WORKLOADS, Job, WorkloadError, resolve
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
 from firmware.boot import MIN_RAM_BYTES
-from hdl.protocol import TIMING_FIELDS, MmuConfig, TlbPolicy
+from hdl.protocol import MEMORY_KINDS, TIMING_FIELDS, MmuConfig, TlbPolicy
 
 PROG = "mmucosim"
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -93,6 +93,13 @@ def _config_options() -> argparse.ArgumentParser:
                        help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
                             f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
                             f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
+    group.add_argument("--memory", choices=MEMORY_KINDS,
+                       help="where the MMU's RAM accesses go: bram, the RAM inside the mmu; or axi, an AXI4 manager "
+                            "port (docs/hardware.md). The reference, cocotb-verilator and cocotb-icarus backends run "
+                            "axi (the cocotb ones attach cocotbext-axi's AxiRam to it); verilator and myhdl "
+                            f"simulate bram only (default {_DEFAULTS.memory})")
+    group.add_argument("--axi-id-width", type=int, metavar="BITS",
+                       help=f"AxID bits of the AXI port, 1..32 (--memory axi; default {_DEFAULTS.axi_id_width})")
     return parent
 
 
@@ -127,7 +134,8 @@ def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.Argu
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("run")
     group.add_argument("--backend", choices=BACKENDS, default=default_backend,
-                       help=f"what simulates the MMU (default {default_backend})")
+                       help=f"what simulates the MMU (default {default_backend}; verilator and myhdl: --memory bram "
+                            "only)")
     group.add_argument("--waves", nargs="?", const="", type=Path, metavar="FILE",
                        help="write a waveform (RTL backends only; .vcd or .fst; "
                             "default FILE: waves.vcd in the output directory)")
@@ -238,9 +246,13 @@ def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfi
         "pwc_entries": args.pwc_entries,
         "mem_latency": args.mem_latency,
         "mem_bytes": args.mem_bytes,
+        "memory": args.memory,
+        "axi_id_width": args.axi_id_width,
     }
     config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
     try:
+        if args.axi_id_width is not None and config.memory != "axi":
+            raise ValueError("--axi-id-width is a parameter of the AXI port: add --memory axi")
         config.validate()
         if simulated:
             check_simulation_limits(config)
@@ -258,6 +270,8 @@ def describe_config(config: MmuConfig) -> str:
     pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
     ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
     policy = TlbPolicy(config.tlb_policy).name
+    if config.memory == "axi":
+        return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM on the AXI4 port"
     latency = f"{config.mem_latency}-cycle reads"
     return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
 
@@ -449,6 +463,7 @@ def _run_job(
 ) -> RunOutput:  # fmt: skip
     """Claim the run's folder and check every output path (before the simulation starts), then run `job`."""
     config = config_from(args)
+    _check_memory(args.backend, config)
     explicit = getattr(args, "out", None)
     folder = outputs.claim(explicit or outputs.default_run_dir(job.slug, args.backend, config),
                            explicit=explicit is not None)
@@ -463,6 +478,14 @@ def _run_job(
         folder.release()
 
 
+def _check_memory(backend: str, config: MmuConfig) -> None:
+    """A usage error, before anything runs, when `backend` does not simulate `config.memory`."""
+    try:
+        check_memory(backend, config)
+    except BackendError as err:
+        raise UsageError(f"--memory {config.memory}: {err}") from None
+
+
 def _exit_status(output: RunOutput) -> int:
     """1 when the kernel faulted or used a stale translation: the run found a problem."""
     return EXIT_FAILED if output.stale or output.result.fault is not None else 0
@@ -473,6 +496,7 @@ def _exit_status(output: RunOutput) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = config_from(args)
+    _check_memory(args.backend, config)
     job = resolve("demo", allocator=args.allocator)
     print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
     print(f"  {describe_config(config)}")
@@ -508,6 +532,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops, allocator=args.allocator)
     config = config_from(args)
+    for backend in args.backends:
+        _check_memory(backend, config)
     on = f" with the {job.allocator} allocator" if job.allocator not in (None, DEFAULT_ALLOCATOR) else ""
     print(f"lockstep check of {job.name}{on} on {', '.join(args.backends)}")
     print(f"  {describe_config(config)}")
@@ -535,6 +561,7 @@ def cmd_compare_allocators(args: argparse.Namespace) -> int:
     from cosim.compare import AllocatorStats, ComparisonError, compare_allocators
 
     config = config_from(args)
+    _check_memory(args.backend, config)
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)  # refuses a bad workload before printing
     folder = outputs.claim(args.out or outputs.default_run_dir(job.slug, args.backend, config, "compare"),
                            explicit=args.out is not None)

