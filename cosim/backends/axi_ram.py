@@ -84,15 +84,16 @@ def random_pauses(rng: random.Random, probability: float, max_run: int = 4) -> I
 
 def attach_axi_ram(
     dut: Any, config: MmuConfig, *, pause_seed: int | None = None, pause_probability: float = 0.3,
-    errors: Sequence[ErrorRegion] = (),
+    errors: Sequence[ErrorRegion] | None = None,
 ) -> AxiRam:  # fmt: skip
     """An AxiRam of `config.mem_bytes` zeroed bytes on the dut's AXI port, reset by its `rst`.
 
-    With `pause_seed`, every channel (AW, W, B, AR, R) pauses at random, each from its own generator; `errors` lists
-    the address regions that answer error responses.
+    With `pause_seed`, every channel (AW, W, B, AR, R) pauses at random, each from its own generator. `errors` lists
+    the address regions that answer error responses; the RAM consults it at each access, so a caller may change it
+    as the simulation runs.
     """
     ram = AxiRam(AxiBus.from_prefix(dut, AXI_PREFIX), dut.clk, dut.rst, size=config.mem_bytes)
-    if errors:
+    if errors is not None:
         _inject(ram.read_if, ram.read_if.r_channel, "_read", "rresp", errors, write=False)
         _inject(ram.write_if, ram.write_if.b_channel, "_write", "bresp", errors, write=True)
     if pause_seed is not None:
