@@ -293,6 +293,101 @@ async def prot_marks_privilege_and_fetches(dut: Any) -> None:
     checker.stop()
 
 
+# -- cycle costs ---------------------------------------------------------------------------------------------------
+
+
+class FixedLatencyMemory:
+    """A minimal AXI subordinate with fixed latencies, to measure cycle costs: AR, AW and W always ready; the R beat
+    `read_latency` clock edges after the edge of the AR handshake, the B response `write_latency` edges after the
+    later of AW's and W's (1: in the very next cycle). Always OKAY; never pauses; one transfer at a time."""
+
+    def __init__(self, dut: Any, read_latency: int, write_latency: int, size: int) -> None:
+        self.dut, self.read_latency, self.write_latency = dut, read_latency, write_latency
+        self.mem = bytearray(size)
+        self._task = cocotb.start_soon(self._serve())
+
+    async def _serve(self) -> None:
+        dut, get = self.dut, (lambda name: int(getattr(self.dut, f"m_axi_{name}").value))
+        for name in ("arready", "awready", "wready"):
+            getattr(dut, f"m_axi_{name}").value = 1
+        for name in ("rvalid", "bvalid", "rresp", "bresp", "rid", "bid", "rdata"):
+            getattr(dut, f"m_axi_{name}").value = 0
+        dut.m_axi_rlast.value = 1
+        cycle, r_due, b_due, aw_cycle, w_cycle, address = 0, None, None, None, None, 0
+        while True:
+            await RisingEdge(dut.clk)
+            cycle += 1
+            if int(dut.rst.value):
+                continue
+            if get("rvalid") and get("rready"):
+                dut.m_axi_rvalid.value = 0
+            if get("bvalid") and get("bready"):
+                dut.m_axi_bvalid.value = 0
+            if get("arvalid"):
+                address = get("araddr")
+                r_due = cycle + self.read_latency - 1
+            if get("awvalid"):
+                address, aw_cycle = get("awaddr"), cycle
+            if get("wvalid"):
+                data, strobes, w_cycle = get("wdata").to_bytes(8, "little"), get("wstrb"), cycle
+                for lane in range(8):
+                    if strobes >> lane & 1:
+                        self.mem[address + lane] = data[lane]
+            if aw_cycle is not None and w_cycle is not None:
+                b_due, aw_cycle, w_cycle = max(aw_cycle, w_cycle) + self.write_latency - 1, None, None
+            if r_due == cycle:
+                dut.m_axi_rdata.value = int.from_bytes(self.mem[address:address + 8], "little")
+                dut.m_axi_rvalid.value, r_due = 1, None
+            if b_due == cycle:
+                dut.m_axi_bvalid.value, b_due = 1, None
+
+
+LATENCIES = [(1, 1), (2, 1), (1, 3), (4, 2), (8, 8)]  # (read, write) latency of the subordinate, in clock edges
+
+
+@cocotb.test()
+@cocotb.parametrize(latencies=LATENCIES)
+async def cycle_costs_follow_the_subordinates_latency(dut: Any, latencies: tuple[int, int]) -> None:
+    """Each operation's cycles (from the edge that accepts it to its response cycle: the back-to-back throughput)
+    against the formulas of docs/hardware.md, with R after `read` and B after `write` clock edges."""
+    read, write = latencies
+    config = job_config()
+    FixedLatencyMemory(dut, read, write, config.mem_bytes)
+    driver = MmuDriver(dut, trace=True)
+    await driver.reset()
+    tables = {PML4: PDPT | P | W | U | A, PDPT: PD | P | W | U | A, PD: PT | P | W | U | A,
+              PT + 8 * 5: 0x9000 | P | W | U | A, PT + 8 * 6: 0xA000 | P | W | U}
+    for address, entry in tables.items():
+        await driver.transact(Op.STORE, address, 3, entry)
+    await driver.transact(Op.CSR_WRITE, Csr.CR3, 3, PML4)
+    await driver.transact(Op.CSR_WRITE, Csr.CR0, 3, CR0_PG)
+    n = 1 if config.pwc_entries else 4  # entries a walk reads once the PWC holds the PD entry
+    level, write_back = 3 + read, 1 + write  # the cycles of an entry read, and of an A/D write-back
+    cases = [  # (what, op, address, expected cycles, expected walk cycles, fault)
+        ("4-level walk, LOAD", Op.LOAD, 0x5000, 3 + 4 * level + 1 + read, 4 * level, Fault.NONE),
+        ("TLB hit, LOAD", Op.LOAD, 0x5008, 3 + read, 0, Fault.NONE),
+        ("hit with D clear: re-walk + D write-back, STORE", Op.STORE, 0x5008,
+         3 + n * level + write_back + 1 + write, n * level + write_back, Fault.NONE),
+        ("TLB hit, STORE", Op.STORE, 0x5010, 3 + write, 0, Fault.NONE),
+        ("walk + A write-back, LOAD", Op.LOAD, 0x6000, 3 + n * level + write_back + 1 + read, n * level + write_back,
+         Fault.NONE),
+        ("walk ending in a page fault", Op.LOAD, 0x8000, 3 + n * level, n * level, Fault.PAGE),
+        ("CSR read", Op.CSR_READ, Csr.CR3, 2, 0, Fault.NONE),
+        ("paging on: TLB hit, LOAD", Op.LOAD, 0x6008, 3 + read, 0, Fault.NONE),
+    ]
+    measured = {}
+    for what, op, address, expected, walk_cycles, expected_fault in cases:
+        before = driver.events[-1].cycle
+        _, fault, _ = await driver.transact(op, address, 3, 1)
+        assert fault == expected_fault, what
+        cycles = driver.events[-1].cycle - before
+        measured[what] = (cycles, driver.events[-1].walk_cycles)
+        assert (cycles, driver.events[-1].walk_cycles) == (expected, walk_cycles), (
+            f"read {read}, write {write}: {what} took {cycles} cycles ({driver.events[-1].walk_cycles} walking), "
+            f"expected {expected} ({walk_cycles})")
+    save(f"cycles_r{read}_w{write}", measured)
+
+
 # -- the pytest entry ---------------------------------------------------------------------------------------------
 
 PARAMS = [
