@@ -124,3 +124,12 @@ def test_check_reference_against_cocotb_verilator_on_axi_passes(capsys):
     require_simulator("cocotb-verilator")
     code, out, _ = _cli(capsys, "check", "--backends", "reference,cocotb-verilator", "--memory", "axi", "demo")
     assert code == 0 and "OK: all" in out and "RAM on the AXI4 port" in out
+
+
+def test_the_synthesis_harness_reaches_the_axi_ports_too():
+    from cosim.toolchain.synth import harness_verilog
+
+    text = harness_verilog(MmuConfig(memory="axi"))
+    inputs, outputs = axi_ports()
+    assert all(f".{name}(" in text for name in (*inputs, *outputs))
+    assert "m_axi" not in harness_verilog()
