@@ -207,7 +207,7 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
     for name, report in reports.items():
         yosys = report["yosys"]
         lines.append(f"{name}  ({report['config']})")
-        if report["parameters"].get("memory", "bram") != "bram":
+        if report.get("parameters", {}).get("memory", "bram") != "bram":
             lines.append(f"  yosys {yosys['seconds']} s; no RAM: memory {report['parameters']['memory']}")
         else:
             lines.append(f"  yosys {yosys['seconds']} s; RAM in {TARGETS[name].ram_cells[0].split('_')[0]} memories: "
