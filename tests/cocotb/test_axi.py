@@ -356,7 +356,8 @@ async def cycle_costs_follow_the_subordinates_latency(dut: Any, latencies: tuple
     driver = MmuDriver(dut, trace=True)
     await driver.reset()
     tables = {PML4: PDPT | P | W | U | A, PDPT: PD | P | W | U | A, PD: PT | P | W | U | A,
-              PT + 8 * 5: 0x9000 | P | W | U | A, PT + 8 * 6: 0xA000 | P | W | U}
+              PT + 8 * 5: 0x9000 | P | W | U | A, PT + 8 * 6: 0xA000 | P | W | U,
+              PML4 + 8: (1 << 30) | P | W | U | A}  # 0x80_0000_0000: its PDPT lies beyond the RAM
     for address, entry in tables.items():
         await driver.transact(Op.STORE, address, 3, entry)
     await driver.transact(Op.CSR_WRITE, Csr.CR3, 3, PML4)
@@ -372,6 +373,7 @@ async def cycle_costs_follow_the_subordinates_latency(dut: Any, latencies: tuple
         ("walk + A write-back, LOAD", Op.LOAD, 0x6000, 3 + n * level + write_back + 1 + read, n * level + write_back,
          Fault.NONE),
         ("walk ending in a page fault", Op.LOAD, 0x8000, 3 + n * level, n * level, Fault.PAGE),
+        ("walk ending in BUS: entry 2 beyond the RAM", Op.LOAD, HIGH, 4 + level, level + 1, Fault.BUS),
         ("CSR read", Op.CSR_READ, Csr.CR3, 2, 0, Fault.NONE),
         ("paging on: TLB hit, LOAD", Op.LOAD, 0x6008, 3 + read, 0, Fault.NONE),
     ]
