@@ -38,7 +38,7 @@ class Fault(IntEnum):
     PAGE = 1  # #PF: CR2 <- address, PFEC <- error code
     GP = 2  # #GP: non-canonical address (paging on) or a bad CSR access; CR2 unchanged
     ALIGN = 3  # misaligned access (address not a multiple of its size); CR2 unchanged
-    BUS = 4  # physical address outside installed RAM (data access or a page-table entry); CR2 unchanged
+    BUS = 4  # physical address outside installed RAM, or an AXI error response (data access or an entry); CR2 kept
 
 
 FAULT_WIDTH = 3
