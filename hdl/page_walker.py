@@ -118,6 +118,7 @@ def page_walker(
     wb_wait = Signal(bool(0))  # AXI: the entry arrived and needs a write-back, which starts now
     bus_error = Signal(bool(0))  # AXI: the entry's read or its write-back ended in an error response
     if config.memory == "axi":
+        read_error = mem_resp.rerror
         decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
 
         @always_comb
@@ -129,7 +130,8 @@ def page_walker(
             bus_error.next = (arrived and mem_resp.rerror) or (wb_pending and mem_resp.wdone and mem_resp.error_next)
 
         axi_only = (sequence_entry,)
-    else:
+    else:  # (the bram's walker reads none of MemResponse's AXI signals: they are no ports of its block)
+        read_error = Signal(bool(0))
         decide = arrived
         axi_only = ()
 
@@ -205,7 +207,7 @@ def page_walker(
             mem.write.next = False
             mem.word_addr.next = entry_addr[ram_bits:3]
         else:
-            mem.valid.next = arrived and present and not reserved and write_back and not mem_resp.rerror
+            mem.valid.next = arrived and present and not reserved and write_back and not read_error
             mem.write.next = True
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
