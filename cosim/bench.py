@@ -730,7 +730,7 @@ def write_results(out: Path, records: list[dict[str, Any]], found: list[Check], 
         "sweep": scaling,
         "options": {"backends": args.backends, "workloads": args.workloads, "repeat": args.repeat,
                     "trace": args.trace, "quick": args.quick, "allocator": args.allocator},
-        "config": {name: int(value) for name, value in vars(config).items()},
+        "config": {name: int(value) for name, value in config.fields().items()},  # bram: all numbers
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
     }

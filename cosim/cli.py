@@ -32,7 +32,7 @@ from cosim.analysis.context import attribute
 from cosim.analysis.stale import StaleAccess, StaleDetector
 from cosim.analysis.summary import Summary, SummaryBuilder, kind_table, percent, phase_table
 from cosim.analysis.summary import write_json as write_summary
-from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_waves
+from cosim.backends import BACKENDS, HDL_BACKENDS, IN_PROCESS_BACKENDS, BackendError, check_memory, check_waves
 from cosim.options import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -84,7 +84,8 @@ def _run_options(default_backend: str, *, out_dir: bool = True) -> argparse.Argu
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("run")
     group.add_argument("--backend", choices=BACKENDS, default=default_backend,
-                       help=f"what simulates the MMU (default {default_backend})")
+                       help=f"what simulates the MMU (default {default_backend}; verilator and myhdl: --memory bram "
+                            "only)")
     group.add_argument("--waves", nargs="?", const="", type=Path, metavar="FILE",
                        help="write a waveform (RTL backends only; .vcd or .fst; "
                             "default FILE: waves.vcd in the output directory)")
@@ -467,6 +468,7 @@ def _run_job(
 ) -> RunOutput:  # fmt: skip
     """Claim the run's folder and check every output path (before the simulation starts), then run `job`."""
     config = config_from(args)
+    _check_memory(args.backend, config)
     explicit = getattr(args, "out", None)
     folder = outputs.claim(explicit or outputs.default_run_dir(job.slug, args.backend, config_tag(config)),
                            explicit=explicit is not None)
@@ -481,6 +483,14 @@ def _run_job(
         folder.release()
 
 
+def _check_memory(backend: str, config: MmuConfig) -> None:
+    """A usage error, before anything runs, when `backend` does not simulate `config.memory`."""
+    try:
+        check_memory(backend, config)
+    except BackendError as err:
+        raise UsageError(f"--memory {config.memory}: {err}") from None
+
+
 def _exit_status(output: RunOutput) -> int:
     """1 when the kernel faulted or used a stale translation: the run found a problem."""
     return EXIT_FAILED if output.stale_count or output.result.fault is not None else 0
@@ -491,6 +501,7 @@ def _exit_status(output: RunOutput) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = config_from(args)
+    _check_memory(args.backend, config)
     job = resolve("demo", allocator=args.allocator)
     print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
     print(f"  {describe_config(config)}")
@@ -526,6 +537,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops, allocator=args.allocator)
     config = config_from(args)
+    for backend in args.backends:
+        _check_memory(backend, config)
     on = f" with the {job.allocator} allocator" if job.allocator not in (None, DEFAULT_ALLOCATOR) else ""
     print(f"lockstep check of {job.name}{on} on {', '.join(args.backends)}")
     print(f"  {describe_config(config)}")
@@ -565,6 +578,7 @@ def cmd_compare_allocators(args: argparse.Namespace) -> int:
     from cosim.compare import AllocatorStats, ComparisonError, compare_allocators
 
     config = config_from(args)
+    _check_memory(args.backend, config)
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops)  # refuses a bad workload before printing
     folder = outputs.claim(args.out or outputs.default_run_dir(job.slug, args.backend, config_tag(config), "compare"),
                            explicit=args.out is not None)

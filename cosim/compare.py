@@ -43,7 +43,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ class AllocatorComparison:
 
     def as_dict(self) -> dict[str, Any]:
         """The comparison as JSON-able data: workload, backend, MMU configuration and every allocator's numbers."""
-        config = {**asdict(self.config), "tlb_policy": TlbPolicy(self.config.tlb_policy).name.lower()}
+        config = {**self.config.fields(), "tlb_policy": TlbPolicy(self.config.tlb_policy).name.lower()}
         return {"workload": self.workload, "backend": self.backend, "config": config,
                 "allocators": {name: s.as_dict() for name, s in self.stats.items()}}
 

@@ -10,7 +10,7 @@ from cosim.backends import BackendError
 from cosim.backends.base import MAX_PWC_ENTRIES, MAX_RAM_BYTES, MAX_TLB_ENTRIES, check_simulation_limits
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
 from firmware.boot import MIN_RAM_BYTES
-from hdl.protocol import MmuConfig, TlbPolicy
+from hdl.protocol import MEMORY_KINDS, MmuConfig, TlbPolicy
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _DEFAULTS = MmuConfig()
@@ -50,6 +50,13 @@ def config_options() -> argparse.ArgumentParser:
                        help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
                             f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
                             f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
+    group.add_argument("--memory", choices=MEMORY_KINDS,
+                       help="where the MMU's RAM accesses go: bram, the RAM inside the mmu; or axi, an AXI4 manager "
+                            "port (docs/hardware.md). The reference, cocotb-verilator and cocotb-icarus backends run "
+                            "axi (the cocotb ones attach cocotbext-axi's AxiRam to it); verilator and myhdl "
+                            f"simulate bram only (default {_DEFAULTS.memory})")
+    group.add_argument("--axi-id-width", type=int, metavar="BITS",
+                       help=f"AxID bits of the AXI port, 1..32 (--memory axi; default {_DEFAULTS.axi_id_width})")
     return parent
 
 
@@ -80,9 +87,13 @@ def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfi
         "pwc_entries": args.pwc_entries,
         "mem_latency": args.mem_latency,
         "mem_bytes": args.mem_bytes,
+        "memory": args.memory,
+        "axi_id_width": args.axi_id_width,
     }
     config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
     try:
+        if args.axi_id_width is not None and config.memory != "axi":
+            raise ValueError("--axi-id-width is a parameter of the AXI port: add --memory axi")
         config.validate()
         if simulated:
             check_simulation_limits(config)
@@ -100,6 +111,8 @@ def describe_config(config: MmuConfig) -> str:
     pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
     ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
     policy = TlbPolicy(config.tlb_policy).name
+    if config.memory == "axi":
+        return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM on the AXI4 port"
     latency = f"{config.mem_latency}-cycle reads"
     return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
 

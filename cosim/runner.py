@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cosim.backends import backend_info
+from cosim.backends import backend_info, check_memory
 from cosim.backends.base import check_simulation_limits
 from cosim.program import ProgressCallback, RunResult, execute, resolve_program
 from cosim.stream import EventSink, SpanCounts
@@ -42,6 +42,7 @@ def run_program(
     config = config or MmuConfig()
     config.validate()
     check_simulation_limits(config)
+    check_memory(backend, config)
     args = args or {}
     function = resolve_program(program)
     if sink is not None and not trace:

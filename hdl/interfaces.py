@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from myhdl import ResetSignal, Signal, intbv
 
-from hdl.protocol import DATA_WIDTH, PORTS_IN, PORTS_OUT, VPN_WIDTH
+from hdl.protocol import AXI_PREFIX, DATA_WIDTH, PORTS_IN, PORTS_OUT, VPN_WIDTH, MmuConfig, axi_ports
 
 WORD_BYTES = DATA_WIDTH // 8  # the RAM is organised in 64-bit words with one enable per byte lane
 
@@ -38,21 +38,35 @@ def _bits(width: int) -> Signal:
     return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
 
 
-def top_ports() -> dict[str, Signal]:
-    """One Signal per port of the `mmu` top (hdl.protocol.PORTS_IN / PORTS_OUT), `rst` a synchronous reset.
+def top_ports(config: MmuConfig | None = None) -> dict[str, object]:
+    """One Signal per port of the `mmu` top (hdl.protocol.PORTS_IN / PORTS_OUT), `rst` a synchronous reset; with
+    `config.memory` "axi" also the AXI port, as an AxiManagerPort under the name `m_axi`.
 
     Backends that simulate the MyHDL model build the top from these, by name: `mmu(config=..., **top_ports())`.
     """
-    ports = {name: _bits(width) for name, width in {**PORTS_IN, **PORTS_OUT}.items()}
+    ports: dict[str, object] = {name: _bits(width) for name, width in {**PORTS_IN, **PORTS_OUT}.items()}
     ports["rst"] = ResetSignal(0, active=1, isasync=False)
+    if config is not None and config.memory == "axi":
+        ports[AXI_PREFIX] = AxiManagerPort(config.maxphyaddr, config.axi_id_width)
     return ports
+
+
+class AxiManagerPort:
+    """The AXI4 manager port (hdl.protocol.axi_ports): one Signal per channel signal, named without the prefix
+    (`awvalid`, `rdata`), so that MyHDL names the Verilog ports `m_axi_awvalid`, `m_axi_rdata`, ..."""
+
+    def __init__(self, addr_width: int, id_width: int) -> None:
+        inputs, outputs = axi_ports(addr_width, id_width)
+        for name, width in {**inputs, **outputs}.items():
+            setattr(self, name.removeprefix(f"{AXI_PREFIX}_"), _bits(width))
 
 
 class MemPort:
     """A client's request to the memory controller: one 64-bit word, read or byte-enabled write.
 
-    `valid` is a one-cycle request. A write completes at the clock edge that samples it; a read returns its word in
-    the controller's `rdata` when `rvalid` pulses, mem_latency cycles later.
+    `valid` is a one-cycle request. With the bram a write completes at the clock edge that samples it, and a read
+    returns its word in the controller's `rdata` when `rvalid` pulses, mem_latency cycles later; on AXI a write
+    completes when `wdone` pulses and a read when `rvalid` does, whenever the subordinate answers (MemResponse).
     """
 
     def __init__(self, word_addr_width: int) -> None:
@@ -68,12 +82,20 @@ class MemResponse:
 
     `rvalid` pulses in the cycle `rdata` first holds the word; `rvalid_next` pulses the cycle before, so a client can
     schedule its response to coincide with the data. `rdata` then holds until the next read.
+
+    Only the AXI manager drives the rest (the bram's controller leaves them constant 0, which is what makes the
+    clients' extra waits cost nothing there): `rerror`, with `rvalid`, says the read's response was an error (its
+    `rdata` is no word of memory); `wdone` pulses in the cycle a write completes (its B handshake); `error_next`
+    says that the read completing with `rvalid_next`, or the write completing with `wdone`, ended in an error.
     """
 
     def __init__(self) -> None:
         self.rdata = Signal(intbv(0)[DATA_WIDTH:])
         self.rvalid = Signal(bool(0))
         self.rvalid_next = Signal(bool(0))
+        self.rerror = Signal(bool(0))
+        self.wdone = Signal(bool(0))
+        self.error_next = Signal(bool(0))
 
 
 class WalkResult:

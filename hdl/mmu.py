@@ -2,7 +2,8 @@
 
 One request at a time: IDLE/RESP accept it (req_ready), LOOKUP checks it against the registered request in one
 cycle (canonical, alignment, TLB hit and permissions, RAM bounds) and starts the data access or a walk, WALK
-waits for the page walker, MEMWAIT for a read slower than one cycle, RESP pulses resp_valid with the access event.
+waits for the page walker, MEMWAIT for a read slower than one cycle (with the AXI memory, for every data access's
+response), RESP pulses resp_valid with the access event.
 
 Only what must act within LOOKUP is combinational. The request is decoded as it is registered, and the commands
 that can act a cycle later (the TLB's drop and flushes, the PWC's flush) are registers that `control` sets: a
@@ -16,11 +17,13 @@ from collections.abc import Callable
 
 from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
+from hdl.axi_manager import axi_manager
 from hdl.csr import csr
 from hdl.interfaces import (
     PAGE_1G,
     PAGE_2M,
     PAGE_SIZE_CODE_WIDTH,
+    AxiManagerPort,
     MemPort,
     MemResponse,
     PwcInsert,
@@ -81,16 +84,21 @@ def mmu(
     config: MmuConfig,
     ram_words: int | None = None,
     ram_model: Callable[..., object] = ram,
+    m_axi: AxiManagerPort | None = None,
 ):
     """The MMU with its RAM, built for `config`; ports as in hdl.protocol.PORTS_IN / PORTS_OUT.
 
     `ram_words` materialises fewer RAM words than `config.mem_bytes` holds (the exporter writes the real depth into the
     Verilog); simulation needs the default, every word. `ram_model` is the RAM block: hdl.ram, or for MyHDL's
-    simulator alone the behavioural hdl.sim_ram, which never converts.
+    simulator alone the behavioural hdl.sim_ram, which never converts. With `config.memory` "axi" the RAM is outside:
+    `m_axi` is the AXI4 manager port every RAM access goes out on (hdl.axi_manager), and the RAM arguments are unused.
     """
     config.validate()
     ram_bits = ram_address_width(config.mem_bytes)
     single_cycle_read = config.mem_latency == 1
+    on_axi = config.memory == "axi"  # every data access waits for its AXI response in MEMWAIT (a constant)
+    if on_axi != (m_axi is not None):
+        raise ValueError("an MMU with memory 'axi' needs its m_axi port, and only it has one")
     maxphyaddr = config.maxphyaddr
     frame_bits = frame_width(maxphyaddr)
     paddr_width = len(ev_paddr)
@@ -150,8 +158,12 @@ def mmu(
     data_port = MemPort(word_addr_width(config.mem_bytes))
     data_port.write = is_store  # the registered decode drives the port: a STORE writes, a LOAD reads
     mem_resp = MemResponse()
-    memory = memory_controller(clk=clk, rst=rst, walk=walk_port, data=data_port, resp=mem_resp, config=config,
-                               ram_words=ram_words, ram_model=ram_model)
+    if on_axi:
+        memory = axi_manager(clk=clk, rst=rst, walk=walk_port, data=data_port, data_user=user, data_fetch=is_fetch,
+                             resp=mem_resp, bus=m_axi, config=config)
+    else:
+        memory = memory_controller(clk=clk, rst=rst, walk=walk_port, data=data_port, resp=mem_resp, config=config,
+                                   ram_words=ram_words, ram_model=ram_model)
 
     # -- CSRs -----------------------------------------------------------------------------------------------
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])
@@ -401,7 +413,7 @@ def mmu(
             if data_port.valid:  # the data access starts this cycle
                 ev_paddr.next = phys
                 rdata_from_memory.next = is_load
-                if is_load and not single_cycle_read:
+                if on_axi or (is_load and not single_cycle_read):
                     state.next = State.MEMWAIT
                 else:
                     state.next = State.RESP
@@ -446,9 +458,14 @@ def mmu(
                 state.next = State.RESP
                 resp_valid.next = True
         elif state == State.MEMWAIT:
-            if mem_resp.rvalid_next:
+            # wdone and error_next are constant 0 with the bram: only AXI writes wait, and only AXI reports errors
+            if mem_resp.rvalid_next or mem_resp.wdone:
                 state.next = State.RESP
                 resp_valid.next = True
+                if mem_resp.error_next:  # SLVERR or DECERR: a BUS fault with no data, the translation kept
+                    resp_fault.next = fault_bus
+                    ev_paddr.next = 0
+                    rdata_from_memory.next = False
         else:
             state.next = State.IDLE
 

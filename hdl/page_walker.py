@@ -4,6 +4,8 @@ Starts from the paging-structure cache's longest-prefix hit or from CR3, and per
 the read, WAIT receives it), checks it (present, reserved bits), combines W/U/NX, and either descends — writing A
 back when it was clear and caching the entry in the PWC, in the cycle the entry arrives — or, at the leaf, checks
 the access and writes A (and D for a store) back when that changes the entry. DONE presents the result one cycle.
+With the AXI memory a write-back is awaited (its B response) before the entry's outcome is taken, and an error
+response to a read or a write-back ends the walk with a BUS fault, with nothing cached.
 """
 
 from __future__ import annotations
@@ -109,6 +111,29 @@ def page_walker(
     updated_entry = Signal(intbv(0)[64:])  # the entry with A (and, for a store's leaf, D) set
     write_back = Signal(bool(0))
     arrived = Signal(bool(0))  # the entry is on mem_resp.rdata this cycle
+    # On AXI an A/D write-back completes when its B response arrives, and a response may be an error; with the bram
+    # the write completes at once and no error comes, so there the entry is decided as it arrives and the three
+    # AXI-only signals stay constant 0 (the waits below cost no cycle).
+    wb_pending = Signal(bool(0))  # AXI: the entry's write-back is on the bus; it is decided at its B response
+    wb_wait = Signal(bool(0))  # AXI: the entry arrived and needs a write-back, which starts now
+    bus_error = Signal(bool(0))  # AXI: the entry's read or its write-back ended in an error response
+    if config.memory == "axi":
+        read_error = mem_resp.rerror
+        decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
+
+        @always_comb
+        def sequence_entry():
+            # an entry that arrived without error needs a write-back when it is valid and A (or D) must be set
+            wb_wait.next = arrived and not mem_resp.rerror and present and not reserved and write_back
+            decide.next = ((arrived and not mem_resp.rerror and not (present and not reserved and write_back))
+                           or (wb_pending and mem_resp.wdone and not mem_resp.error_next))
+            bus_error.next = (arrived and mem_resp.rerror) or (wb_pending and mem_resp.wdone and mem_resp.error_next)
+
+        axi_only = (sequence_entry,)
+    else:  # (the bram's walker reads none of MemResponse's AXI signals: they are no ports of its block)
+        read_error = Signal(bool(0))
+        decide = arrived
+        axi_only = ()
 
     @always_comb
     def address_entry():
@@ -182,13 +207,13 @@ def page_walker(
             mem.write.next = False
             mem.word_addr.next = entry_addr[ram_bits:3]
         else:
-            mem.valid.next = arrived and present and not reserved and write_back
+            mem.valid.next = arrived and present and not reserved and write_back and not read_error
             mem.write.next = True
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
     @always_comb
     def drive_pwc():
-        pwc_insert.valid.next = arrived and present and not reserved and not leaf
+        pwc_insert.valid.next = decide and present and not reserved and not leaf
         pwc_insert.level.next = level
         pwc_insert.table.next = entry[addr_width:PAGE_SHIFT]
         pwc_insert.writable.next = combined_writable
@@ -239,7 +264,15 @@ def page_walker(
                 state.next = WalkState.DONE
         elif state == WalkState.WAIT:
             result.cycles.next = result.cycles + 1
-            if arrived:
+            if bus_error:
+                wb_pending.next = False
+                result.fault_bus.next = True
+                state.next = WalkState.DONE
+            elif wb_wait:
+                wb_pending.next = True
+            elif decide:
+                if wb_pending:
+                    wb_pending.next = False
                 if write_back and present and not reserved:
                     result.ad_writes.next = result.ad_writes + 1
                 if not present:
@@ -280,4 +313,4 @@ def page_walker(
             state.next = WalkState.IDLE
 
     return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
-            drive_memory, drive_pwc, report_done, walk)
+            drive_memory, drive_pwc, report_done, walk, *axi_only)

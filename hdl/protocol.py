@@ -7,6 +7,7 @@ See docs/architecture.md for the picture.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -37,7 +38,7 @@ class Fault(IntEnum):
     PAGE = 1  # #PF: CR2 <- address, PFEC <- error code
     GP = 2  # #GP: non-canonical address (paging on) or a bad CSR access; CR2 unchanged
     ALIGN = 3  # misaligned access (address not a multiple of its size); CR2 unchanged
-    BUS = 4  # physical address outside installed RAM (data access or a page-table entry); CR2 unchanged
+    BUS = 4  # physical address outside installed RAM, or an AXI error response (data access or an entry); CR2 kept
 
 
 FAULT_WIDTH = 3
@@ -133,7 +134,7 @@ class Csr(IntEnum):
     CFG_PWC_ENTRIES = 0x013
     CFG_MEM_BYTES = 0x014
     CFG_MAXPHYADDR = 0x015
-    CFG_MEM_LATENCY = 0x016
+    CFG_MEM_LATENCY = 0x016  # the bram's read latency in cycles; 0 with the AXI memory (the subordinate's)
     COUNTER_BASE = 0x100  # performance counters, read-only: COUNTER_BASE + Counter
 
 
@@ -178,6 +179,10 @@ LFSR_SEED = 0xACE1  # the RANDOM policy's LFSR after reset
 LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form: l = l >> 1 ^ (LFSR_TAPS if l & 1 else 0)
 
 
+MEMORY_KINDS = ("bram", "axi")  # MmuConfig.memory: where the MMU's RAM accesses go (docs/hardware.md)
+AXI_DEFAULT_ID_WIDTH = 4
+
+
 @dataclass(frozen=True)
 class MmuConfig:
     """Parameters of one MMU configuration; every backend is built from one of these."""
@@ -189,6 +194,8 @@ class MmuConfig:
     mem_bytes: int = 1 << 20
     mem_latency: int = 1  # RAM read latency in cycles (>= 1: the RAM reads synchronously)
     maxphyaddr: int = DEFAULT_MAXPHYADDR
+    memory: str = "bram"  # a MEMORY_KINDS value: the RAM inside the MMU, or an AXI4 manager port to memory outside
+    axi_id_width: int = AXI_DEFAULT_ID_WIDTH  # AxID bits of the AXI port (memory "axi" only; the ID is constant 0)
 
     @property
     def ways(self) -> int:
@@ -218,6 +225,12 @@ class MmuConfig:
             raise ValueError(f"mem_latency must be 1..64 cycles, got {self.mem_latency}")
         if not 32 <= self.maxphyaddr <= 52:
             raise ValueError(f"maxphyaddr must be 32..52, got {self.maxphyaddr}")
+        if self.memory not in MEMORY_KINDS:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_KINDS)}, got {self.memory!r}")
+        if self.memory == "axi" and self.mem_latency != 1:
+            raise ValueError("mem_latency applies to the bram memory only: on AXI the subordinate sets the latency")
+        if not 1 <= self.axi_id_width <= 32:
+            raise ValueError(f"axi_id_width must be 1..32, got {self.axi_id_width}")
 
     def csr_value(self, csr: Csr) -> int:
         """The value of a read-only configuration CSR."""
@@ -228,8 +241,16 @@ class MmuConfig:
             Csr.CFG_PWC_ENTRIES: self.pwc_entries,
             Csr.CFG_MEM_BYTES: self.mem_bytes,
             Csr.CFG_MAXPHYADDR: self.maxphyaddr,
-            Csr.CFG_MEM_LATENCY: self.mem_latency,
+            Csr.CFG_MEM_LATENCY: self.mem_latency if self.memory == "bram" else 0,  # 0: the AXI subordinate's
         }[csr]
+
+    def fields(self) -> dict[str, object]:
+        """The parameters by name, as reports show them: the AXI ones only when `memory` is "axi", so that a bram
+        configuration reads as it did before the AXI port existed."""
+        fields = dataclasses.asdict(self)
+        if self.memory == "bram":
+            del fields["memory"], fields["axi_id_width"]
+        return fields
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -267,6 +288,78 @@ PORTS_OUT: dict[str, int] = {
     "ev_pwc_hits": 2,  # 0 or 1: the walk started from a paging-structure-cache entry
     "ev_ad_writes": 3,  # entries written back to set A or D
 }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The AXI4 manager port of an MMU built with memory "axi" (hdl/axi_manager.py), in addition to the ports above.
+# Every RAM access — the walker's entry reads and A/D write-backs, the data loads and stores — is one single-beat
+# transfer: AxLEN 0, AxSIZE 3 (64 bits), AxBURST INCR, WSTRB the access's byte lanes, AxID constant 0; one
+# transfer outstanding at a time, so responses come back in order and RID/BID only confirm it. The names follow
+# the AMBA AXI4 signal names under the prefix `m_axi_` (what cocotbext-axi's AxiBus.from_prefix finds).
+
+AXI_PREFIX = "m_axi"
+AXI_DATA_WIDTH = DATA_WIDTH
+AXI_LEN_WIDTH = 8
+AXI_SIZE = 3  # AxSIZE: log2 of the 8 bytes of every beat
+AXI_BURST_INCR = 1  # AxBURST
+AXI_RESP_WIDTH = 2
+
+
+class AxiResp(IntEnum):
+    """RRESP / BRESP. Anything but OKAY ends the operation with Fault.BUS: SLVERR and DECERR, and EXOKAY too, which
+    only an exclusive access may get (AxLOCK is not driven). So does a response with another ID or without RLAST."""
+
+    OKAY = 0
+    EXOKAY = 1
+    SLVERR = 2
+    DECERR = 3
+
+
+class AxiProt:
+    """AxPROT bits. Data accesses: PRIVILEGED = not req_user, INSTRUCTION = a fetch (LOAD with req_fetch). The
+    walker's reads and A/D write-backs are implicit supervisor data accesses (x86 walks with supervisor rights
+    whatever the CPL): PRIVILEGED, never INSTRUCTION. NON_SECURE is always set: x86 has no secure state, and a
+    non-secure transfer can reach no memory that TrustZone reserves."""
+
+    PRIVILEGED = 1 << 0
+    NON_SECURE = 1 << 1
+    INSTRUCTION = 1 << 2
+
+
+AXI_PROT_WIDTH = 3
+AXI_PROT_WALKER = AxiProt.PRIVILEGED | AxiProt.NON_SECURE
+
+
+def axi_ports(addr_width: int = DEFAULT_MAXPHYADDR, id_width: int = AXI_DEFAULT_ID_WIDTH) -> tuple[
+        dict[str, int], dict[str, int]]:
+    """The AXI port's inputs and outputs (name -> width) for an address width (MAXPHYADDR) and an AxID width."""
+    p = AXI_PREFIX
+    outputs = {
+        f"{p}_awid": id_width, f"{p}_awaddr": addr_width, f"{p}_awlen": AXI_LEN_WIDTH, f"{p}_awsize": 3,
+        f"{p}_awburst": 2, f"{p}_awprot": AXI_PROT_WIDTH, f"{p}_awvalid": 1,
+        f"{p}_wdata": AXI_DATA_WIDTH, f"{p}_wstrb": AXI_DATA_WIDTH // 8, f"{p}_wlast": 1, f"{p}_wvalid": 1,
+        f"{p}_bready": 1,
+        f"{p}_arid": id_width, f"{p}_araddr": addr_width, f"{p}_arlen": AXI_LEN_WIDTH, f"{p}_arsize": 3,
+        f"{p}_arburst": 2, f"{p}_arprot": AXI_PROT_WIDTH, f"{p}_arvalid": 1,
+        f"{p}_rready": 1,
+    }
+    inputs = {
+        f"{p}_awready": 1, f"{p}_wready": 1, f"{p}_bid": id_width, f"{p}_bresp": AXI_RESP_WIDTH, f"{p}_bvalid": 1,
+        f"{p}_arready": 1, f"{p}_rid": id_width, f"{p}_rdata": AXI_DATA_WIDTH, f"{p}_rresp": AXI_RESP_WIDTH,
+        f"{p}_rlast": 1, f"{p}_rvalid": 1,
+    }
+    return inputs, outputs
+
+
+AXI_PORTS_IN, AXI_PORTS_OUT = axi_ports()  # of the default configuration (MAXPHYADDR 40, 4-bit IDs)
+
+
+def top_port_widths(config: MmuConfig) -> tuple[dict[str, int], dict[str, int]]:
+    """Every port of the `mmu` built for `config`: PORTS_IN / PORTS_OUT, and the AXI port's with memory "axi"."""
+    if config.memory != "axi":
+        return dict(PORTS_IN), dict(PORTS_OUT)
+    axi_in, axi_out = axi_ports(config.maxphyaddr, config.axi_id_width)
+    return {**PORTS_IN, **axi_in}, {**PORTS_OUT, **axi_out}
 
 
 # --------------------------------------------------------------------------------------------------------------

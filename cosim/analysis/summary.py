@@ -240,7 +240,7 @@ def write_json(path: Path, summary: Summary, *, workload: str, backend: str, con
                wall_s: float | None = None, allocator: str | None = None) -> Path:
     """`summary.json`: what ran (workload, backend, MMU configuration, global allocator: None when the program
     has its own, as demo-dummy's Dummy) and the summary's numbers."""
-    config_fields = {**asdict(config), "tlb_policy": TlbPolicy(config.tlb_policy).name.lower()}
+    config_fields = {**config.fields(), "tlb_policy": TlbPolicy(config.tlb_policy).name.lower()}
     document = {"workload": workload, "backend": backend, "config": config_fields, "allocator": allocator,
                 "wall_s": wall_s, **summary.as_dict()}
     return write_text(path, json.dumps(document, indent=2) + "\n")

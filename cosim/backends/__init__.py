@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.backends.base import Backend, BackendError
-from hdl.protocol import MmuConfig
+from hdl.protocol import MEMORY_KINDS, MmuConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class BackendInfo:
     hdl: bool  # simulates the RTL (as opposed to the reference model)
     waves: tuple[str, ...] = ()  # the waveform formats it writes, by file suffix
     builder: str | None = None  # "module:function(config)" building what it simulates (cached), if anything
+    memories: tuple[str, ...] = MEMORY_KINDS  # the MmuConfig.memory kinds it simulates (reference: ignores it)
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.entry)
@@ -37,9 +38,9 @@ REGISTRY = {
     for info in (
         BackendInfo("reference", "cosim.backends.reference", "ReferenceBackend", in_process=True, hdl=False),
         BackendInfo("myhdl", "cosim.backends.myhdl_sim", "MyhdlBackend", in_process=True, hdl=True,
-                    waves=(".vcd",)),
+                    waves=(".vcd",), memories=("bram",)),
         BackendInfo("verilator", "cosim.backends.verilated", "VerilatorBackend", in_process=True, hdl=True,
-                    waves=(".vcd", ".fst"), builder="cosim.backends.verilated:build_library"),
+                    waves=(".vcd", ".fst"), builder="cosim.backends.verilated:build_library", memories=("bram",)),
         BackendInfo("cocotb-verilator", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
                     waves=(".vcd", ".fst"), builder="cosim.backends.cocotb_sim:build_for_verilator"),
         BackendInfo("cocotb-icarus", "cosim.backends.cocotb_sim", "run_in_simulator", in_process=False, hdl=True,
@@ -57,6 +58,15 @@ def backend_info(name: str) -> BackendInfo:
         return REGISTRY[name]
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
+
+
+def check_memory(name: str, config: MmuConfig) -> None:
+    """A BackendError unless backend `name` simulates `config.memory` (the AXI port needs a subordinate that only
+    the cocotb backends attach; the reference model has no memory port and runs any)."""
+    if config.memory not in backend_info(name).memories:
+        able = ", ".join(n for n, info in REGISTRY.items() if config.memory in info.memories)
+        raise BackendError(f"{name} simulates the {' and '.join(backend_info(name).memories)} memory only, not "
+                           f"{config.memory!r}: use {able}")
 
 
 def check_waves(name: str, waves: Path) -> None:
@@ -85,10 +95,11 @@ def open_backend(
     info = backend_info(name)
     if not info.in_process:
         raise BackendError(f"{name} runs the firmware inside its simulator: use cosim.runner.run_program")
+    check_memory(name, config or MmuConfig())
     return info.load()(config or MmuConfig(), trace=trace, waves=waves)
 
 
 __all__ = [
     "BACKENDS", "HDL_BACKENDS", "IN_PROCESS_BACKENDS", "REGISTRY", "Backend", "BackendError", "BackendInfo",
-    "backend_info", "build_for", "check_waves", "open_backend",
+    "backend_info", "build_for", "check_memory", "check_waves", "open_backend",
 ]  # fmt: skip

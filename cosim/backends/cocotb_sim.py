@@ -284,24 +284,35 @@ class _SwitchingTransactor:
         return self._test.switch((op, addr, size, wdata, user, fetch))
 
 
+async def run_firmware(
+    driver: MmuDriver, program: str, args: dict[str, Any], trace: bool, spool: ArrowSpool | None = None
+) -> tuple[Any, ...]:  # fmt: skip
+    """Run firmware `program` through `driver` (reset, ready for its first request), streaming its events into
+    `spool` when given; return what cosim.program.execute returns: (value, ops, spans, wall_s)."""
+    function = resolve_program(program)
+    test = greenlet.getcurrent()
+    drain = driver.drain_batch if spool is not None else None
+    firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), args, trace, drain=drain, sink=spool))
+    outcome = firmware.switch()
+    while not firmware.dead:
+        outcome = firmware.switch(await driver.transact(*outcome))
+    driver.idle()
+    return outcome
+
+
 @cocotb.test()
 async def run_job(dut: Any) -> None:
     """Run the job named by $MMUCOSIM_JOB on the design and leave its outcome where the job says."""
     job: Job = pickle.loads(Path(os.environ[JOB_ENV]).read_bytes())
     try:
-        function = resolve_program(job.program)
+        if job.config.memory == "axi":  # the RAM outside the mmu: zeroed, as the bram starts
+            from cosim.backends.axi_ram import attach_axi_ram
+
+            attach_axi_ram(dut, job.config)
         driver = MmuDriver(dut, trace=job.trace)
         await driver.reset(clock_in_design=job.simulator == "icarus")
-        test = greenlet.getcurrent()
         spool = ArrowSpool(Path(job.spool_path)) if job.spool_path else None
-        drain = driver.drain_batch if spool is not None else None
-        firmware = greenlet(lambda: execute(function, _SwitchingTransactor(test), job.args, job.trace, drain=drain,
-                                            sink=spool))
-        outcome = firmware.switch()
-        while not firmware.dead:
-            outcome = firmware.switch(await driver.transact(*outcome))
-        driver.idle()
-        value, ops, spans, wall_s = outcome
+        value, ops, spans, wall_s = await run_firmware(driver, job.program, job.args, job.trace, spool)
         if spool is not None:
             spool.close()
             result = RunResult(value, [], [], job.backend, job.config, wall_s, ops, spans)

@@ -15,7 +15,7 @@ from greenlet import greenlet
 from myhdl import StopSimulation, block, delay, instance, traceSignals
 from myhdl._simulator import _signals as myhdl_signals
 
-from cosim.backends import check_waves
+from cosim.backends import check_memory, check_waves
 from cosim.backends.base import Backend, BackendError
 from cosim.backends.handshake import EVENT_PORTS, MAX_OP_CYCLES, RESET_CYCLES, hdl_event
 from hdl.protocol import AccessEvent, MmuConfig
@@ -36,6 +36,7 @@ class MyhdlBackend(Backend):
         """`ram_model` is the RAM block: by default hdl.sim_ram (a dict, fast to build); tests of the RAM itself
         pass hdl.ram, the synthesizable one."""
         super().__init__(config, trace=trace, waves=waves)
+        check_memory(self.name, config)  # the bram only: nothing here answers an AXI port
         if waves is not None:
             check_waves(self.name, waves)
         if MyhdlBackend._open is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.backends import check_memory
 from cosim.backends.base import Backend, BackendError, waves_format
 from cosim.backends.handshake import MAX_OP_CYCLES, RESET_CYCLES
 from cosim.toolchain import build
@@ -91,6 +92,7 @@ class VerilatorBackend(Backend):
 
     def __init__(self, config: MmuConfig, *, trace: bool = False, waves: Path | None = None) -> None:
         super().__init__(config, trace=trace, waves=waves)
+        check_memory(self.name, config)  # the bram only: nothing here answers an AXI port
         self.library_path = build_library(config, waves_format(waves))
         lib = ctypes.CDLL(str(self.library_path))
         lib.mmu_open.argtypes = [ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]

@@ -19,7 +19,7 @@ from pathlib import Path
 from cosim.toolchain import build
 from hdl.interfaces import WORD_BYTES, top_ports
 from hdl.mmu import mmu
-from hdl.protocol import MmuConfig, TlbPolicy
+from hdl.protocol import AXI_DEFAULT_ID_WIDTH, MmuConfig, TlbPolicy
 
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
 TOP_MODULE = "mmu"
@@ -36,10 +36,18 @@ class VerilogLintError(Exception):
 
 
 def config_tag(config: MmuConfig) -> str:
-    """A short readable name of a configuration, e.g. `e16w16plru_p8_m1M_l1_pa40`; distinct configs, distinct tags."""
+    """A short readable name of a configuration, e.g. `e16w16plru_p8_m1M_l1_pa40`; distinct configs, distinct tags.
+
+    The AXI memory adds `_axi` (and `_id<bits>` for a non-default ID width); a bram configuration has neither.
+    """
     policy = TlbPolicy(config.tlb_policy).name.lower()
-    return (f"e{config.tlb_entries}w{config.ways}{policy}_p{config.pwc_entries}_m{_size_text(config.mem_bytes)}"
-            f"_l{config.mem_latency}_pa{config.maxphyaddr}")
+    tag = (f"e{config.tlb_entries}w{config.ways}{policy}_p{config.pwc_entries}_m{_size_text(config.mem_bytes)}"
+           f"_l{config.mem_latency}_pa{config.maxphyaddr}")
+    if config.memory != "bram":
+        tag += f"_{config.memory}"
+        if config.axi_id_width != AXI_DEFAULT_ID_WIDTH:
+            tag += f"_id{config.axi_id_width}"
+    return tag
 
 
 def _size_text(n_bytes: int) -> str:
@@ -72,15 +80,16 @@ def _convert_here(config: MmuConfig) -> str:
     # MyHDL's converter searches every non-Signal top argument for Signals and recurses forever through an Enum
     # member's class: the top gets the policy as a plain int (TlbPolicy is an IntEnum, so it compares the same).
     plain_config = dataclasses.replace(config, tlb_policy=int(config.tlb_policy))
-    top = mmu(config=plain_config, ram_words=_STAND_IN_RAM_WORDS, **top_ports())
+    top = mmu(config=plain_config, ram_words=_STAND_IN_RAM_WORDS, **top_ports(plain_config))
     with tempfile.TemporaryDirectory(prefix="mmu_export_") as tmp:
         top.convert(hdl="Verilog", name=TOP_MODULE, path=tmp, testbench=False)
         text = (Path(tmp) / f"{TOP_MODULE}.v").read_text()
     text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
     text = re.sub(r"^// File: .*$", f"// File: {TOP_MODULE}.v", text, count=1, flags=re.M)
     text, declarations = _RAM_DECLARATION.subn(rf"\g<1>{config.mem_bytes // WORD_BYTES}\g<2>", text)
-    if declarations != 1:
-        raise RuntimeError(f"expected one RAM array declaration in the converted Verilog, found {declarations}")
+    expected = 1 if config.memory == "bram" else 0  # on AXI the RAM is outside the mmu
+    if declarations != expected:
+        raise RuntimeError(f"expected {expected} RAM array declaration in the converted Verilog, found {declarations}")
     return text
 
 

