@@ -273,6 +273,20 @@ def replay_spool(path: Path, table: ContextTable) -> Iterator[EventBatch]:
             yield EventBatch(columns, numpy_of(record.column("context")), table)
 
 
+def batches_of(events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Iterator[EventBatch]:
+    """Events held in lists, with their contexts (from `attribute`), as the batches of a streamed run."""
+    table = ContextTable()
+    ids: dict[int, int] = {}  # id(context) -> its index in the table
+    for context in contexts:
+        if context is not None and id(context) not in ids:
+            ids[id(context)] = len(table.contexts)
+            table.contexts.append(context)
+    for start in range(0, len(events), BATCH_EVENTS):
+        part = contexts[start:start + BATCH_EVENTS]
+        tags = np.fromiter((-1 if c is None else ids[id(c)] for c in part), dtype=np.int32, count=len(part))
+        yield EventBatch(event_columns(events[start:start + BATCH_EVENTS]), tags, table)
+
+
 # -- Arrow, from and to numpy without pandas ---------------------------------------------------------------
 
 

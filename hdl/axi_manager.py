@@ -102,6 +102,8 @@ def axi_manager(
     @always_seq(clk.posedge, reset=rst)
     def issue():
         # A request: VALID in the next cycle, and the READY of its response until that arrives.
+        # The walker's and the data path's requests go out alike (MyHDL converts no choice between two
+        # interfaces); only the protection bits differ.
         if walk.valid:
             address.next = request_address
             prot.next = walker_prot

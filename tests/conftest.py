@@ -20,6 +20,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`mmucosim ARGV` in this process: (exit status, stdout, stderr)."""
+    from cosim.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def require_simulator(backend: str) -> None:
     """Skip, saying why, when the simulator a backend needs is not installed."""
     if backend == "cocotb-icarus" and shutil.which("iverilog") is None:

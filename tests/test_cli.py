@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from cosim.analysis.trace import read_trace
-from cosim.cli import build_parser, main
+from cosim.cli import build_parser
 from cosim.workloads import WORKLOADS, Workload
 from firmware.allocator import KernelPanic
 from firmware.boot import boot
@@ -20,13 +21,6 @@ from hdl.protocol import Fault
 SUBCOMMANDS = ("demo", "run", "replay", "check", "verilog", "synth")
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_console_script_prints_help():
@@ -39,12 +33,12 @@ def test_console_script_prints_help():
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_has_help(capsys, command):
-    code, out, _ = _cli(capsys, command, "--help")
+    code, out, _ = run_cli(capsys, command, "--help")
     assert code == 0 and out.startswith(f"usage: mmucosim {command}")
 
 
 def test_run_help_lists_the_workloads(capsys):
-    _, out, _ = _cli(capsys, "run", "--help")
+    _, out, _ = run_cli(capsys, "run", "--help")
     for workload in ("demo-dummy", "many_boxes_long_lived", "random", "replay:FILE"):
         assert workload in out
 
@@ -68,7 +62,7 @@ def test_run_help_lists_the_workloads(capsys):
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, argv, message):
-    code, out, err = _cli(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err
     assert "Traceback" not in err + out
@@ -82,7 +76,7 @@ def test_sizes_accept_binary_suffixes():
 
 def test_run_simple_allocation_on_the_reference_writes_trace_summary_and_plots(capsys, tmp_path):
     out_dir = tmp_path / "run"
-    code, out, _ = _cli(capsys, "run", "simple_allocation", "--backend", "reference", "--out", str(out_dir))
+    code, out, _ = run_cli(capsys, "run", "simple_allocation", "--backend", "reference", "--out", str(out_dir))
     assert code == 0
     assert "TLB by phase" in out and "TLB by firmware operation" in out
     assert sorted(p.name for p in out_dir.iterdir()) == [
@@ -100,7 +94,7 @@ def test_run_simple_allocation_on_the_reference_writes_trace_summary_and_plots(c
 
 
 def test_demo_prints_the_seed_lines_the_tables_and_where_the_files_are(capsys, tmp_path):
-    code, out, _ = _cli(capsys, "demo", "--backend", "reference", "--no-plots", "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "demo", "--backend", "reference", "--no-plots", "--out", str(tmp_path))
     assert code == 0
     seed_lines = ["heap_value at 0x444444440000", "current reference count is 2", "reference count is 1 now",
                   "It did not crash!"]
@@ -112,10 +106,10 @@ def test_demo_prints_the_seed_lines_the_tables_and_where_the_files_are(capsys, t
 
 def test_replay_writes_what_each_operation_returned(capsys, tmp_path):
     script = tmp_path / "script.txt"
-    code, _, _ = _cli(capsys, "run", "random", "--seed", "5", "--ops", "40", "--no-plots", "--out", str(tmp_path))
+    code, _, _ = run_cli(capsys, "run", "random", "--seed", "5", "--ops", "40", "--no-plots", "--out", str(tmp_path))
     assert code == 0
     results = tmp_path / "results.jsonl"
-    code, out, _ = _cli(capsys, "replay", str(script), "--no-plots", "--out", str(results))
+    code, out, _ = run_cli(capsys, "replay", str(script), "--no-plots", "--out", str(results))
     records = [json.loads(line) for line in results.read_text().splitlines()]
     allocations = [line for line in script.read_text().splitlines() if '"dealloc"' not in line]
     assert len(records) == len(allocations) > 0  # one result per alloc and realloc
@@ -125,7 +119,7 @@ def test_replay_writes_what_each_operation_returned(capsys, tmp_path):
 def test_a_malformed_replay_script_is_a_clean_error(capsys, tmp_path):
     script = tmp_path / "bad.txt"
     script.write_text('{"op":"alloc","id":1,"size":8,"align":8}\n{"op":"free","id":1}\n')
-    code, _, err = _cli(capsys, "replay", str(script))
+    code, _, err = run_cli(capsys, "replay", str(script))
     assert code == 2 and "bad replay script" in err and "line 2" in err
 
 
@@ -147,13 +141,13 @@ def kernels(monkeypatch):
 
 
 def test_a_kernel_panic_is_reported_without_a_traceback(capsys, kernels, tmp_path):
-    code, out, err = _cli(capsys, "run", "panicking_kernel", "--out", str(tmp_path))
+    code, out, err = run_cli(capsys, "run", "panicking_kernel", "--out", str(tmp_path))
     assert code == 1
     assert "the kernel stopped: KernelPanic: out of cheese" in err and "Traceback" not in err + out
 
 
 def test_a_page_fault_is_a_result_with_its_trace(capsys, kernels, tmp_path):
-    code, out, _ = _cli(capsys, "run", "faulting_kernel", "--no-plots", "--trace-format", "csv", "--out",
+    code, out, _ = run_cli(capsys, "run", "faulting_kernel", "--no-plots", "--trace-format", "csv", "--out",
                         str(tmp_path))
     assert code == 1
     assert "The kernel faulted: PageFault at 0x777700000000" in out

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 
 from cosim.analysis.plots import pyplot
 from cosim.backends import BackendError
-from cosim.cli import main
 from cosim.toolchain.export import config_tag
 from cosim.workloads import WORKLOADS, Workload, resolve
 from firmware.allocator import ALLOCATORS, DEFAULT_ALLOCATOR
@@ -30,23 +30,16 @@ from hdl.protocol import MmuConfig
 H = 0x4444_4444_0000
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- --allocator ---------------------------------------------------------------------------------------------
 
 
 def test_the_allocator_changes_where_kernel_main_puts_its_vec(capsys, tmp_path):
-    code, lla, _ = _cli(capsys, "run", "demo", "--no-plots", "--out", str(tmp_path / "lla"))
+    code, lla, _ = run_cli(capsys, "run", "demo", "--no-plots", "--out", str(tmp_path / "lla"))
     assert code == 0
     assert f"heap_value at {H:#x}\n" in lla and f"vec at {H + 0x800:#x}\n" in lla
-    code, bump, _ = _cli(capsys, "run", "demo", "--allocator", "bump", "--no-plots", "--out", str(tmp_path / "b"))
+    code, bump, _ = run_cli(capsys, "run", "demo", "--allocator", "bump", "--no-plots", "--out", str(tmp_path / "b"))
     assert code == 0
     assert f"heap_value at {H:#x}\n" in bump and f"vec at {H + 0x7F4:#x}\n" in bump
     assert "on reference with the bump allocator;" in bump and "allocator;" not in lla
@@ -58,7 +51,7 @@ def test_the_allocator_changes_where_kernel_main_puts_its_vec(capsys, tmp_path):
 def test_simple_allocation_places_the_second_box_as_each_design_does(capsys, tmp_path, allocator, second_box):
     """The chapter's list rounds a 4-byte request up to a 16-byte ListNode; the fixed-size allocator's 8-byte
     block comes from its fallback, the crate, which takes 16."""
-    code, out, _ = _cli(capsys, "run", "simple_allocation", "--allocator", allocator, "--no-plots",
+    code, out, _ = run_cli(capsys, "run", "simple_allocation", "--allocator", allocator, "--no-plots",
                         "--out", str(tmp_path))
     assert code == 0
     assert f"'boxes': ['{H:#x}', '{second_box:#x}']" in out
@@ -68,7 +61,7 @@ def test_output_directories_and_summaries_name_the_allocator(capsys, tmp_path, m
     monkeypatch.chdir(tmp_path)
     for allocator in (None, "bump"):
         option = [] if allocator is None else ["--allocator", allocator]
-        code, _, _ = _cli(capsys, "run", "many_boxes", "--n", "5", *option)
+        code, _, _ = run_cli(capsys, "run", "many_boxes", "--n", "5", *option)
         assert code == 0
     tag = config_tag(MmuConfig())
     default, bump = (tmp_path / "build" / "run" / f"{name}-{tag}" for name in ("many_boxes-n5-reference",
@@ -89,7 +82,7 @@ def test_resolve_puts_the_allocator_in_args_and_slug_and_leaves_the_default_alon
 
 @pytest.mark.parametrize("command", ["demo", "run", "replay", "check", "compare-allocators"])
 def test_help_lists_the_allocators(capsys, command):
-    code, out, _ = _cli(capsys, command, "--help")
+    code, out, _ = run_cli(capsys, command, "--help")
     assert code == 0 and "lla,bump,linked-list,fixed-size-block" in out
 
 
@@ -115,7 +108,7 @@ def test_bench_takes_the_allocator():
     (["compare-allocators", "demo-dummy"], "'demo-dummy' runs its own Dummy allocator"),
 ])
 def test_a_bad_allocator_is_one_clear_line_and_exit_code_2(capsys, argv, message):
-    code, out, err = _cli(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err
     assert "Traceback" not in err + out
@@ -133,7 +126,7 @@ def _rows(out: str) -> dict[str, str]:
 
 
 def test_compare_allocators_prints_every_row_and_writes_its_files(capsys, tmp_path):
-    code, out, _ = _cli(capsys, "compare-allocators", "many_boxes_long_lived", "--n", "40", "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "compare-allocators", "many_boxes_long_lived", "--n", "40", "--out", str(tmp_path))
     assert code == 0
     progress = out[:out.index("many_boxes_long_lived-n40 on reference\n")]
     assert list(_rows(out)) == list(ALLOCATORS)
@@ -148,14 +141,14 @@ def test_compare_allocators_prints_every_row_and_writes_its_files(capsys, tmp_pa
 
 def test_compare_allocators_default_directory(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, _ = _cli(capsys, "compare-allocators", "many_boxes", "--n", "3", "--allocators", "bump")
+    code, _, _ = run_cli(capsys, "compare-allocators", "many_boxes", "--n", "3", "--allocators", "bump")
     assert code == 0
     tag = config_tag(MmuConfig())
     assert (tmp_path / "build" / "compare" / f"many_boxes-n3-reference-{tag}" / "comparison.json").exists()
 
 
 def test_bumps_expected_failure_is_a_row(capsys, tmp_path):
-    code, out, _ = _cli(capsys, "compare-allocators", "many_boxes_long_lived", "--allocators", "bump",
+    code, out, _ = run_cli(capsys, "compare-allocators", "many_boxes_long_lived", "--allocators", "bump",
                         "--out", str(tmp_path))
     assert code == 0
     assert "allocation error at iteration 12799" in _rows(out)["bump"]
@@ -182,7 +175,7 @@ def big_buffer(monkeypatch):
 
 
 def test_a_panic_in_one_allocators_run_is_its_row_and_the_others_still_print(capsys, tmp_path, big_buffer):
-    code, out, _ = _cli(capsys, "compare-allocators", big_buffer, "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "compare-allocators", big_buffer, "--out", str(tmp_path))
     assert code == 0
     rows = _rows(out)
     assert list(rows) == list(ALLOCATORS)
@@ -202,7 +195,7 @@ def test_a_run_that_cannot_be_measured_is_a_row_with_its_error(capsys, tmp_path,
         return real(program, backend, config, args=args, **kwargs)
 
     monkeypatch.setattr(cosim.compare, "run_program", failing)
-    code, out, _ = _cli(capsys, "compare-allocators", "many_boxes", "--n", "3", "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "compare-allocators", "many_boxes", "--n", "3", "--out", str(tmp_path))
     assert code == 1
     assert "linked-list: not measured: BackendError: the simulator died" in out
     rows = _rows(out)

@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_simulator
+from conftest import require_simulator, run_cli
 
 from cosim.backends import BackendError, open_backend
-from cosim.cli import main
 from cosim.runner import run_program
 from cosim.toolchain.export import config_tag, export_verilog, lint
 from hdl.protocol import AXI_PROT_WALKER, AxiProt, Csr, MmuConfig, Op, axi_ports, top_port_widths
@@ -23,25 +22,18 @@ from hdl.protocol import AXI_PROT_WALKER, AxiProt, Csr, MmuConfig, Op, axi_ports
 COMMANDS_WITH_CONFIG = ("demo", "run", "replay", "check", "compare-allocators", "verilog", "synth")
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", COMMANDS_WITH_CONFIG)
 def test_every_command_that_builds_the_mmu_takes_memory_and_says_what_runs_axi(capsys, command):
-    code, out, _ = _cli(capsys, command, "--help")
+    code, out, _ = run_cli(capsys, command, "--help")
     flat = " ".join(out.split())
     assert code == 0 and "--memory {bram,axi}" in flat and "--axi-id-width BITS" in flat
     assert "verilator and myhdl simulate bram only" in flat
 
 
 def test_the_verilator_backends_help_says_it_keeps_bram(capsys):
-    _, out, _ = _cli(capsys, "demo", "--help")
+    _, out, _ = run_cli(capsys, "demo", "--help")
     assert "verilator and myhdl: --memory bram only" in " ".join(out.split())
 
 
@@ -59,7 +51,7 @@ def test_the_verilator_backends_help_says_it_keeps_bram(capsys):
     ],
 )
 def test_memory_options_refused_with_one_clear_line(capsys, argv, message):
-    code, out, err = _cli(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 2 and message in err and "Traceback" not in err + out
 
 
@@ -97,7 +89,7 @@ def test_run_on_reference_with_axi_writes_to_its_own_folder(capsys, tmp_path, mo
     from cosim import outputs
 
     monkeypatch.setattr(outputs, "BUILD", tmp_path)
-    code, out, _ = _cli(capsys, "run", "simple_allocation", "--memory", "axi", "--no-plots")
+    code, out, _ = run_cli(capsys, "run", "simple_allocation", "--memory", "axi", "--no-plots")
     assert code == 0 and "simple_allocation-reference-e16w16plru_p8_m1M_l1_pa40_axi" in out
 
 
@@ -122,7 +114,7 @@ def test_axi_verilog_has_the_ports_of_protocol_lints_clean_and_compiles_on_icaru
 @pytest.mark.rtl
 def test_check_reference_against_cocotb_verilator_on_axi_passes(capsys):
     require_simulator("cocotb-verilator")
-    code, out, _ = _cli(capsys, "check", "--backends", "reference,cocotb-verilator", "--memory", "axi", "demo")
+    code, out, _ = run_cli(capsys, "check", "--backends", "reference,cocotb-verilator", "--memory", "axi", "demo")
     assert code == 0 and "OK: all" in out and "RAM on the AXI4 port" in out
 
 

@@ -18,11 +18,11 @@ from cosim.analysis.heap import HEAP_COLUMNS, ShadowMemory, heap_states_of_batch
 from cosim.analysis.plots import HitRateSeries
 from cosim.analysis.stale import StaleDetector, find_stale
 from cosim.analysis.summary import SummaryBuilder, summarize
-from cosim.analysis.trace import batches_of, read_parquet_batches, read_trace, write_parquet
+from cosim.analysis.trace import read_parquet_batches, read_trace, write_parquet
 from cosim.cli import main
 from cosim.outputs import INCOMPLETE
 from cosim.runner import run_program
-from cosim.stream import ContextTracker, EventList, event_columns
+from cosim.stream import ContextTracker, EventList, batches_of, event_columns
 from cosim.workloads import WORKLOADS, Workload
 from firmware.cpu import Cpu
 from hdl.protocol import AccessEvent, Op

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cosim.analysis.context import SpanLike, attribute
-from cosim.analysis.trace import batches_of, describe
+from cosim.analysis.trace import describe
+from cosim.stream import batches_of
 
 if TYPE_CHECKING:
     from cosim.backends.reference import Translation

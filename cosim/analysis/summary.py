@@ -17,7 +17,7 @@ import numpy as np
 
 from cosim.analysis.context import UNTAGGED, Context, SpanLike, kind_of
 from cosim.outputs import write_text
-from cosim.stream import BATCH_EVENTS, ContextTable, EventBatch, event_columns
+from cosim.stream import BATCH_EVENTS, ContextTable, EventBatch, batches_of
 from hdl.protocol import AccessEvent, MmuConfig, Op, TlbPolicy
 
 _LOAD, _STORE = int(Op.LOAD), int(Op.STORE)
@@ -156,15 +156,11 @@ def summarize(
 ) -> Summary:
     """Totals, phases and kinds of a run held in lists; `contexts` comes from
     `cosim.analysis.context.attribute(events, spans)`. (A streamed run feeds a SummaryBuilder instead.)"""
-    table = ContextTable()
-    ids: dict[int, int] = {}  # id(context) -> its index in the table
-    for context in contexts:
-        if context is not None and id(context) not in ids:
-            ids[id(context)] = len(table.contexts)
-            table.contexts.append(context)
-    tags = np.fromiter((-1 if c is None else ids[id(c)] for c in contexts), dtype=np.int32, count=len(contexts))
     builder = SummaryBuilder()
-    builder.write(EventBatch(event_columns(events), tags, table))
+    table = ContextTable()  # the batches' (an empty one when there are no events)
+    for batch in batches_of(events, contexts):
+        builder.write(batch)
+        table = batch.table
     base_depth = min((s.depth for s in spans), default=0)
     phase_calls: dict[str, int] = {}
     kind_calls: dict[str, int] = {}

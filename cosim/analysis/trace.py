@@ -20,7 +20,7 @@ import numpy as np
 
 from cosim.analysis.context import Context
 from cosim.outputs import AtomicFile, guarded, partial_path, remove_quietly
-from cosim.stream import BATCH_EVENTS, ContextTable, EventBatch, arrow_array, arrow_strings, event_columns, numpy_of
+from cosim.stream import EventBatch, arrow_array, arrow_strings, batches_of, numpy_of
 from hdl.protocol import AccessEvent, Fault, Op
 
 COLUMNS = (
@@ -343,20 +343,6 @@ def _write_all(writer: TraceWriter, events: Sequence[AccessEvent], contexts: Seq
         writer.discard()
         raise
     return writer.close()
-
-
-def batches_of(events: Sequence[AccessEvent], contexts: Sequence[Context | None]) -> Iterator[EventBatch]:
-    """Events held in lists, with their contexts (from `attribute`), as the batches of a streamed run."""
-    table = ContextTable()
-    ids: dict[int, int] = {}  # id(context) -> its index in the table
-    for context in contexts:
-        if context is not None and id(context) not in ids:
-            ids[id(context)] = len(table.contexts)
-            table.contexts.append(context)
-    for start in range(0, len(events), BATCH_EVENTS):
-        part = contexts[start:start + BATCH_EVENTS]
-        tags = np.fromiter((-1 if c is None else ids[id(c)] for c in part), dtype=np.int32, count=len(part))
-        yield EventBatch(event_columns(events[start:start + BATCH_EVENTS]), tags, table)
 
 
 def read_trace(path: Path) -> list[TraceRow]:

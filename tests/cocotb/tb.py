@@ -241,6 +241,16 @@ def matrix(points: list[Any], name: Callable[[Any], str], verilator: tuple[int, 
             if simulator == "icarus" or index in verilator]
 
 
+@dataclasses.dataclass
+class EventRun:
+    """A run's events (and value) as cosim.analysis.lockstep compares them, for runs made without the runner."""
+
+    backend: str
+    events: list[Any]
+    value: Any = None
+    contexts: list[Any] = dataclasses.field(default_factory=list)
+
+
 def job() -> dict[str, Any]:
     """Inside the simulator: the parameters and trace directory the pytest runner passed."""
     return json.loads(os.environ[PARAMS_ENV])

@@ -399,14 +399,6 @@ PARAMS = [
 ]
 
 
-@dataclasses.dataclass
-class _Run:
-    backend: str
-    events: list[AccessEvent]
-    value: Any = None
-    contexts: list[Any] = dataclasses.field(default_factory=list)
-
-
 def _untimed(events: list[AccessEvent]) -> list[AccessEvent]:
     return [event._replace(cycle=0, walk_cycles=0) for event in events]
 
@@ -444,7 +436,8 @@ def check_axi_build(simulator: str, config: MmuConfig, programs: str) -> None:
     bram = dataclasses.replace(config, memory="bram", axi_id_width=MmuConfig().axi_id_width)
     for name, (program, args) in PROGRAM_SETS[programs].items():
         saved = pickle.loads((run_dir / f"{name}.pickle").read_bytes())
-        axi = _Run(f"cocotb-{simulator} axi", [AccessEvent(*fields) for fields in saved["events"]], saved["value"])
+        events = [AccessEvent(*fields) for fields in saved["events"]]
+        axi = tb.EventRun(f"cocotb-{simulator} axi", events, saved["value"])
         reference = run_program(program, "reference", config, args=args, trace=True)
         divergence = first_divergence([reference, axi])
         assert divergence is None, f"{config_tag(config)} {name}:\n{divergence.report()}"

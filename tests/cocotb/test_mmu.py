@@ -185,19 +185,11 @@ def _events(run_dir: Path, name: str) -> list[AccessEvent]:
     return [AccessEvent(*fields) for fields in json.loads((run_dir / f"{name}.json").read_text())]
 
 
-@dataclasses.dataclass
-class _Run:
-    backend: str
-    events: list[AccessEvent]
-    value: Any = None
-    contexts: list[Any] = dataclasses.field(default_factory=list)
-
-
-def _run_backend(backend: str, config: MmuConfig, requests: list[Request]) -> _Run:
+def _run_backend(backend: str, config: MmuConfig, requests: list[Request]) -> tb.EventRun:
     with open_backend(backend, config, trace=True) as sim:
         for request in requests:
             sim.transact(*request)
-        return _Run(backend, sim.drain_events())
+        return tb.EventRun(backend, sim.drain_events())
 
 
 @pytest.mark.rtl
@@ -213,7 +205,7 @@ def test_mmu_runner(simulator: str, config: MmuConfig) -> None:
     run_dir = tb.run_mmu_module(simulator, config, "test_mmu", params)
     for name, (requests_for, max_gap) in SCENARIOS.items():
         requests = requests_for(config)
-        cocotb_run = _Run(f"cocotb-{simulator}", _events(run_dir, name))
+        cocotb_run = tb.EventRun(f"cocotb-{simulator}", _events(run_dir, name))
         others = [_run_backend("reference", config, requests)]
         if max_gap == 0 and simulator == "verilator" and not name.startswith("random"):
             others.append(_run_backend("myhdl", config, requests))  # cycle for cycle
