@@ -9,7 +9,7 @@ counters and the ev_* ports cannot disagree.
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always_comb, always_seq, block, intbv
+from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, intbv
 
 from hdl.protocol import CR0_PE, CR0_PG, CR0_PG_BIT, CR0_WP, CSR_ADDR_WIDTH, Counter, Csr, Fault, MmuConfig, Op
 
@@ -60,7 +60,12 @@ def csr(
     pfec = Signal(intbv(0)[len(event_errcode):])
 
     # Constants as plain ints: the converter inlines them as Verilog literals.
+    # (sized, intbv(value)[width:], where a value could be wider than 32 bits or a narrow register is read: every
+    # expression of the Verilog is as wide as what receives it)
     cr0_fixed = CR0_PE | CR0_WP
+    cr0_paging = cr0_fixed | CR0_PG
+    data_width = len(rdata)
+    pfec_pad = data_width - len(event_errcode)
     addr_width = len(addr)
     csr_cr0, csr_cr2, csr_cr3, csr_pfec = int(Csr.CR0), int(Csr.CR2), int(Csr.CR3), int(Csr.PFEC)
     counter_base, counter_end = int(Csr.COUNTER_BASE), int(Csr.COUNTER_BASE) + len(Counter)
@@ -89,6 +94,9 @@ def csr(
     c_faults_align, c_faults_bus = unbound.pop(Counter.FAULTS_ALIGN), unbound.pop(Counter.FAULTS_BUS)
     assert not unbound, f"counters that nothing increments: {', '.join(c.name for c in unbound)}"
 
+    cycles_pad, levels_pad = COUNTER_WIDTH - len(event_walk_cycles), COUNTER_WIDTH - len(event_walk_levels)
+    pwc_hits_pad, ad_writes_pad = COUNTER_WIDTH - len(event_pwc_hits), COUNTER_WIDTH - len(event_ad_writes)
+
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     counter_selected = Signal(bool(0))
 
@@ -101,9 +109,9 @@ def csr(
         if addr[addr_width:CSR_ADDR_WIDTH] == 0:
             if addr == csr_cr0:
                 if paging:
-                    register_value.next = cr0_fixed | CR0_PG
+                    register_value.next = intbv(cr0_paging)[data_width:]
                 else:
-                    register_value.next = cr0_fixed
+                    register_value.next = intbv(cr0_fixed)[data_width:]
                 known.next = True
                 writable.next = True
             elif addr == csr_cr2:
@@ -115,28 +123,28 @@ def csr(
                 known.next = True
                 writable.next = True
             elif addr == csr_pfec:
-                register_value.next = pfec
+                register_value.next = concat(intbv(0)[pfec_pad:], pfec)
                 known.next = True
             elif addr == cfg_tlb_entries:
-                register_value.next = tlb_entries
+                register_value.next = intbv(tlb_entries)[data_width:]
                 known.next = True
             elif addr == cfg_tlb_ways:
-                register_value.next = tlb_ways
+                register_value.next = intbv(tlb_ways)[data_width:]
                 known.next = True
             elif addr == cfg_tlb_policy:
-                register_value.next = tlb_policy
+                register_value.next = intbv(tlb_policy)[data_width:]
                 known.next = True
             elif addr == cfg_pwc_entries:
-                register_value.next = pwc_entries
+                register_value.next = intbv(pwc_entries)[data_width:]
                 known.next = True
             elif addr == cfg_mem_bytes:
-                register_value.next = mem_bytes
+                register_value.next = intbv(mem_bytes)[data_width:]
                 known.next = True
             elif addr == cfg_maxphyaddr:
-                register_value.next = maxphyaddr
+                register_value.next = intbv(maxphyaddr)[data_width:]
                 known.next = True
             elif addr == cfg_latency:
-                register_value.next = latency
+                register_value.next = intbv(latency)[data_width:]
                 known.next = True
             elif addr >= counter_base and addr < counter_end:
                 counter_selected.next = True
@@ -177,10 +185,11 @@ def csr(
                 counters[c_evictions].next = counters[c_evictions] + 1
             if event_walk_levels != 0:  # a walk (it reads at least one entry); the other walk figures are 0 without
                 counters[c_walks].next = counters[c_walks] + 1
-                counters[c_walk_cycles].next = counters[c_walk_cycles] + event_walk_cycles
-                counters[c_pte_reads].next = counters[c_pte_reads] + event_walk_levels
-                counters[c_pwc_hits].next = counters[c_pwc_hits] + event_pwc_hits
-                counters[c_ad_writes].next = counters[c_ad_writes] + event_ad_writes
+                counters[c_walk_cycles].next = (counters[c_walk_cycles]
+                                                + concat(intbv(0)[cycles_pad:], event_walk_cycles))
+                counters[c_pte_reads].next = counters[c_pte_reads] + concat(intbv(0)[levels_pad:], event_walk_levels)
+                counters[c_pwc_hits].next = counters[c_pwc_hits] + concat(intbv(0)[pwc_hits_pad:], event_pwc_hits)
+                counters[c_ad_writes].next = counters[c_ad_writes] + concat(intbv(0)[ad_writes_pad:], event_ad_writes)
             if op == op_invlpg:
                 counters[c_invlpgs].next = counters[c_invlpgs] + 1
             if event_flush:

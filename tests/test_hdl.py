@@ -734,6 +734,19 @@ def test_exported_verilog_lints_clean_and_is_rewritten_only_on_change(tmp_path: 
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("config", [
+    MmuConfig(),
+    MmuConfig(tlb_entries=4, tlb_ways=1, tlb_policy=TlbPolicy.FIFO, pwc_entries=0),
+    MmuConfig(tlb_entries=8, tlb_ways=2, tlb_policy=TlbPolicy.RANDOM, mem_latency=3),
+    MmuConfig(tlb_entries=2, tlb_ways=2, pwc_entries=1, maxphyaddr=52),
+    MmuConfig(tlb_entries=32, tlb_ways=4, pwc_entries=2, mem_bytes=SMALL_RAM, mem_latency=2, maxphyaddr=32),
+], ids=config_tag)
+def test_exported_verilog_is_lint_clean_on_its_own_without_waivers(config: MmuConfig, tmp_path: Path) -> None:
+    # Every geometry the TLB's index logic distinguishes (one set, one way, both; PLRU with one tree level), no PWC
+    # and a one-entry PWC, multi-cycle reads, MAXPHYADDR 32 and 52 (ev_paddr unpadded), the smallest RAM.
+    lint(export_verilog(config, tmp_path))
+
+
 def test_64_mib_ram_is_declared_at_full_depth_without_reset_or_initialisation(tmp_path: Path) -> None:
     path = export_verilog(MmuConfig(mem_bytes=64 << 20), tmp_path)
     text = path.read_text()

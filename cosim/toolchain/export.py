@@ -21,7 +21,6 @@ from hdl.interfaces import WORD_BYTES, top_ports
 from hdl.mmu import mmu
 from hdl.protocol import MmuConfig, TlbPolicy
 
-WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
 TOP_MODULE = "mmu"
 
 # MyHDL makes one Python Signal per RAM word: 64 MiB would take minutes and gigabytes to convert. The export builds
@@ -32,7 +31,7 @@ _RAM_DECLARATION = re.compile(r"^(reg \[63:0\] \w*mem_words \[0:)" + str(_STAND_
 
 
 class VerilogLintError(Exception):
-    """Verilator found warnings (beyond the documented waivers) or errors in the exported Verilog."""
+    """Verilator found warnings or errors in the exported Verilog."""
 
 
 def config_tag(config: MmuConfig) -> str:
@@ -111,9 +110,9 @@ def export_verilog(config: MmuConfig, build_root: Path = Path("build")) -> Path:
 
 
 def lint(path: Path) -> None:
-    """Run `verilator --lint-only -Wall` with the waiver file on `path`; raise VerilogLintError listing the warnings."""
+    """Run `verilator --lint-only -Wall` on `path` alone (no waivers); raise VerilogLintError listing the warnings."""
     verilator = build.verilator_root() / "bin" / "verilator"
-    command = [str(verilator), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(WAIVER_FILE), str(path)]
+    command = [str(verilator), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(path)]
     result = subprocess.run(command, capture_output=True, text=True, env=build.verilator_env(), check=False)
     messages = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.startswith("%Warning") or line.startswith("%Error")]
