@@ -93,6 +93,9 @@ def _config_options() -> argparse.ArgumentParser:
                        help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
                             f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
                             f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
+    group.add_argument("--maxphyaddr", type=int, metavar="BITS",
+                       help=f"physical address bits M, 32..52: PTE bits M..51 are reserved, and RAM must fit below "
+                            f"2**M (default {_DEFAULTS.maxphyaddr})")
     return parent
 
 
@@ -238,6 +241,7 @@ def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfi
         "pwc_entries": args.pwc_entries,
         "mem_latency": args.mem_latency,
         "mem_bytes": args.mem_bytes,
+        "maxphyaddr": args.maxphyaddr,
     }
     config = MmuConfig(**{name: value for name, value in given.items() if value is not None})
     try:
@@ -259,7 +263,8 @@ def describe_config(config: MmuConfig) -> str:
     ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
     policy = TlbPolicy(config.tlb_policy).name
     latency = f"{config.mem_latency}-cycle reads"
-    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
+    maxphyaddr = "" if config.maxphyaddr == _DEFAULTS.maxphyaddr else f", MAXPHYADDR {config.maxphyaddr}"
+    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency}){maxphyaddr}"
 
 
 # -- running -------------------------------------------------------------------------------------------------
