@@ -22,6 +22,7 @@ def csr(
     rst: SignalType,
     in_lookup: SignalType,
     op: SignalType,
+    user: SignalType,
     addr: SignalType,
     wdata: SignalType,
     rdata: SignalType,
@@ -48,10 +49,11 @@ def csr(
 
     `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
     commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable`
-    answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
-    response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page fault's response
-    records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time
-    for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
+    answer combinationally; for a `user` request (CPL 3) no CSR is either, so its reads and writes are GP, as
+    `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
+    event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
+    fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that
+    ends it, in time for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
     """
     # Counter.CYCLES is `cycles`, a port; the event counters (Counter.LOADS onwards) are a memory, indexed from 0.
     assert Counter.CYCLES == 0, "CYCLES must be the first counter: the event counters follow it"
@@ -106,7 +108,7 @@ def csr(
         known.next = False
         writable.next = False
         counter_selected.next = False
-        if addr[addr_width:CSR_ADDR_WIDTH] == 0:
+        if addr[addr_width:CSR_ADDR_WIDTH] == 0 and not user:
             if addr == csr_cr0:
                 if paging:
                     register_value.next = intbv(cr0_paging)[data_width:]
@@ -190,7 +192,7 @@ def csr(
                 counters[c_pte_reads].next = counters[c_pte_reads] + concat(intbv(0)[levels_pad:], event_walk_levels)
                 counters[c_pwc_hits].next = counters[c_pwc_hits] + concat(intbv(0)[pwc_hits_pad:], event_pwc_hits)
                 counters[c_ad_writes].next = counters[c_ad_writes] + concat(intbv(0)[ad_writes_pad:], event_ad_writes)
-            if op == op_invlpg:
+            if op == op_invlpg and event_fault == fault_none:  # executed: a user INVLPG is GP
                 counters[c_invlpgs].next = counters[c_invlpgs] + 1
             if event_flush:
                 counters[c_flushes].next = counters[c_flushes] + 1

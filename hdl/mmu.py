@@ -162,8 +162,8 @@ def mmu(
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(
-        clk=clk, rst=rst, in_lookup=in_lookup, op=op, addr=vaddr, wdata=wdata, rdata=csr_rdata, known=csr_known,
-        writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
+        clk=clk, rst=rst, in_lookup=in_lookup, op=op, user=user, addr=vaddr, wdata=wdata, rdata=csr_rdata,
+        known=csr_known, writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
         event_fault=resp_fault, event_errcode=resp_errcode, event_flush=event_flush, event_tlb_hit=ev_tlb_hit,
         event_tlb_miss=ev_tlb_miss, event_evict=ev_evict, event_walk_levels=ev_walk_levels,
         event_walk_cycles=ev_walk_cycles, event_pwc_hits=ev_pwc_hits, event_ad_writes=ev_ad_writes,
@@ -384,6 +384,8 @@ def mmu(
                     ev_tlb_miss.next = True
                 if op == op_csr_read:
                     rdata_from_csr.next = True
+                elif user:  # INVLPG, FLUSH and CSR writes at CPL 3 are GP (below) and change nothing
+                    pass
                 elif op == op_invlpg and canonical:
                     tlb_update.drop.next = True
                     pwc_flush.next = True
@@ -448,7 +450,7 @@ def mmu(
                     elif op == op_csr_write:
                         if not csr_writable:
                             resp_fault.next = fault_gp
-                    elif op != op_invlpg and op != op_flush:
+                    elif user or (op != op_invlpg and op != op_flush):  # CPL 3, or an undefined op
                         resp_fault.next = fault_gp
                 elif walk.fault_page:
                     # The walker reports P and RSVD for the faults it finds.

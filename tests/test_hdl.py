@@ -257,6 +257,25 @@ def test_undefined_op_is_gp(bench: Bench) -> None:
     assert bench.op(6, 0).fault == Fault.GP
 
 
+def test_privileged_operations_from_user_mode_are_gp_and_change_nothing(bench: Bench, tables: PageTables) -> None:
+    # x86 at CPL 3: INVLPG, MOV to CR3 (FLUSH) and MOV to or from CRn are #GP(0); CR2 and the error code untouched.
+    tables.map(0x40_0000, 0x8000, RW | Pte.USER_ACCESSIBLE)
+    tables.enable()
+    bench.write_csr(Csr.CR2, 0x77)
+    assert bench.load(0x40_0000).tlb_miss
+    for op, addr, wdata in ((Op.INVLPG, 0x40_0000, 0), (Op.FLUSH, 0, 0), (Op.CSR_WRITE, Csr.CR3, 0),
+                            (Op.CSR_WRITE, Csr.CR0, 0), (Op.CSR_READ, Csr.CR3, 0), (Op.CSR_READ, Csr.CR0, 0),
+                            (Op.CSR_READ, Csr.COUNTER_BASE + Counter.CYCLES, 0)):
+        response = bench.op(op, addr, 3, wdata, user=True)
+        assert (response.rdata, response.fault, response.errcode) == (0, Fault.GP, 0), Op(op).name
+    hit = bench.load(0x40_0000, user=True)
+    assert (hit.fault, hit.tlb_hit) == (Fault.NONE, True)  # neither INVLPG nor FLUSH dropped it
+    assert (bench.csr(Csr.CR3), bench.csr(Csr.CR0), bench.csr(Csr.CR2)) == (tables.pml4, CR0_PE | CR0_WP | CR0_PG,
+                                                                            0x77)
+    assert bench.csr(Csr.COUNTER_BASE + Counter.FAULTS_GP) == 7
+    assert bench.csr(Csr.COUNTER_BASE + Counter.INVLPGS) == 0
+
+
 def test_counters_count_operations_by_outcome(bench: Bench) -> None:
     bench.store(0x100, 1)
     bench.load(0x100)
