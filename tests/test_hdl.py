@@ -766,10 +766,11 @@ def test_exported_verilog_is_lint_clean_on_its_own_without_waivers(config: MmuCo
     lint(export_verilog(config, tmp_path))
 
 
-def test_64_mib_ram_is_declared_at_full_depth_without_reset_or_initialisation(tmp_path: Path) -> None:
+def test_64_mib_ram_is_declared_at_full_depth_without_reset_and_zeroed_at_time_0(tmp_path: Path) -> None:
     path = export_verilog(MmuConfig(mem_bytes=64 << 20), tmp_path)
     text = path.read_text()
     assert "mem_words [0:8388608-1];" in text
-    assert "initial" not in text
+    assert text.count("initial begin") == 1 and "`ifndef MMU_RAM_NO_INIT" in text  # the zeroing loop, and its way out
+    assert "for (word = 0; word < 8388608; word = word + 1) begin" in text
     assert not [line for line in text.splitlines() if "mem_words[" in line and "<= 0;" in line]  # no reset
     lint(path)
