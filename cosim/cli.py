@@ -593,7 +593,8 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     path = files[0]
     notes = {"mmu.v": "the MMU, module mmu" + (f", RAM preloaded from {args.ram_init}" if args.ram_init else ""),
              "mmu_tb.v": "a self-checking testbench: iverilog -g2012 mmu.v mmu_tb.v",
-             "mmu.core": "FuseSoC core: fusesoc --cores-root DIR run --target lint|sim mmucosim:mmu:mmu",
+             "mmu.core": "FuseSoC core: fusesoc --cores-root DIR run --target lint|sim|sim_verilator "
+                         "mmucosim:mmu:mmu",
              "datasheet.md": "ports, timing, encodings, CSRs, cycles of this configuration"}
     print(f"Verilog of the {describe_config(config)}, in {path.parent}/:")
     for file in files:

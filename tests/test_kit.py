@@ -348,6 +348,14 @@ def test_fusesoc_sim_target_runs_the_kits_testbench_on_icarus(tmp_path: Path):
     assert result.returncode == 0 and "PASS" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
 
 
+@pytest.mark.rtl
+def test_fusesoc_sim_verilator_target_runs_the_same_testbench_on_verilator(tmp_path: Path):
+    # About 20 s: Verilator --binary (timing) compiles the bench and the MMU; both are -Wall clean.
+    kit = write_kit(MmuConfig(mem_bytes=1 << 16, tlb_entries=4, pwc_entries=0, mem_latency=3), tmp_path / "build")
+    result = _fusesoc(kit[0].parent, tmp_path, "sim_verilator")
+    assert result.returncode == 0 and "PASS" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
 def test_verilog_command_writes_the_kit_and_says_so(tmp_path: Path, capsys):
     from cosim.cli import main
 

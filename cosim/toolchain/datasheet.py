@@ -280,6 +280,12 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
         "synchronous reset, one operation at a time. Everything below is exact for this configuration; "
         "`mmucosim verilog` writes the same sheet for any other beside its `mmu.v`.\n")
 
+    add("## Integration\n")
+    add("`mmucosim verilog` writes, beside `mmu.v`: `mmu_tb.v`, a self-checking plain-Verilog testbench that uses "
+        "only this sheet (reset, CSR reads, stores and loads, faults; prints PASS); `mmu.core`, a FuseSoC CAPI2 core "
+        "(`fusesoc --cores-root DIR run --target lint|sim|sim_verilator|sim_no_init mmucosim:mmu:mmu`); and this "
+        "sheet. By hand: `verilator --lint-only -Wall mmu.v`; `iverilog -g2012 -o tb mmu.v mmu_tb.v && vvp tb`; "
+        "`verilator --binary -Wall --top-module mmu_tb -CFLAGS -std=c++20 mmu.v mmu_tb.v && obj_dir/Vmmu_tb`.\n")
     add("## Configuration\n")
     add("Fixed at export (`mmucosim verilog --tlb-entries … --maxphyaddr …`); software reads it from the CFG_* CSRs.\n")
     add("| parameter | value |")

@@ -4,10 +4,12 @@ Verilog testbench, and the datasheet of the configuration.
     build/verilog/<config_tag>/
         mmu.v           the MMU (cosim.toolchain.export), lint-clean under verilator -Wall on its own
         mmu_tb.v        a plain-Verilog testbench written from the datasheet alone: reset, CSRs, a store and loads
-        mmu.core        FuseSoC CAPI2: filesets rtl and tb; targets default, lint (Verilator), sim (Icarus)
+        mmu.core        FuseSoC CAPI2: filesets rtl and tb; targets default, lint (Verilator), sim (Icarus),
+                        sim_verilator, sim_no_init (the RAM left uninitialised, MMU_RAM_NO_INIT)
         datasheet.md    docs/datasheet.md for this configuration (cosim.toolchain.datasheet)
 
-`fusesoc --cores-root <dir> run --target lint mmucosim:mmu:mmu` lints the core, `--target sim` runs the bench.
+`fusesoc --cores-root <dir> run --target lint mmucosim:mmu:mmu` lints the core, `--target sim` runs the bench on
+Icarus, `--target sim_verilator` on Verilator.
 """
 
 from __future__ import annotations
@@ -65,26 +67,35 @@ targets:
     toplevel: {TOP_MODULE}
   lint:
     <<: *default
-    description: verilator --lint-only -Wall on mmu.v alone (no waivers)
+    description: "verilator --lint-only -Wall on mmu.v alone (no waivers)"
     default_tool: verilator
     tools:
       verilator:
         mode: lint-only
         verilator_options: [-Wall]
   sim:
-    description: the self-checking testbench on Icarus Verilog (prints PASS or FAIL)
+    description: "the self-checking testbench on Icarus Verilog (prints PASS or FAIL)"
     filesets: [rtl, tb]
     toplevel: {TESTBENCH_MODULE}
     default_tool: icarus
     tools:
       icarus:
         iverilog_options: [-g2012]
+  sim_verilator:
+    description: "the same testbench on Verilator (--binary, with timing: C++20 coroutines)"
+    filesets: [rtl, tb]
+    toplevel: {TESTBENCH_MODULE}
+    default_tool: verilator
+    tools:
+      verilator:
+        mode: binary
+        verilator_options: [-Wall, -CFLAGS, -std=c++20]
   sim_no_init:
-    description: as sim, with the RAM left uninitialised ({RAM_NO_INIT_DEFINE}), as on iCE40 SPRAM
+    description: "as sim, with the RAM left uninitialised ({RAM_NO_INIT_DEFINE}), as on iCE40 SPRAM"
     filesets: [rtl, tb]
     toplevel: {TESTBENCH_MODULE}
     default_tool: icarus
-    parameters: [{RAM_NO_INIT_DEFINE}]
+    parameters: [{RAM_NO_INIT_DEFINE}=true]
     tools:
       icarus:
         iverilog_options: [-g2012]
@@ -92,7 +103,7 @@ targets:
 parameters:
   {RAM_NO_INIT_DEFINE}:
     datatype: bool
-    description: leave the RAM's initial contents undefined (memories that cannot be initialised)
+    description: "leave the initial contents of the RAM undefined (memories that cannot be initialised)"
     paramtype: vlogdefine
 """
 
@@ -108,15 +119,10 @@ def testbench_text(config: MmuConfig, preloaded: bool = False) -> str:
 // written from datasheet.md alone. Run: iverilog -g2012 -o tb mmu.v mmu_tb.v && vvp tb   (prints PASS)
 `timescale 1ns/1ps
 module {TESTBENCH_MODULE};
-    reg clk = 1'b0;
-    reg rst = 1'b1;
-    reg req_valid = 1'b0;
-    reg [2:0] req_op = 3'd0;
-    reg [1:0] req_size = 2'd0;
-    reg req_user = 1'b0;
-    reg req_fetch = 1'b0;
-    reg [63:0] req_addr = 64'd0;
-    reg [63:0] req_wdata = 64'd0;
+    reg clk, rst, req_valid, req_user, req_fetch;
+    reg [2:0] req_op;
+    reg [1:0] req_size;
+    reg [63:0] req_addr, req_wdata;
     wire req_ready, resp_valid;
     wire [63:0] resp_rdata;
     wire [2:0] resp_fault;
@@ -129,9 +135,8 @@ module {TESTBENCH_MODULE};
     wire [15:0] ev_walk_cycles;
     wire [1:0] ev_pwc_hits;
     wire [2:0] ev_ad_writes;
-    integer errors = 0;
-    reg [63:0] rdata;
-    reg [2:0] fault;
+    integer errors;
+    reg [63:0] rdata, fault;
 
     {TOP_MODULE} dut (
         .clk(clk), .rst(rst), .req_valid(req_valid), .req_op(req_op), .req_size(req_size), .req_user(req_user),
@@ -142,21 +147,25 @@ module {TESTBENCH_MODULE};
         .ev_walk_cycles(ev_walk_cycles), .ev_pwc_hits(ev_pwc_hits), .ev_ad_writes(ev_ad_writes)
     );
 
-    always #5 clk = ~clk;
+    always begin  // a 10 ns clock, low first
+        clk = 1'b0; #5;
+        clk = 1'b1; #5;
+    end
 
-    // One operation: drive the request after a rising edge, hold it until an edge samples req_ready, then wait
-    // for the resp_valid pulse and take resp_rdata and resp_fault in that cycle.
+    // One operation. Inputs change and outputs are read while clk is low (outputs change only after a rising
+    // edge): present the request, hold it until a rising edge with req_ready = 1 accepts it, then wait for the
+    // resp_valid cycle and take resp_rdata and resp_fault in it.
     task operate(input [2:0] op, input [1:0] size, input user, input [63:0] addr, input [63:0] wdata);
         begin
-            req_valid <= 1'b1; req_op <= op; req_size <= size; req_user <= user; req_fetch <= 1'b0;
-            req_addr <= addr; req_wdata <= wdata;
-            @(posedge clk);
-            while (!req_ready) @(posedge clk);
-            req_valid <= 1'b0;
-            @(posedge clk);
-            while (!resp_valid) @(posedge clk);
+            @(negedge clk);
+            req_valid = 1'b1; req_op = op; req_size = size; req_user = user; req_fetch = 1'b0;
+            req_addr = addr; req_wdata = wdata;
+            while (!req_ready) @(negedge clk);
+            @(negedge clk);  // the rising edge between accepted it
+            req_valid = 1'b0;
+            while (!resp_valid) @(negedge clk);
             rdata = resp_rdata;
-            fault = resp_fault;
+            fault = {{61'd0, resp_fault}};
         end
     endtask
 
@@ -168,9 +177,12 @@ module {TESTBENCH_MODULE};
     endtask
 
     initial begin
+        errors = 0;
+        rst = 1'b1; req_valid = 1'b0; req_op = 3'd0; req_size = 2'd0; req_user = 1'b0; req_fetch = 1'b0;
+        req_addr = 64'd0; req_wdata = 64'd0;
         repeat (2) @(posedge clk);  // reset: synchronous, active high, held for two rising edges
-        rst <= 1'b0;
-        @(posedge clk);
+        @(negedge clk);
+        rst = 1'b0;
         operate(3'd{int(Op.CSR_READ)}, 2'd3, 1'b0, 64'h{int(Csr.CR0):x}, 64'd0);
         check(rdata, 64'h{CR0_PE | CR0_WP:x}, "CR0 after reset: PE | WP");
         operate(3'd{int(Op.CSR_READ)}, 2'd3, 1'b0, 64'h{int(Csr.CFG_MEM_BYTES):x}, 64'd0);
@@ -178,7 +190,7 @@ module {TESTBENCH_MODULE};
         operate(3'd{int(Op.CSR_READ)}, 2'd3, 1'b0, 64'h{int(Csr.CFG_TLB_WAYS):x}, 64'd0);
         check(rdata, 64'd{config.ways}, "CFG_TLB_WAYS");
         operate(3'd{int(Op.STORE)}, 2'd3, 1'b0, 64'h100, 64'h1122334455667788);
-        check(fault, 3'd{int(Fault.NONE)}, "store: no fault");
+        check(fault, 64'd{int(Fault.NONE)}, "store: no fault");
         operate(3'd{int(Op.LOAD)}, 2'd3, 1'b0, 64'h100, 64'd0);
         check(rdata, 64'h1122334455667788, "8-byte load");
         operate(3'd{int(Op.LOAD)}, 2'd0, 1'b0, 64'h101, 64'd0);
@@ -190,12 +202,16 @@ module {TESTBENCH_MODULE};
         {"// (preloaded: not checked) " if preloaded else ""}check(rdata, 64'd0, "a word never written reads 0");
 `endif
         operate(3'd{int(Op.LOAD)}, 2'd3, 1'b0, 64'h{config.mem_bytes:x}, 64'd0);
-        check(fault, 3'd{int(Fault.BUS)}, "load beyond RAM: BUS");
+        check(fault, 64'd{int(Fault.BUS)}, "load beyond RAM: BUS");
         operate(3'd{int(Op.LOAD)}, 2'd2, 1'b0, 64'h102, 64'd0);
-        check(fault, 3'd{int(Fault.ALIGN)}, "misaligned load: ALIGN");
+        check(fault, 64'd{int(Fault.ALIGN)}, "misaligned load: ALIGN");
         operate(3'd{int(Op.CSR_READ)}, 2'd3, 1'b1, 64'h{int(Csr.CR0):x}, 64'd0);
-        check(fault, 3'd{int(Fault.GP)}, "CSR read from user mode: GP");
-        if (errors == 0) $display("PASS");
+        check(fault, 64'd{int(Fault.GP)}, "CSR read from user mode: GP");
+        $display("last event: paddr %h, TLB hit %b miss %b, evict %b vpn %h", ev_paddr, ev_tlb_hit,
+                 ev_tlb_miss, ev_evict, ev_evict_vpn);
+        $display("  walk: %0d entries, %0d cycles, PWC %0d, A/D %0d; errcode %h", ev_walk_levels, ev_walk_cycles,
+                 ev_pwc_hits, ev_ad_writes, resp_errcode);
+        if (errors == 0) $display("PASS at cycle %0d", ev_cycle);
         $finish;
     end
 
