@@ -181,11 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, metavar="DIR",
                          help="output directory (default build/compare/<workload>-<backend>-<configuration>/)")
     verilog = commands.add_parser(
-        "verilog", parents=[config], help="export the Verilog of a configuration",
-        description="Convert the MyHDL design of a configuration to Verilog.",
+        "verilog", parents=[config], help="export the Verilog of a configuration, with its integration kit",
+        description="Convert the MyHDL design of a configuration to Verilog, and write beside it a self-checking "
+                    "Verilog testbench (mmu_tb.v), a FuseSoC core (mmu.core: lint and sim targets) and the "
+                    "configuration's datasheet (datasheet.md).",
     )
     verilog.add_argument("--out", type=Path, default=Path("build"), metavar="DIR",
-                         help="build directory: the file is DIR/verilog/<configuration>/mmu.v (default build)")
+                         help="build directory: the files go to DIR/verilog/<configuration>/ (default build)")
+    verilog.add_argument("--ram-init", type=Path, metavar="FILE",
+                         help="preload the RAM: $readmemh hex, one 64-bit word per line from word 0, @ADDR to jump "
+                              "to a word address (default: the RAM starts as zeros)")
     verilog.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
     synth_command = commands.add_parser(
         "synth", parents=[config], help="synthesize for iCE40 and ECP5 (Yosys, nextpnr)",
@@ -616,11 +621,23 @@ def cmd_compare_allocators(args: argparse.Namespace) -> int:
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
-    from cosim.toolchain.export import VerilogLintError, export_verilog, lint
+    from cosim.toolchain.export import RamInitError, VerilogLintError, lint
+    from cosim.toolchain.kit import write_kit
 
     config = config_from(args, simulated=False)
-    path = export_verilog(config, args.out)
-    print(f"Verilog of the {describe_config(config)}:\n  {path}")
+    try:
+        files = write_kit(config, args.out, ram_init=args.ram_init)
+    except RamInitError as err:
+        raise UsageError(f"--ram-init: {err}") from None
+    path = files[0]
+    notes = {"mmu.v": "the MMU, module mmu" + (f", RAM preloaded from {args.ram_init}" if args.ram_init else ""),
+             "mmu_tb.v": "a self-checking testbench: iverilog -g2012 mmu.v mmu_tb.v",
+             "mmu.core": "FuseSoC core: fusesoc --cores-root DIR run --target lint|sim|sim_verilator "
+                         "mmucosim:mmu:mmu",
+             "datasheet.md": "ports, timing, encodings, CSRs, cycles of this configuration"}
+    print(f"Verilog of the {describe_config(config)}, in {path.parent}/:")
+    for file in files:
+        print(f"  {file.name:<13} {notes.get(file.name, '')}")
     if args.lint:
         try:
             lint(path)

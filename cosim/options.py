@@ -50,6 +50,9 @@ def config_options() -> argparse.ArgumentParser:
                        help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
                             f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
                             f"builds) (default {_DEFAULTS.mem_bytes >> 20}M)")
+    group.add_argument("--maxphyaddr", type=int, metavar="BITS",
+                       help=f"physical address bits M, 32..52: PTE bits M..51 are reserved, and RAM must fit below "
+                            f"2**M (default {_DEFAULTS.maxphyaddr})")
     group.add_argument("--memory", choices=MEMORY_KINDS,
                        help="where the MMU's RAM accesses go: bram, the RAM inside the mmu; or axi, an AXI4 manager "
                             "port (docs/hardware.md). The reference, cocotb-verilator and cocotb-icarus backends run "
@@ -87,6 +90,7 @@ def config_from(args: argparse.Namespace, *, simulated: bool = True) -> MmuConfi
         "pwc_entries": args.pwc_entries,
         "mem_latency": args.mem_latency,
         "mem_bytes": args.mem_bytes,
+        "maxphyaddr": args.maxphyaddr,
         "memory": args.memory,
         "axi_id_width": args.axi_id_width,
     }
@@ -111,10 +115,9 @@ def describe_config(config: MmuConfig) -> str:
     pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
     ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
     policy = TlbPolicy(config.tlb_policy).name
-    if config.memory == "axi":
-        return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM on the AXI4 port"
-    latency = f"{config.mem_latency}-cycle reads"
-    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM ({latency})"
+    memory = "on the AXI4 port" if config.memory == "axi" else f"({config.mem_latency}-cycle reads)"
+    maxphyaddr = "" if config.maxphyaddr == _DEFAULTS.maxphyaddr else f", MAXPHYADDR {config.maxphyaddr}"
+    return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM {memory}{maxphyaddr}"
 
 
 def is_kernel_failure(err: Exception) -> bool:

@@ -9,7 +9,7 @@ counters and the ev_* ports cannot disagree.
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always_comb, always_seq, block, intbv
+from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, intbv
 
 from hdl.protocol import CR0_PE, CR0_PG, CR0_PG_BIT, CR0_WP, CSR_ADDR_WIDTH, Counter, Csr, Fault, MmuConfig, Op
 
@@ -22,6 +22,7 @@ def csr(
     rst: SignalType,
     in_lookup: SignalType,
     op: SignalType,
+    user: SignalType,
     addr: SignalType,
     wdata: SignalType,
     rdata: SignalType,
@@ -48,10 +49,11 @@ def csr(
 
     `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
     commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable`
-    answer combinationally. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access event of the
-    response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page fault's response
-    records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time
-    for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
+    answer combinationally; for a `user` request (CPL 3) no CSR is either, so its reads and writes are GP, as
+    `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
+    event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
+    fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that
+    ends it, in time for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
     """
     # Counter.CYCLES is `cycles`, a port; the event counters (Counter.LOADS onwards) are a memory, indexed from 0.
     assert Counter.CYCLES == 0, "CYCLES must be the first counter: the event counters follow it"
@@ -60,7 +62,12 @@ def csr(
     pfec = Signal(intbv(0)[len(event_errcode):])
 
     # Constants as plain ints: the converter inlines them as Verilog literals.
+    # (sized, intbv(value)[width:], where a value could be wider than 32 bits or a narrow register is read: every
+    # expression of the Verilog is as wide as what receives it)
     cr0_fixed = CR0_PE | CR0_WP
+    cr0_paging = cr0_fixed | CR0_PG
+    data_width = len(rdata)
+    pfec_pad = data_width - len(event_errcode)
     addr_width = len(addr)
     csr_cr0, csr_cr2, csr_cr3, csr_pfec = int(Csr.CR0), int(Csr.CR2), int(Csr.CR3), int(Csr.PFEC)
     counter_base, counter_end = int(Csr.COUNTER_BASE), int(Csr.COUNTER_BASE) + len(Counter)
@@ -89,6 +96,9 @@ def csr(
     c_faults_align, c_faults_bus = unbound.pop(Counter.FAULTS_ALIGN), unbound.pop(Counter.FAULTS_BUS)
     assert not unbound, f"counters that nothing increments: {', '.join(c.name for c in unbound)}"
 
+    cycles_pad, levels_pad = COUNTER_WIDTH - len(event_walk_cycles), COUNTER_WIDTH - len(event_walk_levels)
+    pwc_hits_pad, ad_writes_pad = COUNTER_WIDTH - len(event_pwc_hits), COUNTER_WIDTH - len(event_ad_writes)
+
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     counter_selected = Signal(bool(0))
 
@@ -98,12 +108,12 @@ def csr(
         known.next = False
         writable.next = False
         counter_selected.next = False
-        if addr[addr_width:CSR_ADDR_WIDTH] == 0:
+        if addr[addr_width:CSR_ADDR_WIDTH] == 0 and not user:
             if addr == csr_cr0:
                 if paging:
-                    register_value.next = cr0_fixed | CR0_PG
+                    register_value.next = intbv(cr0_paging)[data_width:]
                 else:
-                    register_value.next = cr0_fixed
+                    register_value.next = intbv(cr0_fixed)[data_width:]
                 known.next = True
                 writable.next = True
             elif addr == csr_cr2:
@@ -115,28 +125,28 @@ def csr(
                 known.next = True
                 writable.next = True
             elif addr == csr_pfec:
-                register_value.next = pfec
+                register_value.next = concat(intbv(0)[pfec_pad:], pfec)
                 known.next = True
             elif addr == cfg_tlb_entries:
-                register_value.next = tlb_entries
+                register_value.next = intbv(tlb_entries)[data_width:]
                 known.next = True
             elif addr == cfg_tlb_ways:
-                register_value.next = tlb_ways
+                register_value.next = intbv(tlb_ways)[data_width:]
                 known.next = True
             elif addr == cfg_tlb_policy:
-                register_value.next = tlb_policy
+                register_value.next = intbv(tlb_policy)[data_width:]
                 known.next = True
             elif addr == cfg_pwc_entries:
-                register_value.next = pwc_entries
+                register_value.next = intbv(pwc_entries)[data_width:]
                 known.next = True
             elif addr == cfg_mem_bytes:
-                register_value.next = mem_bytes
+                register_value.next = intbv(mem_bytes)[data_width:]
                 known.next = True
             elif addr == cfg_maxphyaddr:
-                register_value.next = maxphyaddr
+                register_value.next = intbv(maxphyaddr)[data_width:]
                 known.next = True
             elif addr == cfg_latency:
-                register_value.next = latency
+                register_value.next = intbv(latency)[data_width:]
                 known.next = True
             elif addr >= counter_base and addr < counter_end:
                 counter_selected.next = True
@@ -177,11 +187,12 @@ def csr(
                 counters[c_evictions].next = counters[c_evictions] + 1
             if event_walk_levels != 0:  # a walk (it reads at least one entry); the other walk figures are 0 without
                 counters[c_walks].next = counters[c_walks] + 1
-                counters[c_walk_cycles].next = counters[c_walk_cycles] + event_walk_cycles
-                counters[c_pte_reads].next = counters[c_pte_reads] + event_walk_levels
-                counters[c_pwc_hits].next = counters[c_pwc_hits] + event_pwc_hits
-                counters[c_ad_writes].next = counters[c_ad_writes] + event_ad_writes
-            if op == op_invlpg:
+                counters[c_walk_cycles].next = (counters[c_walk_cycles]
+                                                + concat(intbv(0)[cycles_pad:], event_walk_cycles))
+                counters[c_pte_reads].next = counters[c_pte_reads] + concat(intbv(0)[levels_pad:], event_walk_levels)
+                counters[c_pwc_hits].next = counters[c_pwc_hits] + concat(intbv(0)[pwc_hits_pad:], event_pwc_hits)
+                counters[c_ad_writes].next = counters[c_ad_writes] + concat(intbv(0)[ad_writes_pad:], event_ad_writes)
+            if op == op_invlpg and event_fault == fault_none:  # executed: a user INVLPG is GP
                 counters[c_invlpgs].next = counters[c_invlpgs] + 1
             if event_flush:
                 counters[c_flushes].next = counters[c_flushes] + 1

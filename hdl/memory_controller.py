@@ -35,7 +35,8 @@ def memory_controller(
     ram_read = Signal(bool(0))
     ram_byte_enable = Signal(intbv(0)[len(walk.byte_enable):])
     ram_wdata = Signal(intbv(0)[len(walk.wdata):])
-    cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
+    # of the read in flight; 0 when none. At least two bits, as wide as the 2 it is compared with.
+    cycles_left = Signal(intbv(0, min=0, max=max(latency + 1, 3)))
 
     memory = ram_model(clk, ram_addr, ram_write, ram_byte_enable, ram_wdata, ram_read, resp.rdata,
                        words=ram_words or config.mem_bytes // len(walk.byte_enable))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from myhdl import Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
+from myhdl import ConcatSignal, Signal, SignalType, always_comb, always_seq, block, concat, enum, intbv
 
 from hdl.axi_manager import axi_manager
 from hdl.csr import csr
@@ -50,7 +50,7 @@ from hdl.protocol import (
 )
 from hdl.pwc import pwc
 from hdl.ram import ram
-from hdl.tlb import tlb
+from hdl.tlb import tlb, tracks_hits
 
 State = enum("IDLE", "LOOKUP", "WALK", "MEMWAIT", "RESP")
 
@@ -103,8 +103,9 @@ def mmu(
     frame_bits = frame_width(maxphyaddr)
     paddr_width = len(ev_paddr)
     vaddr_width = len(req_addr)
-    huge_2m_offset = (1 << LEVEL_BITS) - 1  # VPN bits that index into a 2 MiB page
-    huge_1g_offset = (1 << (2 * LEVEL_BITS)) - 1
+    pad_8, pad_16, pad_32 = DATA_WIDTH - 8, DATA_WIDTH - 16, DATA_WIDTH - 32  # zero-extension of narrow data
+    huge_2m_bits, huge_1g_bits = LEVEL_BITS, 2 * LEVEL_BITS  # VPN bits that index into a 2 MiB, 1 GiB page
+    huge_2m_shift, huge_1g_shift = PAGE_SHIFT + huge_2m_bits, PAGE_SHIFT + huge_1g_bits
     upper_ones = (1 << (vaddr_width - 47)) - 1  # bits 63..47 of a canonical upper-half address
 
     # -- the registered request ---------------------------------------------------------------------------
@@ -130,7 +131,8 @@ def mmu(
     frame = Signal(intbv(0)[frame_bits:])  # the translation in use: the TLB's hit, or the walk's result
     page_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
     page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
-    phys = Signal(intbv(0)[paddr_width:])
+    phys_address = Signal(intbv(0)[maxphyaddr:])  # and zero-extended to ev_paddr's width:
+    phys = ConcatSignal(intbv(0)[paddr_width - maxphyaddr:], phys_address) if paddr_width > maxphyaddr else phys_address
     phys_in_ram = Signal(bool(0))
 
     # -- decisions, combinational ---------------------------------------------------------------------------
@@ -172,8 +174,8 @@ def mmu(
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(
-        clk=clk, rst=rst, in_lookup=in_lookup, op=op, addr=vaddr, wdata=wdata, rdata=csr_rdata, known=csr_known,
-        writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
+        clk=clk, rst=rst, in_lookup=in_lookup, op=op, user=user, addr=vaddr, wdata=wdata, rdata=csr_rdata,
+        known=csr_known, writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
         event_fault=resp_fault, event_errcode=resp_errcode, event_flush=event_flush, event_tlb_hit=ev_tlb_hit,
         event_tlb_miss=ev_tlb_miss, event_evict=ev_evict, event_walk_levels=ev_walk_levels,
         event_walk_cycles=ev_walk_cycles, event_pwc_hits=ev_pwc_hits, event_ad_writes=ev_ad_writes,
@@ -209,12 +211,12 @@ def mmu(
 
     @always_comb
     def size_load():
-        if size == 0:
-            load_data.next = load_shifted[8:0]
+        if size == 0:  # zero-extended, explicitly: every Verilog expression is as wide as what receives it
+            load_data.next = concat(intbv(0)[pad_8:], load_shifted[8:0])
         elif size == 1:
-            load_data.next = load_shifted[16:0]
+            load_data.next = concat(intbv(0)[pad_16:], load_shifted[16:0])
         elif size == 2:
-            load_data.next = load_shifted[32:0]
+            load_data.next = concat(intbv(0)[pad_32:], load_shifted[32:0])
         else:
             load_data.next = load_shifted
 
@@ -233,9 +235,9 @@ def mmu(
     def translate_address():
         # A huge page's frame has zeros where the VPN's low bits select the 4 KiB granule within the page.
         if page_size == PAGE_1G:
-            page_frame.next = frame | (vpn & huge_1g_offset)
+            page_frame.next = frame | concat(intbv(0)[frame_bits - huge_1g_bits:], vaddr[huge_1g_shift:PAGE_SHIFT])
         elif page_size == PAGE_2M:
-            page_frame.next = frame | (vpn & huge_2m_offset)
+            page_frame.next = frame | concat(intbv(0)[frame_bits - huge_2m_bits:], vaddr[huge_2m_shift:PAGE_SHIFT])
         else:
             page_frame.next = frame
 
@@ -243,11 +245,11 @@ def mmu(
     def locate_physical():
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
         if paging:
-            phys.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
+            phys_address.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
             phys_in_ram.next = page_frame[frame_bits:ram_bits - PAGE_SHIFT] == 0
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
-            phys.next = vaddr[paddr_width:]
+            phys_address.next = vaddr[maxphyaddr:]  # (beyond, it is not in RAM and not reported)
             phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
             data_port.word_addr.next = vaddr[ram_bits:3]
 
@@ -284,13 +286,22 @@ def mmu(
         in_lookup.next = state == State.LOOKUP
         req_ready.next = state == State.IDLE or state == State.RESP
 
-    @always_comb
-    def start_access():
-        # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data access
-        # this cycle, and `control` reads it for the same decision.
-        data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
-        walk_start.next = in_lookup and walk_needed
-        tlb_update.touch.next = in_lookup and translatable and tlb_lookup.hit
+    if tracks_hits(config.ways, config.tlb_policy):
+
+        @always_comb
+        def start_access():
+            # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data
+            # access this cycle, and `control` reads it for the same decision.
+            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
+            walk_start.next = in_lookup and walk_needed
+            tlb_update.touch.next = in_lookup and translatable and tlb_lookup.hit
+
+    else:  # the same, without the hit signal a TLB that does not track hits would leave unused
+
+        @always_comb
+        def start_access():
+            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
+            walk_start.next = in_lookup and walk_needed
 
     @always_comb
     def drive_response_data():
@@ -331,8 +342,7 @@ def mmu(
                 is_load.next = req_op == op_load
                 is_store.next = req_op == op_store
                 is_fetch.next = req_op == op_load and req_fetch
-                upper = req_addr[vaddr_width:47]
-                canonical.next = upper == 0 or upper == upper_ones
+                canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
                 if req_size == 3:
                     aligned.next = req_addr[3:0] == 0
@@ -343,17 +353,20 @@ def mmu(
                     aligned.next = True
                     lane_shift.next = concat(req_addr[3:0], intbv(0)[3:])
                     data_port.byte_enable.next = 0x01 << req_addr[3:0]
-                    data_port.wdata.next = req_wdata[8:0] << concat(req_addr[3:0], intbv(0)[3:])
+                    data_port.wdata.next = (concat(intbv(0)[pad_8:], req_wdata[8:0])
+                                            << concat(req_addr[3:0], intbv(0)[3:]))
                 elif req_size == 1:
                     aligned.next = not req_addr[0]
                     lane_shift.next = concat(req_addr[3:1], intbv(0)[4:])
                     data_port.byte_enable.next = 0x03 << concat(req_addr[3:1], False)
-                    data_port.wdata.next = req_wdata[16:0] << concat(req_addr[3:1], intbv(0)[4:])
+                    data_port.wdata.next = (concat(intbv(0)[pad_16:], req_wdata[16:0])
+                                            << concat(req_addr[3:1], intbv(0)[4:]))
                 else:
                     aligned.next = req_addr[2:0] == 0
                     lane_shift.next = concat(req_addr[2], intbv(0)[5:])
                     data_port.byte_enable.next = 0x0F << concat(req_addr[2], intbv(0)[2:])
-                    data_port.wdata.next = req_wdata[32:0] << concat(req_addr[2], intbv(0)[5:])
+                    data_port.wdata.next = (concat(intbv(0)[pad_32:], req_wdata[32:0])
+                                            << concat(req_addr[2], intbv(0)[5:]))
                 if rdata_from_csr:
                     rdata_from_csr.next = False
                 if event_flush:
@@ -383,6 +396,8 @@ def mmu(
                     ev_tlb_miss.next = True
                 if op == op_csr_read:
                     rdata_from_csr.next = True
+                elif user:  # INVLPG, FLUSH and CSR writes at CPL 3 are GP (below) and change nothing
+                    pass
                 elif op == op_invlpg and canonical:
                     tlb_update.drop.next = True
                     pwc_flush.next = True
@@ -404,7 +419,7 @@ def mmu(
                     tlb_update.drop.next = True
                 ev_walk_levels.next = walk.levels
                 ev_walk_cycles.next = walk.cycles
-                ev_pwc_hits.next = walk.pwc_hit
+                ev_pwc_hits.next = concat(intbv(0)[1:], walk.pwc_hit)
                 ev_ad_writes.next = walk.ad_writes
                 if tlb_update.fill and tlb_update.evict:
                     ev_evict.next = True
@@ -447,7 +462,7 @@ def mmu(
                     elif op == op_csr_write:
                         if not csr_writable:
                             resp_fault.next = fault_gp
-                    elif op != op_invlpg and op != op_flush:
+                    elif user or (op != op_invlpg and op != op_flush):  # CPL 3, or an undefined op
                         resp_fault.next = fault_gp
                 elif walk.fault_page:
                     # The walker reports P and RSVD for the faults it finds.

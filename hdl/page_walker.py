@@ -169,7 +169,7 @@ def page_walker(
     def check_entry():
         present.next = entry[present_bit]
         is_huge = entry[huge_bit]
-        bad = (entry & reserved_mask) != 0
+        bad = (entry & intbv(reserved_mask)[64:]) != 0  # a sized literal: as wide as the entry
         if level == 4 and is_huge:
             bad = True
         if level == 3 and is_huge and (entry & HUGE_1G_RESERVED) != 0:
@@ -211,6 +211,7 @@ def page_walker(
             mem.write.next = True
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
+    # Without a paging-structure cache nothing reads the insert: it is not driven either (no unused logic).
     @always_comb
     def drive_pwc():
         pwc_insert.valid.next = decide and present and not reserved and not leaf
@@ -298,10 +299,10 @@ def page_walker(
                     result.dirty.next = updated_entry[dirty_bit]  # as written back on success
                     if level == 3:
                         result.size.next = PAGE_1G
-                        result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_1g_frame_mask
+                        result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_1g_frame_mask)[frame_bits:]
                     elif level == 2:
                         result.size.next = PAGE_2M
-                        result.frame.next = entry[addr_width:PAGE_SHIFT] & huge_2m_frame_mask
+                        result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_2m_frame_mask)[frame_bits:]
                     else:
                         result.size.next = PAGE_4K
                         result.frame.next = entry[addr_width:PAGE_SHIFT]
@@ -313,4 +314,4 @@ def page_walker(
             state.next = WalkState.IDLE
 
     return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
-            drive_memory, drive_pwc, report_done, walk, *axi_only)
+            drive_memory, drive_pwc if config.pwc_entries else (), report_done, walk, *axi_only)

@@ -28,6 +28,9 @@ class Op(IntEnum):
 
 
 OP_WIDTH = 3
+# GP with req_user = 1 (CPL 3), reads included, and then they change nothing: as invlpg and mov to or from a control
+# register (a FLUSH is what mov to CR3 does to the TLB) are at CPL 3 on x86.
+PRIVILEGED_OPS = (Op.INVLPG, Op.FLUSH, Op.CSR_READ, Op.CSR_WRITE)
 SIZE_WIDTH = 2  # req_size is log2 of the access size in bytes: 0, 1, 2, 3 -> 1, 2, 4, 8 bytes
 
 
@@ -36,7 +39,7 @@ class Fault(IntEnum):
 
     NONE = 0
     PAGE = 1  # #PF: CR2 <- address, PFEC <- error code
-    GP = 2  # #GP: non-canonical address (paging on) or a bad CSR access; CR2 unchanged
+    GP = 2  # #GP: non-canonical address (paging on), a bad CSR access, PRIVILEGED_OPS from user; CR2 unchanged
     ALIGN = 3  # misaligned access (address not a multiple of its size); CR2 unchanged
     BUS = 4  # physical address outside installed RAM, or an AXI error response (data access or an entry); CR2 kept
 

@@ -22,6 +22,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         return ()  # the outputs stay at their reset value: no hit
 
     index_bits = index_width(entries)
+    last_entry = entries - 1
     vpn = lookup.vpn
     vpn_width = len(vpn)
     table_width = len(lookup.table)
@@ -49,9 +50,11 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
 
     @always_comb
     def prefixes():
-        vpn_pde.next = vpn & pde_prefix
-        vpn_pdpte.next = vpn & pdpte_prefix
-        vpn_pml4e.next = vpn & pml4e_prefix
+        # Sized literals (intbv(value)[width:]) and sized indices (intbv(i)[width:]) keep every expression of the
+        # Verilog as wide as what receives it.
+        vpn_pde.next = vpn & intbv(pde_prefix)[vpn_width:]
+        vpn_pdpte.next = vpn & intbv(pdpte_prefix)[vpn_width:]
+        vpn_pml4e.next = vpn & intbv(pml4e_prefix)[vpn_width:]
 
     @always_comb
     def find_longest_prefix():
@@ -66,13 +69,13 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             if valid[i]:
                 if levels[i] == 2 and tags[i] == vpn_pde:
                     pde_found = True
-                    pde_index[:] = i
+                    pde_index[:] = intbv(i)[index_bits:]
                 if levels[i] == 3 and tags[i] == vpn_pdpte:
                     pdpte_found = True
-                    pdpte_index[:] = i
+                    pdpte_index[:] = intbv(i)[index_bits:]
                 if levels[i] == 4 and tags[i] == vpn_pml4e:
                     pml4e_found = True
-                    pml4e_index[:] = i
+                    pml4e_index[:] = intbv(i)[index_bits:]
         lookup.hit.next = pde_found or pdpte_found or pml4e_found
         if pde_found:
             hit_index.next = pde_index
@@ -98,7 +101,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         for i in downrange(entries):
             if not valid[i]:
                 is_full = False
-                index[:] = i
+                index[:] = intbv(i)[index_bits:]
         full.next = is_full
         free_index.next = index
 
@@ -136,7 +139,9 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             valid_bits[:] = valid
             valid_bits[insert_index] = True
             valid.next = valid_bits
-            if full:
-                oldest.next = (oldest + 1) & (entries - 1)
+            if full and oldest == last_entry:
+                oldest.next = 0
+            elif full:
+                oldest.next = oldest + 1
 
     return prefixes, find_longest_prefix, read_hit, find_free_entry, place_insert, update_entries

@@ -8,10 +8,15 @@ valid and global bits are), so large TLBs can map to distributed RAM.
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
+from myhdl import Signal, SignalType, always, always_comb, always_seq, block, concat, downrange, intbv
 
 from hdl.interfaces import PAGE_2M, PAGE_4K, PAGE_SIZE_CODE_WIDTH, TlbLookup, TlbUpdate, index_width
 from hdl.protocol import LEVEL_BITS, LFSR_SEED, LFSR_TAPS, TlbPolicy
+
+
+def tracks_hits(ways: int, policy: int) -> bool:
+    """Whether the TLB reads `update.touch` (its hits): only PLRU with more than one way does."""
+    return ways > 1 and policy == TlbPolicy.PLRU
 
 
 @block
@@ -30,15 +35,16 @@ def tlb(
     sets = entries // ways
     way_bits = index_width(ways)
     index_bits = index_width(entries)
-    set_mask = sets - 1
+    set_bits = (sets - 1).bit_length()  # log2(sets)
     way_shift = (ways - 1).bit_length()  # log2(ways): entry index = set << way_shift | way
     plru_levels = way_shift
     vpn_width = len(vpn)
     frame_bits = len(lookup.frame)
+    last_way = ways - 1
     all_vpn_bits = (1 << vpn_width) - 1
     base_2m_mask = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that name a 2 MiB page
     base_1g_mask = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
-    is_plru, is_fifo = policy == TlbPolicy.PLRU, policy == TlbPolicy.FIFO
+    is_fifo = policy == TlbPolicy.FIFO
 
     # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
     # one AND each.
@@ -65,15 +71,41 @@ def tlb(
     fill_way = Signal(intbv(0)[way_bits:])
     fill_index = Signal(intbv(0)[index_bits:])
 
+    # Widths: constants are sized literals (intbv(value)[width:]), indices are concatenations, and each variant of
+    # the geometry (one set, one way, both) gets its own block, so every expression in the Verilog has the width of
+    # what receives it (verilator -Wall, without waivers).
     @always_comb
     def split_vpn():
-        vpn_2m.next = vpn & base_2m_mask
-        vpn_1g.next = vpn & base_1g_mask
-        set_index.next = vpn & set_mask
+        vpn_2m.next = vpn & intbv(base_2m_mask)[vpn_width:]
+        vpn_1g.next = vpn & intbv(base_1g_mask)[vpn_width:]
 
-    @always_comb
-    def locate_set():
-        set_base.next = set_index << way_shift
+    if sets > 1:
+
+        @always_comb
+        def select_set():
+            # Bit by bit: `vpn` may be a slice of the MMU's address, which the Verilog cannot slice again.
+            index = intbv(0)[set_bits:]
+            for b in range(set_bits):
+                index[b] = ((vpn >> b) & 1) == 1
+            set_index.next = index
+
+    else:
+        select_set = ()  # one set: set_index stays 0
+
+    if sets > 1 and ways > 1:
+
+        @always_comb
+        def locate_set():
+            set_base.next = concat(set_index, intbv(0)[way_shift:])
+
+    elif sets > 1:
+
+        @always_comb
+        def locate_set():
+            set_base.next = set_index
+
+    else:
+        locate_set = ()  # one set: set_base stays 0
 
     @always_comb
     def compare():
@@ -94,15 +126,24 @@ def tlb(
         found = False
         way = intbv(0)[way_bits:]
         for w in downrange(ways):  # downwards, so the lowest-numbered matching way wins
-            if page_matches[set_base + w]:
+            if page_matches[set_base + intbv(w)[index_bits:]]:
                 found = True
-                way[:] = w
+                way[:] = intbv(w)[way_bits:]
         lookup.hit.next = found
         hit_way.next = way
 
-    @always_comb
-    def index_hit():
-        hit_index.next = set_base | hit_way
+    # An entry's index: its set's base with the way in the low bits.
+    if index_bits > way_bits:
+
+        @always_comb
+        def index_hit():
+            hit_index.next = set_base | concat(intbv(0)[index_bits - way_bits:], hit_way)
+
+    else:
+
+        @always_comb
+        def index_hit():
+            hit_index.next = set_base | hit_way
 
     @always_comb
     def read_hit():
@@ -118,9 +159,9 @@ def tlb(
         is_full = True
         way = intbv(0)[way_bits:]
         for w in downrange(ways):
-            if not valid[set_base + w]:
+            if not valid[set_base + intbv(w)[index_bits:]]:
                 is_full = False
-                way[:] = w
+                way[:] = intbv(w)[way_bits:]
         full.next = is_full
         free_way.next = way
 
@@ -130,7 +171,18 @@ def tlb(
             fill_way.next = victim_way
         else:
             fill_way.next = free_way
-        fill_index.next = set_base | fill_way
+
+    if index_bits > way_bits:
+
+        @always_comb
+        def index_fill():
+            fill_index.next = set_base | concat(intbv(0)[index_bits - way_bits:], fill_way)
+
+    else:
+
+        @always_comb
+        def index_fill():
+            fill_index.next = set_base | fill_way
 
     @always_comb
     def report_eviction():
@@ -181,20 +233,31 @@ def tlb(
 
     # The victim of a full set, and the policy's state updates; a one-way set has no choice to make.
     replacement = []
-    if ways > 1 and is_plru:
+    if tracks_hits(ways, policy):
         plru = [Signal(intbv(0)[ways:]) for _ in range(sets)]  # tree bits per set, heap-ordered from bit 1
         touched_way = Signal(intbv(0)[way_bits:])
         touched_plru = Signal(intbv(0)[ways:])  # the set's tree bits after a touch or fill of touched_way
 
-        @always_comb
-        def choose_plru_victim():
-            # Follow the tree bits from the root: each node points at the half holding the victim.
-            bits = intbv(0)[ways:]
-            bits[:] = plru[set_index]
-            node = intbv(1)[way_shift + 1:]
-            for _ in range(plru_levels):
-                node[:] = (node << 1) | bits[node]
-            victim_way.next = node - ways  # the leaf's index among the ways
+        # Heap indices of the inner nodes are 1..ways-1, so `node` has log2(ways) bits; a node's child is the node
+        # shifted left with the chosen half in bit 0, and at the last level that is the way itself (the leaf's heap
+        # index minus `ways`: the top bit, always 1, falls off).
+        if ways > 2:
+
+            @always_comb
+            def choose_plru_victim():
+                # Follow the tree bits from the root: each node points at the half holding the victim.
+                bits = intbv(0)[ways:]
+                bits[:] = plru[set_index]
+                node = intbv(1)[way_shift:]
+                for _ in range(plru_levels):
+                    node[:] = concat(node[way_shift - 1:0], bits[node])
+                victim_way.next = node
+
+        else:
+
+            @always_comb
+            def choose_plru_victim():
+                victim_way.next = plru[set_index][1]  # the root is the only node
 
         @always_comb
         def choose_touched_way():
@@ -203,17 +266,28 @@ def tlb(
             else:
                 touched_way.next = hit_way
 
-        @always_comb
-        def point_plru_away():
-            # Walk from the root to the touched way's leaf, pointing each node at the other half.
-            bits = intbv(0)[ways:]
-            bits[:] = plru[set_index]
-            node = intbv(1)[way_shift + 1:]
-            for level in range(plru_levels):
-                went_right = touched_way[way_shift - 1 - level]
-                bits[node] = not went_right
-                node[:] = (node << 1) | went_right
-            touched_plru.next = bits
+        if ways > 2:
+
+            @always_comb
+            def point_plru_away():
+                # Walk from the root to the touched way's leaf, pointing each node at the other half.
+                bits = intbv(0)[ways:]
+                bits[:] = plru[set_index]
+                node = intbv(1)[way_shift:]
+                for level in range(plru_levels):
+                    went_right = touched_way[way_shift - 1 - level]
+                    bits[node] = not went_right
+                    node[:] = concat(node[way_shift - 1:0], went_right)
+                touched_plru.next = bits
+
+        else:
+
+            @always_comb
+            def point_plru_away():
+                bits = intbv(0)[ways:]
+                bits[:] = plru[set_index]
+                bits[1] = not touched_way[0]
+                touched_plru.next = bits
 
         @always_seq(clk.posedge, reset=rst)
         def update_plru():
@@ -232,7 +306,10 @@ def tlb(
         @always_seq(clk.posedge, reset=rst)
         def advance_fifo():
             if update.fill and full:
-                fifo[set_index].next = (fifo[set_index] + 1) & (ways - 1)
+                if fifo[set_index] == last_way:
+                    fifo[set_index].next = 0
+                else:
+                    fifo[set_index].next = fifo[set_index] + 1
 
         replacement = [choose_fifo_victim, advance_fifo]
 
@@ -241,7 +318,7 @@ def tlb(
 
         @always_comb
         def choose_random_victim():
-            victim_way.next = lfsr & (ways - 1)
+            victim_way.next = lfsr[way_bits:]  # lfsr & (ways - 1)
 
         @always_seq(clk.posedge, reset=rst)
         def step_lfsr():
@@ -253,5 +330,5 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, locate_set, compare, select_hit, index_hit, read_hit, find_free_way, place_fill, report_eviction,
-            update_entries, replacement)
+    return (split_vpn, select_set, locate_set, compare, select_hit, index_hit, read_hit, find_free_way, place_fill,
+            index_fill, report_eviction, update_entries, replacement)

@@ -12,6 +12,7 @@ from conftest import run_cli
 
 from cosim.analysis.trace import read_trace
 from cosim.cli import build_parser
+from cosim.options import config_from
 from cosim.workloads import WORKLOADS, Workload
 from firmware.allocator import KernelPanic
 from firmware.boot import boot
@@ -53,6 +54,8 @@ def test_run_help_lists_the_workloads(capsys):
         (["run", "demo", "--tlb-entries", "12"], "tlb_entries must be a power of two, got 12"),
         (["run", "demo", "--tlb-policy", "lru"], "invalid choice: 'lru'"),
         (["run", "demo", "--mem-bytes", "lots"], "not a size: 'lots'"),
+        (["run", "demo", "--maxphyaddr", "53"], "maxphyaddr must be 32..52, got 53"),
+        (["verilog", "--maxphyaddr", "31"], "maxphyaddr must be 32..52, got 31"),
         (["run", "demo", "--backend", "qemu"], "invalid choice: 'qemu'"),
         (["run", "demo", "--waves"], "reference simulates no signals"),
         (["run", "replay:/no/such/script.txt"], "cannot read replay script '/no/such/script.txt'"),
@@ -66,6 +69,20 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(capsys, argv, message):
     assert code == 2
     assert message in err
     assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("command", ["demo", "run", "replay", "check", "compare-allocators", "verilog", "synth"])
+def test_every_command_that_builds_the_mmu_takes_maxphyaddr(command):
+    extra = {"run": ["demo"], "replay": ["script.txt"], "check": ["demo"], "compare-allocators": ["random"]}
+    args = build_parser().parse_args([command, *extra.get(command, []), "--maxphyaddr", "36"])
+    assert config_from(args, simulated=False).maxphyaddr == 36
+
+
+def test_maxphyaddr_reaches_the_hardware(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "demo", "--maxphyaddr", "36", "--no-plots", "--out", str(tmp_path))
+    assert code == 0, out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["maxphyaddr"] == 36
 
 
 def test_sizes_accept_binary_suffixes():

@@ -257,6 +257,25 @@ def test_undefined_op_is_gp(bench: Bench) -> None:
     assert bench.op(6, 0).fault == Fault.GP
 
 
+def test_privileged_operations_from_user_mode_are_gp_and_change_nothing(bench: Bench, tables: PageTables) -> None:
+    # x86 at CPL 3: INVLPG, MOV to CR3 (FLUSH) and MOV to or from CRn are #GP(0); CR2 and the error code untouched.
+    tables.map(0x40_0000, 0x8000, RW | Pte.USER_ACCESSIBLE)
+    tables.enable()
+    bench.write_csr(Csr.CR2, 0x77)
+    assert bench.load(0x40_0000).tlb_miss
+    for op, addr, wdata in ((Op.INVLPG, 0x40_0000, 0), (Op.FLUSH, 0, 0), (Op.CSR_WRITE, Csr.CR3, 0),
+                            (Op.CSR_WRITE, Csr.CR0, 0), (Op.CSR_READ, Csr.CR3, 0), (Op.CSR_READ, Csr.CR0, 0),
+                            (Op.CSR_READ, Csr.COUNTER_BASE + Counter.CYCLES, 0)):
+        response = bench.op(op, addr, 3, wdata, user=True)
+        assert (response.rdata, response.fault, response.errcode) == (0, Fault.GP, 0), Op(op).name
+    hit = bench.load(0x40_0000, user=True)
+    assert (hit.fault, hit.tlb_hit) == (Fault.NONE, True)  # neither INVLPG nor FLUSH dropped it
+    assert (bench.csr(Csr.CR3), bench.csr(Csr.CR0), bench.csr(Csr.CR2)) == (tables.pml4, CR0_PE | CR0_WP | CR0_PG,
+                                                                            0x77)
+    assert bench.csr(Csr.COUNTER_BASE + Counter.FAULTS_GP) == 7
+    assert bench.csr(Csr.COUNTER_BASE + Counter.INVLPGS) == 0
+
+
 def test_counters_count_operations_by_outcome(bench: Bench) -> None:
     bench.store(0x100, 1)
     bench.load(0x100)
@@ -734,10 +753,24 @@ def test_exported_verilog_lints_clean_and_is_rewritten_only_on_change(tmp_path: 
         assert result.returncode == 0, result.stderr
 
 
-def test_64_mib_ram_is_declared_at_full_depth_without_reset_or_initialisation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", [
+    MmuConfig(),
+    MmuConfig(tlb_entries=4, tlb_ways=1, tlb_policy=TlbPolicy.FIFO, pwc_entries=0),
+    MmuConfig(tlb_entries=8, tlb_ways=2, tlb_policy=TlbPolicy.RANDOM, mem_latency=3),
+    MmuConfig(tlb_entries=2, tlb_ways=2, pwc_entries=1, maxphyaddr=52),
+    MmuConfig(tlb_entries=32, tlb_ways=4, pwc_entries=2, mem_bytes=SMALL_RAM, mem_latency=2, maxphyaddr=32),
+], ids=config_tag)
+def test_exported_verilog_is_lint_clean_on_its_own_without_waivers(config: MmuConfig, tmp_path: Path) -> None:
+    # Every geometry the TLB's index logic distinguishes (one set, one way, both; PLRU with one tree level), no PWC
+    # and a one-entry PWC, multi-cycle reads, MAXPHYADDR 32 and 52 (ev_paddr unpadded), the smallest RAM.
+    lint(export_verilog(config, tmp_path))
+
+
+def test_64_mib_ram_is_declared_at_full_depth_without_reset_and_zeroed_at_time_0(tmp_path: Path) -> None:
     path = export_verilog(MmuConfig(mem_bytes=64 << 20), tmp_path)
     text = path.read_text()
     assert "mem_words [0:8388608-1];" in text
-    assert "initial" not in text
+    assert text.count("initial begin") == 1 and "`ifndef MMU_RAM_NO_INIT" in text  # the zeroing loop, and its way out
+    assert "for (word = 0; word < 8388608; word = word + 1) begin" in text
     assert not [line for line in text.splitlines() if "mem_words[" in line and "<= 0;" in line]  # no reset
     lint(path)

@@ -236,6 +236,25 @@ def test_undefined_op_is_gp(op: int) -> None:
     assert tb.counter(Counter.FAULTS_GP) == 1 and tb.csr(Csr.CR2) == 0
 
 
+def test_privileged_operations_at_cpl3_are_gp_and_change_nothing() -> None:
+    # x86: INVLPG, MOV to CR3 (the FLUSH) and MOV to or from a control register are #GP(0) at CPL 3, reads too.
+    tb = tb_with_page(flags=P | W | U)
+    tb.set_csr(Csr.CR2, 0x77)
+    tb.load(VA)  # cached
+    assert tb.op(Op.INVLPG, VA, user=True) == (0, Fault.GP, 0)
+    assert tb.op(Op.FLUSH, 0, user=True) == (0, Fault.GP, 0)
+    assert tb.op(Op.CSR_WRITE, Csr.CR3, 3, 0, user=True) == (0, Fault.GP, 0)
+    assert tb.last.data == 0  # the event still carries the data written, as for any CSR write
+    assert tb.op(Op.CSR_WRITE, Csr.CR0, 3, 0, user=True) == (0, Fault.GP, 0)
+    for csr in (Csr.CR0, Csr.CR2, Csr.CR3, Csr.PFEC, Csr.CFG_TLB_ENTRIES, Csr.COUNTER_BASE + Counter.CYCLES):
+        assert tb.op(Op.CSR_READ, csr, user=True) == (0, Fault.GP, 0), csr
+        assert tb.last.data == 0
+    assert tb.load(VA, user=True) == (0, Fault.NONE, 0) and tb.last.tlb_hit  # nothing was dropped
+    assert tb.csr(Csr.CR3) == tb.pml4 and tb.csr(Csr.CR0) == CR0_PE | CR0_WP | CR0_PG and tb.csr(Csr.CR2) == 0x77
+    assert tb.counter(Counter.FAULTS_GP) == 10
+    assert tb.counter(Counter.INVLPGS) == 0 and tb.counter(Counter.FLUSHES) == 1  # the enabling CR3 write only
+
+
 def test_counters_are_read_only() -> None:
     tb = TB()
     assert tb.set_csr(Csr.COUNTER_BASE + Counter.LOADS, 5)[1] == Fault.GP

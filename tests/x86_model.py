@@ -165,6 +165,8 @@ class Machine:
             return self._access(store, addr, size, wdata, Access(store, user, fetch and not store))
         if op not in DEFINED_OPS:
             return 0, Fault.GP, 0  # the two op codes Op leaves undefined (docs/hardware.md, decision 7)
+        if user:
+            return 0, Fault.GP, 0  # INVLPG, FLUSH and `mov cr` are privileged: #GP at CPL 3, nothing changes
         if op == Op.CSR_READ:
             values = {Csr.CR0: CR0_PE | CR0_WP | CR0_PG * self.paging, Csr.CR2: self.cr2, Csr.CR3: self.cr3,
                       Csr.PFEC: self.pfec}
@@ -412,6 +414,10 @@ class StreamGenerator:
         else:
             self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.machine.cr3))  # private entries are never global
 
+    def cpl3(self) -> bool:
+        """Whether a privileged operation that nothing depends on comes from user mode (and so is GP)."""
+        return self.rng.random() < 0.15
+
     def generate(self, operations: int) -> None:
         self.boot()
         roots = self.tables.roots
@@ -422,15 +428,15 @@ class StreamGenerator:
                 self.access()
             elif r < 0.93:
                 csr = self.rng.choice((Csr.CR0, Csr.CR2, Csr.CR3, Csr.PFEC, Csr.CFG_TLB_WAYS, 0x7FF))
-                self.issue(Request(Op.CSR_READ, csr))
+                self.issue(Request(Op.CSR_READ, csr, user=self.cpl3()))
             elif r < 0.955:
-                self.issue(Request(Op.INVLPG, self.address()))
+                self.issue(Request(Op.INVLPG, self.address(), user=self.cpl3()))
             elif r < 0.96:
                 self.issue(Request(self.rng.choice((6, 7)), self.address()))  # undefined op codes
             elif r < 0.965:
-                self.issue(Request(Op.FLUSH, 0))
+                self.issue(Request(Op.FLUSH, 0, user=self.cpl3()))
             elif r < 0.98:
-                self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.rng.choice(roots)))
+                self.issue(Request(Op.CSR_WRITE, Csr.CR3, 3, self.rng.choice(roots), user=self.cpl3()))
             elif r < 0.995:
                 self.edit()
             else:

@@ -16,7 +16,8 @@ Where the contract leaves room, this model (and hdl/, checked in lockstep) reads
   the address, in every set, as INVLPG does, but leaves the PWC alone;
 - `walk_levels` counts the entry read outside RAM that ends a walk with BUS, so a walk reads at least one;
 - every hit updates PLRU, a faulting one too; INVLPG counts in INVLPGS even when non-canonical;
-- `fetch` only marks LOADs; `user` is ignored by non-memory operations;
+- `fetch` only marks LOADs; `user` (CPL 3) makes INVLPG, FLUSH, CSR_READ and CSR_WRITE GP, as on x86: they change
+  nothing (a read returns 0), and a GP INVLPG is not counted in INVLPGS;
 - CR3 reads back as written; the walk uses its bits 12..M-1. CSR numbers are compared in full (0x1000 is
   not CR0);
 - an event's data for a STORE is the part of wdata it writes (its low `size` bytes), even when it faults;
@@ -448,7 +449,7 @@ class ReferenceBackend(Backend):
         seq = self._general_ops + self._fast_loads + self._fast_stores
         self._general_ops += 1
         if op >> 1:
-            return self._control(seq, op, addr, wdata)
+            return self._control(seq, op, addr, wdata, user)
         if not self._paging:
             if addr & _ALIGN_MASK[size]:
                 return self._fail(seq, op, addr, size, wdata, _ALIGN, 0, _NO_LOOKUP)
@@ -757,12 +758,14 @@ class ReferenceBackend(Backend):
             self._index_add(entry)
 
     # -- INVLPG, FLUSH and CSRs ------------------------------------------------------------------------------
-    def _control(self, seq: int, op: int, addr: int, wdata: int) -> tuple[int, int, int]:
-        """INVLPG, FLUSH, CSR_READ, CSR_WRITE, or an undefined op (GP)."""
+    def _control(self, seq: int, op: int, addr: int, wdata: int, user: bool) -> tuple[int, int, int]:
+        """INVLPG, FLUSH, CSR_READ, CSR_WRITE, or an undefined op (GP); every one of them GP at CPL 3 (`user`)."""
         wdata &= _MASK64
         rdata = fault = 0
         counters = self._counters
-        if op == _INVLPG:
+        if user:
+            fault = _GP
+        elif op == _INVLPG:
             counters[_C_INVLPGS] += 1
             if is_canonical(addr):
                 vpn = (addr >> PAGE_SHIFT) & _VPN_MASK

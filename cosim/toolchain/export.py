@@ -21,7 +21,6 @@ from hdl.interfaces import WORD_BYTES, top_ports
 from hdl.mmu import mmu
 from hdl.protocol import AXI_DEFAULT_ID_WIDTH, MmuConfig, TlbPolicy
 
-WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
 TOP_MODULE = "mmu"
 
 # MyHDL makes one Python Signal per RAM word: 64 MiB would take minutes and gigabytes to convert. The export builds
@@ -29,10 +28,40 @@ TOP_MODULE = "mmu"
 # for the real size either way).
 _STAND_IN_RAM_WORDS = 2
 _RAM_DECLARATION = re.compile(r"^(reg \[63:0\] \w*mem_words \[0:)" + str(_STAND_IN_RAM_WORDS) + r"(-1\];)$", re.M)
+# Written after the RAM's declaration: the RAM reads as zero until written, in every simulator (Icarus would start it
+# as X). Yosys (which defines SYNTHESIS) skips the loop: unrolling 32768 iterations takes it many minutes, and a block
+# RAM without initial values is all zeros in ECP5 (DP16KD) and iCE40 (EBR) bitstreams anyway. `--ram-init` adds one
+# assignment per preloaded word after the loop, at the marker, which simulators and Yosys (the block RAM's initial
+# contents) both take. Memories that cannot be initialised (the iCE40 UltraPlus SPRAM: Yosys maps only a RAM
+# without initial values to it) need the block left out: RAM_NO_INIT_DEFINE.
+RAM_NO_INIT_DEFINE = "MMU_RAM_NO_INIT"
+_RAM_INIT_MARKER = "    // preloaded words (mmucosim verilog --ram-init) follow"
+_RAM_INIT_BLOCK = """// The RAM starts as zero (with --ram-init: as preloaded), in every simulator and in an FPGA's
+// block RAM. Define {no_init} to leave it undefined instead, for memories that cannot be
+// initialised (iCE40 SPRAM). Synthesis skips the zeroing loop: block RAM configures as zeros.
+`ifndef {no_init}
+initial begin: {name}_init
+`ifndef SYNTHESIS
+    integer word;
+    for (word = 0; word < {words}; word = word + 1) begin
+        {name}[word] = 64'h0;
+    end
+`endif
+{marker}
+end
+`endif
+"""
+
+
+_RAM_DECLARATION_ANY = re.compile(r"^reg \[63:0\] (\w*mem_words) \[0:\d+-1\];$", re.M)
+
+
+class RamInitError(ValueError):
+    """A --ram-init file that is not $readmemh hex words, or holds a word outside the RAM."""
 
 
 class VerilogLintError(Exception):
-    """Verilator found warnings (beyond the documented waivers) or errors in the exported Verilog."""
+    """Verilator found warnings or errors in the exported Verilog."""
 
 
 def config_tag(config: MmuConfig) -> str:
@@ -86,7 +115,14 @@ def _convert_here(config: MmuConfig) -> str:
         text = (Path(tmp) / f"{TOP_MODULE}.v").read_text()
     text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
     text = re.sub(r"^// File: .*$", f"// File: {TOP_MODULE}.v", text, count=1, flags=re.M)
-    text, declarations = _RAM_DECLARATION.subn(rf"\g<1>{config.mem_bytes // WORD_BYTES}\g<2>", text)
+    words = config.mem_bytes // WORD_BYTES
+
+    def declare_and_zero(match: re.Match[str]) -> str:
+        name = match[0].split()[2]
+        return f"{match[1]}{words}{match[2]}\n" + _RAM_INIT_BLOCK.format(
+            name=name, words=words, marker=_RAM_INIT_MARKER, no_init=RAM_NO_INIT_DEFINE).rstrip("\n")
+
+    text, declarations = _RAM_DECLARATION.subn(declare_and_zero, text)
     expected = 1 if config.memory == "bram" else 0  # on AXI the RAM is outside the mmu
     if declarations != expected:
         raise RuntimeError(f"expected {expected} RAM array declaration in the converted Verilog, found {declarations}")
@@ -107,10 +143,50 @@ def exported_verilog(config: MmuConfig, build_root: Path | None = None) -> Path:
     return build.cached("verilog", config_tag(config), inputs, f"{TOP_MODULE}.v", make, build_root) / f"{TOP_MODULE}.v"
 
 
-def export_verilog(config: MmuConfig, build_root: Path = Path("build")) -> Path:
-    """Write build_root/verilog/<config_tag>/mmu.v for `config` (only if its content changes) and return its path."""
+def read_ram_init(path: Path, words: int) -> dict[int, int]:
+    """The words of a $readmemh file: hex 64-bit words, whitespace-separated (one a line, usually), from word 0
+    on; `@hex` moves to that word address; `//` and `/* */` comments. Returns {word address: value} of the words
+    that are not zero. Raises RamInitError (with the line) for anything else or a word beyond `words`."""
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m[0].count("\n"), Path(path).read_text(), flags=re.S)
+    values: dict[int, int] = {}
+    address = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for token in line.split("//")[0].split():
+            try:
+                value = int(token[1:] if token.startswith("@") else token.replace("_", ""), 16)
+            except ValueError:
+                raise RamInitError(f"{path}:{number}: not a hex word: {token!r}") from None
+            if token.startswith("@"):
+                address = value
+                continue
+            if value >> 64:
+                raise RamInitError(f"{path}:{number}: {token} is wider than a 64-bit word")
+            if address >= words:
+                raise RamInitError(f"{path}:{number}: word {address:#x} is beyond the RAM's {words} words")
+            if value:
+                values[address] = value
+            else:
+                values.pop(address, None)
+            address += 1
+    return values
+
+
+def preload(verilog_text: str, values: dict[int, int]) -> str:
+    """The exported Verilog with the RAM starting as `values` ({word address: value}) instead of all zeros."""
+    name = _RAM_DECLARATION_ANY.search(verilog_text)[1]
+    lines = "".join(f"\n    {name}[{address}] = 64'h{value:016x};" for address, value in sorted(values.items()))
+    return verilog_text.replace(_RAM_INIT_MARKER, _RAM_INIT_MARKER + lines, 1)
+
+
+def export_verilog(config: MmuConfig, build_root: Path = Path("build"), ram_init: Path | None = None) -> Path:
+    """Write build_root/verilog/<config_tag>/mmu.v for `config` (only if its content changes) and return its path.
+
+    `ram_init`: a $readmemh file of 64-bit words (read_ram_init) the RAM starts with, written into the Verilog.
+    """
     path = Path(build_root) / "verilog" / config_tag(config) / f"{TOP_MODULE}.v"
     text = exported_verilog(config).read_text()
+    if ram_init is not None:
+        text = preload(text, read_ram_init(ram_init, config.mem_bytes // WORD_BYTES))
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(".v.tmp")
@@ -120,9 +196,9 @@ def export_verilog(config: MmuConfig, build_root: Path = Path("build")) -> Path:
 
 
 def lint(path: Path) -> None:
-    """Run `verilator --lint-only -Wall` with the waiver file on `path`; raise VerilogLintError listing the warnings."""
+    """Run `verilator --lint-only -Wall` on `path` alone (no waivers); raise VerilogLintError listing the warnings."""
     verilator = build.verilator_root() / "bin" / "verilator"
-    command = [str(verilator), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(WAIVER_FILE), str(path)]
+    command = [str(verilator), "--lint-only", "-Wall", "--top-module", TOP_MODULE, str(path)]
     result = subprocess.run(command, capture_output=True, text=True, env=build.verilator_env(), check=False)
     messages = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.startswith("%Warning") or line.startswith("%Error")]

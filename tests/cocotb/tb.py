@@ -93,8 +93,9 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "csr":
         from hdl.csr import csr
 
-        widths = {"in_lookup": 1, "op": OP_WIDTH, "addr": VADDR_WIDTH, "wdata": DATA_WIDTH, "rdata": DATA_WIDTH,
-                  "known": 1, "writable": 1, "paging": 1, "cr3": DATA_WIDTH, "fault_addr": VADDR_WIDTH,
+        widths = {"in_lookup": 1, "op": OP_WIDTH, "user": 1, "addr": VADDR_WIDTH, "wdata": DATA_WIDTH,
+                  "rdata": DATA_WIDTH, "known": 1, "writable": 1, "paging": 1, "cr3": DATA_WIDTH,
+                  "fault_addr": VADDR_WIDTH,
                   "event_valid": 1, "event_fault": FAULT_WIDTH, "event_errcode": ERRCODE_WIDTH, "event_flush": 1,
                   "cycles": PORTS_OUT["ev_cycle"]}
         widths |= {f"event_{port}": PORTS_OUT[f"ev_{port}"] for port in
@@ -380,32 +381,13 @@ def check_block(
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-RAM_ZERO_MODULE = "mmu_ram_zero"
-
-
-def _ram_zero(verilog_text: str) -> str:
-    """A second Icarus root that zeroes the RAM at time 0, as Verilator's model and the other backends start.
-
-    The RAM is never reset (it is block RAM), so Icarus would read X where the tests expect RAM's initial zeros.
-    """
-    match = re.search(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];", verilog_text, re.M)
-    if match is None:
-        raise RuntimeError("no RAM array in the exported Verilog")
-    name, words = match.groups()
-    return (f"module {RAM_ZERO_MODULE};\ninteger i;\n"
-            f"initial for (i = 0; i < {words}; i = i + 1) mmu.{name}[i] = 64'd0;\nendmodule\n")
-
-
 def run_mmu_module(simulator: str, config: MmuConfig, test_module: str, params: dict[str, Any]) -> Path:
     """Run the cocotb tests of `test_module` on the `mmu` exported for `config` (see run_cocotb_module)."""
     from cosim.toolchain.export import config_tag, exported_verilog
 
-    verilog_text = exported_verilog(config).read_text()
+    verilog_text = exported_verilog(config).read_text()  # its RAM starts as zero on every simulator
     build_name = f"mmu-{config_tag(config)}"
-    if simulator != "icarus" or config.memory == "axi":  # with memory "axi" the RAM is the testbench's AxiRam
-        return run_cocotb_module(simulator, {"mmu.v": verilog_text}, "mmu", build_name, test_module, params)
-    sources = {"mmu.v": verilog_text, f"{RAM_ZERO_MODULE}.v": _ram_zero(verilog_text)}
-    return run_cocotb_module(simulator, sources, "mmu", build_name, test_module, params, ("-s", RAM_ZERO_MODULE))
+    return run_cocotb_module(simulator, {"mmu.v": verilog_text}, "mmu", build_name, test_module, params)
 
 
 if __name__ == "__main__":  # the child process of convert_block: block name and parameters in, Verilog out

@@ -50,14 +50,17 @@ class CsrModel:
         self.cr2 = self.cr3 = self.pfec = 0
         self.counters = dict.fromkeys(Counter, 0)
 
-    def known(self, addr: int) -> bool:
-        return addr in set(Csr) - {Csr.COUNTER_BASE} or addr in COUNTER_ADDRESSES
+    def known(self, addr: int, user: bool) -> bool:
+        """A CSR exists for supervisor requests only: at CPL 3 every CSR access is GP (x86's `mov cr`)."""
+        return not user and (addr in set(Csr) - {Csr.COUNTER_BASE} or addr in COUNTER_ADDRESSES)
 
-    def writable(self, addr: int) -> bool:
-        return addr in (Csr.CR0, Csr.CR2, Csr.CR3)
+    def writable(self, addr: int, user: bool) -> bool:
+        return not user and addr in (Csr.CR0, Csr.CR2, Csr.CR3)
 
-    def read(self, addr: int, cycle: int) -> int:
-        """What a CSR_READ of `addr` in `cycle` returns: zero for an address outside the map."""
+    def read(self, addr: int, user: bool, cycle: int) -> int:
+        """What a CSR_READ of `addr` in `cycle` returns: zero for an address outside the map, or from user mode."""
+        if user:
+            return 0
         if addr == Csr.CR0:
             return CR0_PE | CR0_WP | (CR0_PG if self.paging else 0)
         if addr in (Csr.CR2, Csr.CR3, Csr.PFEC):
@@ -94,7 +97,7 @@ class CsrModel:
         c[Counter.PTE_READS] += event["event_walk_levels"]
         c[Counter.PWC_HITS] += event["event_pwc_hits"]
         c[Counter.AD_WRITES] += event["event_ad_writes"]
-        c[Counter.INVLPGS] += op == Op.INVLPG
+        c[Counter.INVLPGS] += op == Op.INVLPG and fault == Fault.NONE  # executed ones: at CPL 3 it is GP
         c[Counter.FLUSHES] += event["event_flush"]
         for counter, code in ((Counter.FAULTS_PAGE, Fault.PAGE), (Counter.FAULTS_GP, Fault.GP),
                               (Counter.FAULTS_ALIGN, Fault.ALIGN), (Counter.FAULTS_BUS, Fault.BUS)):
@@ -117,7 +120,7 @@ class CsrEnvironment(tb.Environment):
         super().__init__(seed)
         self.model = CsrModel(config_of(params))
         self.operations, self.csr_share, self.max_idle = operations, csr_share, max_idle
-        self.request = {"op": 0, "addr": 0, "wdata": 0, "fault_addr": 0}  # held from lookup to the next request
+        self.request = {"op": 0, "user": 0, "addr": 0, "wdata": 0, "fault_addr": 0}  # held until the next request
         self.now = "idle"  # this cycle: idle, or an operation's lookup or response (which the next follows at once)
         self.idle = 0
         self.event: dict[str, int] = {}
@@ -127,15 +130,15 @@ class CsrEnvironment(tb.Environment):
         op = int(self.rng.choice((Op.CSR_READ, Op.CSR_WRITE)))
         addr = self.rng.choice((*Csr, *COUNTER_ADDRESSES, *UNKNOWN))
         wdata = self.rng.choice((self.rng.getrandbits(64), CR0_PG, 0, self.rng.getrandbits(64) & ~CR0_PG))
-        return {"op": op, "addr": int(addr), "wdata": wdata}
+        return {"op": op, "user": int(self.rng.random() < 0.25), "addr": int(addr), "wdata": wdata}
 
     def _csr_event(self, request: dict[str, int]) -> dict[str, int]:
         """The response event of a CSR operation: GP for an address outside the map or a read-only write, and a
         flush for a successful CR3 write."""
-        op, addr = request["op"], request["addr"]
-        allowed = self.model.known(addr) if op == Op.CSR_READ else self.model.writable(addr)
+        op, addr, user = request["op"], request["addr"], request["user"]
+        allowed = self.model.known(addr, user) if op == Op.CSR_READ else self.model.writable(addr, user)
         return NO_EVENT | {"event_valid": 1, "event_fault": int(Fault.NONE if allowed else Fault.GP),
-                           "event_flush": op == Op.CSR_WRITE and addr == Csr.CR3}
+                           "event_flush": op == Op.CSR_WRITE and allowed and addr == Csr.CR3}
 
     def _other_request(self) -> tuple[dict[str, int], dict[str, int]]:
         """A memory operation, INVLPG, FLUSH or undefined op, and a random access event for its response that a
@@ -153,7 +156,9 @@ class CsrEnvironment(tb.Environment):
         if walk_levels:
             event |= {"event_evict": self.rng.random() < 0.3, "event_walk_cycles": self.rng.randrange(1 << 16),
                       "event_pwc_hits": self.rng.getrandbits(1), "event_ad_writes": self.rng.randint(0, walk_levels)}
-        return {"op": int(op), "addr": self.rng.getrandbits(64), "wdata": self.rng.getrandbits(64)}, event
+        request = {"op": int(op), "user": self.rng.getrandbits(1), "addr": self.rng.getrandbits(64),
+                   "wdata": self.rng.getrandbits(64)}
+        return request, event
 
     def drive(self) -> dict[str, int]:
         inputs = {"in_lookup": 0, **NO_EVENT}
@@ -179,18 +184,18 @@ class CsrEnvironment(tb.Environment):
         return inputs | self.request
 
     def sample(self, values: dict[str, int | None]) -> None:
-        op, addr, wdata = self.request["op"], self.request["addr"], self.request["wdata"]
+        op, user, addr, wdata = self.request["op"], self.request["user"], self.request["addr"], self.request["wdata"]
         model = self.model
-        self.expect(f"known({addr:#x})", values["known"], model.known(addr))
-        self.expect(f"writable({addr:#x})", values["writable"], model.writable(addr))
+        self.expect(f"known({addr:#x}, user={user})", values["known"], model.known(addr, user))
+        self.expect(f"writable({addr:#x}, user={user})", values["writable"], model.writable(addr, user))
         self.expect("paging", values["paging"], model.paging)
         self.expect("cr3", values["cr3"], model.cr3)
         self.expect("cycles", values["cycles"], self.cycle)
         self.expect("rdata", values["rdata"], self.rdata)
         # what the clock edge that ends this cycle does
         if self.now == "lookup" and op == Op.CSR_READ:
-            self.rdata = model.read(addr, self.cycle)
-        elif self.now == "lookup" and op == Op.CSR_WRITE and model.writable(addr):
+            self.rdata = model.read(addr, user, self.cycle)
+        elif self.now == "lookup" and op == Op.CSR_WRITE and model.writable(addr, user):
             model.write(addr, wdata)
         elif self.now == "response":
             model.count(op, addr, self.event)
@@ -202,7 +207,8 @@ def _scenario(seed: int, operations: int, csr_share: float, max_idle: int) -> An
 
 
 SCENARIOS = {
-    # reads of every CSR, writes of every one (read-only and unknown ones change nothing), CR0.PG on and off
+    # reads of every CSR, writes of every one (read-only and unknown ones change nothing), CR0.PG on and off;
+    # a quarter of them from user mode (GP: nothing read, nothing written)
     "every_csr_read_and_written": _scenario(1, 300, 1.0, 0),
     # operations of every kind with random events, and reads of the counters between them, after random stalls
     "counters_count_every_event": _scenario(2, 400, 0.4, 3),
