@@ -235,7 +235,7 @@ STALE_SHOWN = 100  # stale accesses kept in memory for the report; stale.txt has
 # What a run may write into its folder: removed when a run starts, so that a failed run's folder holds no older
 # run's results (the waveform is the backend's business).
 RUN_OUTPUTS = (*trace.TRACE_FORMATS.values(), "summary.json", "tlb_hit_rate.png", "walk_latency.png",
-               "heap_map.png", "stale.txt", "script.txt", "replay.jsonl")
+               "heap_map.png", "stale.txt", "script.txt", "replay.jsonl", "waves.vcd", "waves.fst")
 
 
 class _Tee:
