@@ -334,19 +334,36 @@ def untraced_child(n: int) -> None:
         run_program(job.program, "verilator", args=dict(job.args), trace=False)
 
 
+# Runs its arguments as a child and writes "wall-seconds peak-KiB exit-code" to the file named first. A fresh, small
+# process in between: a child forked straight from the bench (which may have grown to gigabytes by then) would
+# count the bench's pages in its own peak RSS until its exec.
+_MEASURER = (
+    "import os, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(f'{time.perf_counter() - start} {usage.ru_maxrss} "
+    "{os.waitstatus_to_exitcode(status)}')\n"
+)
+
+
 def _child(argv: list[str], log: Path) -> tuple[float, float]:
-    """Run `argv` to the end: (wall seconds, peak RSS in MB) of that process alone (os.wait4's rusage)."""
+    """Run `argv` to the end: (wall seconds, peak RSS in MB) of that process alone (os.wait4's rusage, taken by a
+    small process in between: see _MEASURER)."""
     import subprocess
 
-    start = time.perf_counter()
+    figures = log.with_suffix(".measured")
     with log.open("w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = code = os.waitstatus_to_exitcode(status)
-    if code:
-        raise BenchError(f"{' '.join(argv[2:])} exited with {code}: {_first_line(log.read_text()[-2000:])}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+        subprocess.run([sys.executable, "-c", _MEASURER, str(figures), *argv], stdout=out, stderr=subprocess.STDOUT,
+                       check=False)
+    what, said = " ".join(argv[2:]), _first_line(log.read_text()[-2000:])
+    try:
+        wall, peak_kib, code = figures.read_text().split()
+    except (OSError, ValueError):
+        raise BenchError(f"{what} could not be measured: {said}") from None
+    if int(code):
+        raise BenchError(f"{what} exited with {code}: {said}")
+    return float(wall), int(peak_kib) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def measure_traced(n: int, progress: _Progress, *, pairs: int = TRACED_PAIRS) -> dict[str, Any]:
