@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from cosim.backends.handshake import RESET_CYCLES
 from cosim.toolchain.export import RAM_NO_INIT_DEFINE, config_tag
 from hdl.protocol import (
+    AXI_PREFIX,
     CR0_PE,
     CR0_PG,
     CR0_PG_BIT,
@@ -33,7 +34,6 @@ from hdl.protocol import (
     LFSR_SEED,
     LFSR_TAPS,
     PORTS_IN,
-    PORTS_OUT,
     PRIVILEGED_OPS,
     Counter,
     Csr,
@@ -43,6 +43,7 @@ from hdl.protocol import (
     Op,
     Pte,
     TlbPolicy,
+    top_port_widths,
 )
 
 DATASHEET = Path(__file__).resolve().parents[2] / "docs" / "datasheet.md"
@@ -55,7 +56,10 @@ PORT_GROUPS = (
     ("req_", "Request", "The CPU's operation, held from req_valid until a rising edge samples req_ready = 1.", ()),
     ("resp_", "Response", "Valid in the one cycle resp_valid is high.", ()),
     ("ev_", "Access event", "What the TLB and the walker did for the operation; valid with resp_valid.", ()),
-    ("m_axi_", "AXI4 memory port", "The AXI4 manager port of a `--memory axi` build.", ()),
+    ("m_axi_", "AXI4 memory port", "The AXI4 manager port of a `--memory axi` build, which has it instead of the "
+     "RAM inside the mmu (a `--memory bram` build has none of these ports). Addresses are MAXPHYADDR bits wide, "
+     "IDs `--axi-id-width` bits; one transfer is in flight at a time, a single 8-byte beat. docs/hardware.md "
+     "gives the transfers, AxPROT and the cycle costs against the subordinate's latency.", ()),
 )
 
 PORT_DOCS = {
@@ -83,13 +87,50 @@ PORT_DOCS = {
     "ev_walk_cycles": "the walker's cycles: n·(1 + L) for n entries (see the cycle table)",
     "ev_pwc_hits": "1 when the walk started from a paging-structure-cache entry, else 0",
     "ev_ad_writes": "page-table entries the walk wrote back to set A (or A and D)",
+    **{f"{AXI_PREFIX}_{name}": text for name, text in (
+        ("awid", "write address ID: always 0"),
+        ("awaddr", "write address: the physical address of the 8-byte word (bits 2..0 zero)"),
+        ("awlen", "burst length - 1: always 0 (one beat)"),
+        ("awsize", "beat size: always 3 (8 bytes)"),
+        ("awburst", "burst type: always 1 (INCR)"),
+        ("awprot", "protection: bit 0 privileged (walker write-backs; stores with req_user = 0), bit 1 non-secure "
+                   "(always 1), bit 2 instruction (always 0 for writes)"),
+        ("awvalid", "a write address is presented; held with its payload until awready"),
+        ("awready", "the subordinate takes the write address"),
+        ("wdata", "write data: the store's bytes in their lanes of the 8-byte word (little endian)"),
+        ("wstrb", "write strobes: one per byte lane written"),
+        ("wlast", "last beat: always 1"),
+        ("wvalid", "write data is presented; held until wready (before, with or after the address)"),
+        ("wready", "the subordinate takes the write data"),
+        ("bid", "write response ID (must be 0: else BUS)"),
+        ("bresp", "write response: OKAY (0) ends the write; anything else ends the operation with Fault.BUS"),
+        ("bvalid", "a write response is presented"),
+        ("bready", "the MMU takes the write response: high while a write waits for it"),
+        ("arid", "read address ID: always 0"),
+        ("araddr", "read address: the physical address of the 8-byte word (bits 2..0 zero)"),
+        ("arlen", "burst length - 1: always 0 (one beat)"),
+        ("arsize", "beat size: always 3 (8 bytes)"),
+        ("arburst", "burst type: always 1 (INCR)"),
+        ("arprot", "protection: bit 0 privileged (page-table reads; loads with req_user = 0), bit 1 non-secure "
+                   "(always 1), bit 2 instruction (req_fetch loads)"),
+        ("arvalid", "a read address is presented; held with its payload until arready"),
+        ("arready", "the subordinate takes the read address"),
+        ("rid", "read data ID (must be 0: else BUS)"),
+        ("rdata", "read data: the 8-byte word (little endian)"),
+        ("rresp", "read response: OKAY (0) delivers the word; anything else ends the operation with Fault.BUS"),
+        ("rlast", "last beat (must be 1: else BUS)"),
+        ("rvalid", "read data is presented"),
+        ("rready", "the MMU takes the read data: high while a read waits for it"),
+    )},
 }
 
 
-def _port_groups() -> list[tuple[str, str, list[tuple[str, str, int]]]]:
-    """(title, note, [(name, direction, width)]) per group, in PORT_GROUPS order, then any ports left over."""
-    ports = [(name, "input", width) for name, width in PORTS_IN.items()]
-    ports += [(name, "output", width) for name, width in PORTS_OUT.items()]
+def _port_groups(config: MmuConfig) -> list[tuple[str, str, list[tuple[str, str, int]]]]:
+    """(title, note, [(name, direction, width)]) per group, in PORT_GROUPS order, then any ports left over: every
+    port of `config` in either memory build (the groups' notes say which build has which)."""
+    inputs, outputs = top_port_widths(replace(config, memory="axi"))
+    ports = [(name, "input", width) for name, width in inputs.items()]
+    ports += [(name, "output", width) for name, width in outputs.items()]
     groups: list[tuple[str, str, list[tuple[str, str, int]]]] = []
     taken: set[str] = set()
     for prefix, title, note, names in PORT_GROUPS:
@@ -306,7 +347,7 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
     add("All ports are plain `wire`s of the widths below, bit 0 the least significant. Inputs are sampled at the "
         "rising edge of `clk`; outputs change only just after it (every output comes from a register, or from "
         "registers through logic that does not look at any input).\n")
-    for title, note, members in _port_groups():
+    for title, note, members in _port_groups(config):
         add(f"### {title}\n")
         if note:
             add(note + "\n")
