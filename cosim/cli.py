@@ -459,7 +459,7 @@ def _print_run(output: RunOutput, *, kinds_limit: int | None = 15, glossary: boo
     notes = {"trace": f"one row per operation, {output.events:,} in all",
              "waveform": "open it with GTKWave or Surfer", "script": "replay it with `mmucosim replay`"}
     for name, paths in output.files.items():
-        names = ", ".join(str(p.relative_to(output.out_dir) if p.is_relative_to(output.out_dir) else p)
+        names = ", ".join(str(p.relative_to(output.out_dir) if p.is_relative_to(output.out_dir) else p.resolve())
                           for p in paths)
         print(f"  {name:<9} {names}" + (f"  ({notes[name]})" if name in notes else ""))
 
@@ -536,14 +536,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from cosim.analysis.lockstep import first_divergence
-
     job = resolve(args.workload, n=args.n, seed=args.seed, ops=args.ops, allocator=args.allocator)
     config = config_from(args)
     for backend in args.backends:
         _check_memory(backend, config)
+    if args.out is not None and args.trace_format == "none":
+        raise UsageError("--out is where --trace-format writes the traces: give a --trace-format too")
+    folder = None
+    if args.trace_format != "none":  # the traces' folder, claimed before anything runs
+        folder = outputs.claim(args.out or Path("build") / "run" / f"{job.slug}-check", explicit=args.out is not None)
+    try:
+        return _check(args, job, config, folder.path if folder else None)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _check(args: argparse.Namespace, job: Job, config: MmuConfig, out_dir: Path | None) -> int:
+    from tqdm import tqdm
+
+    from cosim.analysis.lockstep import first_divergence
+
     on = f" with the {job.allocator} allocator" if job.allocator not in (None, DEFAULT_ALLOCATOR) else ""
     print(f"lockstep check of {job.name}{on} on {', '.join(args.backends)}")
     print(f"  {describe_config(config)}")
@@ -551,7 +564,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         timing = ", ".join(TIMING_FIELDS)
         rtl = "compared between the RTL backends only" if len(args.backends) > 2 else "not compared"
         print(f"  timing fields ({timing}): {rtl}, as the reference model has no clock")
-    out_dir = args.out or Path("build") / "run" / f"{job.slug}-check"
     runs = []
     for backend in tqdm(args.backends, desc="backends", unit="backend", leave=False, disable=None,
                         file=sys.stderr):
@@ -559,7 +571,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(io.StringIO()):  # the kernel's println!
             runs.append(run_program(job.program, backend, config, args=dict(job.args), trace=True))
         written = ""
-        if args.trace_format != "none":
+        if out_dir is not None:
             written = f"  -> {_write_check_trace(runs[-1], args.trace_format, out_dir)}"
         print(f"  {backend:<17} {len(runs[-1].events):>12,} operations  {time.perf_counter() - start:8.2f} s"
               f"{written}")
@@ -629,6 +641,8 @@ def cmd_verilog(args: argparse.Namespace) -> int:
         files = write_kit(config, args.out, ram_init=args.ram_init)
     except RamInitError as err:
         raise UsageError(f"--ram-init: {err}") from None
+    except OSError as err:
+        raise outputs.UnusablePath(f"cannot write the Verilog into {args.out}: {err.strerror or err}") from None
     path = files[0]
     notes = {"mmu.v": "the MMU, module mmu" + (f", RAM preloaded from {args.ram_init}" if args.ram_init else ""),
              "mmu_tb.v": "a self-checking testbench: iverilog -g2012 mmu.v mmu_tb.v",

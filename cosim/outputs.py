@@ -178,6 +178,8 @@ def claim(path: Path, *, explicit: bool) -> RunFolder:
 
 
 def _try_lock(folder: Path) -> IO[str] | None:
+    if folder.exists() and not folder.is_dir():
+        raise UnusablePath(f"{folder} is a file, not a folder for the run's outputs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # beside the folder, not in it: the folder holds the run's outputs and nothing else

@@ -254,7 +254,8 @@ def plot_hit_rate(
     ax.set_xlabel("operation number (seq); shaded bands are the phases of the run")
     ax.set_ylabel("TLB hit rate (%)")
     ax.set_title(f"TLB hit rate over time — {title}")
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when paging was never on
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3, axis="y")
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -107,6 +107,8 @@ def cached(
             return directory  # another process built it while this one waited
         if damage != "missing":
             print(f"mmucosim: rebuilding {directory.name}: {damage}", file=sys.stderr)
+        else:
+            print(f"mmucosim: building {kind} {tag} (once; cached in {directory.parent})", file=sys.stderr, flush=True)
         shutil.rmtree(directory, ignore_errors=True)  # a half-finished or damaged build
         directory.mkdir(parents=True)
         try:
