@@ -508,6 +508,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = config_from(args)
     _check_memory(args.backend, config)
     job = resolve("demo", allocator=args.allocator)
+    _waves_path(args, Path("."), default_on=True)  # a waves file the backend cannot write: refused before the banner
     print(f"mmucosim demo: blog_os \"Heap Allocation\" kernel_main on the {args.backend} MMU")
     print(f"  {describe_config(config)}")
     if job.allocator != DEFAULT_ALLOCATOR:

@@ -161,3 +161,16 @@ def test_runs_at_the_same_time_each_write_their_own_folder(tmp_path) -> None:
                for folder in (tmp_path / "build" / "run").iterdir() if (folder / "summary.json").exists()}
     tag4, tag32 = (config_tag(MmuConfig(tlb_entries=entries)) for entries in (4, 32))
     assert written == {f"many_boxes-n3000-reference-{tag4}-2": 4, f"many_boxes-n3000-reference-{tag32}": 32}
+
+
+def test_fst_waves_without_the_lz4_headers_are_refused_before_any_build(monkeypatch) -> None:
+    import cosim.backends
+    from cosim.backends import BackendError, check_waves
+
+    monkeypatch.setattr(cosim.backends, "_lz4_headers", lambda: False)
+    for backend in ("verilator", "cocotb-verilator"):
+        with pytest.raises(BackendError, match="liblz4-dev.*run.vcd"):
+            check_waves(backend, Path("run.fst"))
+    check_waves("cocotb-icarus", Path("run.fst"))  # Icarus writes FST itself
+    monkeypatch.setattr(cosim.backends, "_lz4_headers", lambda: True)
+    check_waves("verilator", Path("run.fst"))

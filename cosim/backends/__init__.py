@@ -77,6 +77,14 @@ def check_waves(name: str, waves: Path) -> None:
                            f"({', '.join(HDL_BACKENDS)})")
     if waves.suffix.lower() not in formats:
         raise BackendError(f"{name} writes waves as {' or '.join('*' + f for f in formats)}, not {waves.name}")
+    if waves.suffix.lower() == ".fst" and "verilator" in name and not _lz4_headers():
+        raise BackendError(f"Verilator writes FST through liblz4, whose headers are missing here (apt-get install "
+                           f"liblz4-dev); name the file {waves.with_suffix('.vcd').name} for VCD, which needs nothing")
+
+
+def _lz4_headers() -> bool:
+    """Whether the C compiler finds lz4.h where Debian's liblz4-dev puts it."""
+    return any(Path(folder, "lz4.h").is_file() for folder in ("/usr/include", "/usr/local/include"))
 
 
 def build_for(name: str, config: MmuConfig) -> None:
