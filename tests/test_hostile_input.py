@@ -169,7 +169,7 @@ def test_fst_waves_without_the_lz4_headers_are_refused_before_any_build(monkeypa
 
     monkeypatch.setattr(cosim.backends, "_lz4_headers", lambda: False)
     for backend in ("verilator", "cocotb-verilator"):
-        with pytest.raises(BackendError, match="liblz4-dev.*run.vcd"):
+        with pytest.raises(BackendError, match=r"liblz4-dev.*run\.vcd"):
             check_waves(backend, Path("run.fst"))
     check_waves("cocotb-icarus", Path("run.fst"))  # Icarus writes FST itself
     monkeypatch.setattr(cosim.backends, "_lz4_headers", lambda: True)
