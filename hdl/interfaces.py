@@ -127,7 +127,13 @@ class WalkResult:
 
 
 class TlbLookup:
-    """The TLB looked up by `vpn` (addr[47:12]): `hit` and the hit entry's translation, combinational on `vpn`.
+    """The TLB looked up by `vpn` (addr[47:12]): `hit` and the hit entry's translation.
+
+    The tags are compared with `next_vpn`, the page of the request on the MMU's port, in the cycle `accept` says the
+    MMU registers it (as `vpn`), and the comparison is registered with it: in the next cycle `hit` and the
+    translation follow from that register and the entries' valid bits alone. No tag changes between the two edges
+    (fills and refreshes happen in a walk, which no request is accepted during), and valid bits that do (a flush
+    or a drop carried out at the accepting edge) are applied in the second cycle.
 
     `frame` is the page's base frame number and `size` its page-size code; `writable`, `user`, `no_execute` and
     `dirty` are the entry's permissions and D bit as the walk that filled it found them.
@@ -135,6 +141,8 @@ class TlbLookup:
 
     def __init__(self, frame_bits: int) -> None:
         self.vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.next_vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.accept = Signal(bool(0))
         self.hit = Signal(bool(0))
         self.frame = Signal(intbv(0)[frame_bits:])
         self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])

@@ -95,7 +95,6 @@ def mmu(
     """
     config.validate()
     ram_bits = ram_address_width(config.mem_bytes)
-    single_cycle_read = config.mem_latency == 1
     on_axi = config.memory == "axi"  # every data access waits for its AXI response in MEMWAIT (a constant)
     if on_axi != (m_axi is not None):
         raise ValueError("an MMU with memory 'axi' needs its m_axi port, and only it has one")
@@ -186,6 +185,7 @@ def mmu(
     walk = WalkResult(frame_bits)
     tlb_lookup = TlbLookup(frame_bits)
     tlb_lookup.vpn = vpn
+    tlb_lookup.next_vpn = req_addr(PAGE_SHIFT + VPN_WIDTH, PAGE_SHIFT)
     tlb_update = TlbUpdate(frame_bits)
     tlb_update.fill_from(walk)
     translations = tlb(clk=clk, rst=rst, lookup=tlb_lookup, update=tlb_update, entries=config.tlb_entries,
@@ -196,9 +196,9 @@ def mmu(
     pwc_flush = Signal(bool(0))
     structure_cache = pwc(clk=clk, rst=rst, lookup=pwc_lookup, insert=pwc_insert, flush=pwc_flush,
                           entries=config.pwc_entries)
-    walker = page_walker(clk=clk, rst=rst, start=walk_start, vaddr=vaddr, is_store=is_store, is_user=user,
-                         is_fetch=is_fetch, cr3=cr3, pwc=pwc_lookup, pwc_insert=pwc_insert, mem=walk_port,
-                         mem_resp=mem_resp, result=walk, config=config)
+    walker = page_walker(clk=clk, rst=rst, prepare=in_lookup, start=walk_start, vaddr=vaddr, is_store=is_store,
+                         is_user=user, is_fetch=is_fetch, cr3=cr3, pwc=pwc_lookup, pwc_insert=pwc_insert,
+                         mem=walk_port, mem_resp=mem_resp, result=walk, config=config)
 
     op_load, op_store, op_invlpg, op_flush, op_csr_read, op_csr_write = (
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
@@ -285,6 +285,10 @@ def mmu(
     def track_state():
         in_lookup.next = state == State.LOOKUP
         req_ready.next = state == State.IDLE or state == State.RESP
+
+    @always_comb
+    def accept_request():
+        tlb_lookup.accept.next = req_ready and req_valid
 
     if tracks_hits(config.ways, config.tlb_policy):
 
@@ -428,7 +432,7 @@ def mmu(
             if data_port.valid:  # the data access starts this cycle
                 ev_paddr.next = phys
                 rdata_from_memory.next = is_load
-                if on_axi or (is_load and not single_cycle_read):
+                if on_axi or is_load:  # a load waits for its word; on AXI a store for its B response
                     state.next = State.MEMWAIT
                 else:
                     state.next = State.RESP
@@ -486,4 +490,4 @@ def mmu(
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
             translate_address, locate_physical, classify, check_hit, plan_access, judge_walk, track_state,
-            start_access, drive_response_data, control)
+            accept_request, start_access, drive_response_data, control)

@@ -44,6 +44,7 @@ WalkState = enum("IDLE", "READ", "WAIT", "DONE")
 def page_walker(
     clk: SignalType,
     rst: SignalType,
+    prepare: SignalType,
     start: SignalType,
     vaddr: SignalType,
     is_store: SignalType,
@@ -57,7 +58,8 @@ def page_walker(
     result: WalkResult,
     config: MmuConfig,
 ):
-    """Walk the tables for `vaddr` when `start` pulses.
+    """Walk the tables for `vaddr` when `start` pulses; `prepare` pulses in the same cycle, and also in cycles that
+    might have started a walk but did not.
 
     `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; the walker keeps them and `vaddr`'s
     page number from `start` on, so that nothing here follows the MMU's next requests between walks (in MyHDL's
@@ -228,7 +230,9 @@ def page_walker(
     @always_seq(clk.posedge, reset=rst)
     def walk():
         if state == WalkState.IDLE:
-            if start:
+            # Loaded in every lookup, whether it walks or not: only the state waits for `start`, so the TLB's
+            # verdict drives one register here rather than all of them.
+            if prepare:
                 walk_vpn.next = vaddr[PAGE_SHIFT + 4 * LEVEL_BITS:PAGE_SHIFT]
                 walk_store.next = is_store
                 walk_user.next = is_user
@@ -253,6 +257,7 @@ def page_walker(
                     writable.next = True
                     user.next = True
                     no_execute.next = False
+            if start:
                 state.next = WalkState.READ
         elif state == WalkState.READ:
             result.cycles.next = result.cycles + 1

@@ -182,6 +182,7 @@ LFSR_SEED = 0xACE1  # the RANDOM policy's LFSR after reset
 LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form: l = l >> 1 ^ (LFSR_TAPS if l & 1 else 0)
 
 
+BRAM_PORT_REGISTERS = 2  # the bram's request register and read-data register (hdl/memory_controller.py)
 MEMORY_KINDS = ("bram", "axi")  # MmuConfig.memory: where the MMU's RAM accesses go (docs/hardware.md)
 AXI_DEFAULT_ID_WIDTH = 4
 
@@ -195,7 +196,7 @@ class MmuConfig:
     tlb_policy: TlbPolicy = TlbPolicy.PLRU
     pwc_entries: int = 8  # paging-structure cache entries; 0 disables it
     mem_bytes: int = 1 << 20
-    mem_latency: int = 1  # RAM read latency in cycles (>= 1: the RAM reads synchronously)
+    mem_latency: int = 1  # the RAM's own read latency in cycles (>= 1: the RAM reads synchronously)
     maxphyaddr: int = DEFAULT_MAXPHYADDR
     memory: str = "bram"  # a MEMORY_KINDS value: the RAM inside the MMU, or an AXI4 manager port to memory outside
     axi_id_width: int = AXI_DEFAULT_ID_WIDTH  # AxID bits of the AXI port (memory "axi" only; the ID is constant 0)
@@ -207,6 +208,12 @@ class MmuConfig:
     @property
     def sets(self) -> int:
         return self.tlb_entries // self.ways
+
+    @property
+    def bram_read_cycles(self) -> int:
+        """Cycles from a read request on the bram memory to its word: the RAM's latency, and the registers that
+        keep the block RAM off the MMU's paths, one before it and one after (hdl/memory_controller.py)."""
+        return self.mem_latency + BRAM_PORT_REGISTERS
 
     def validate(self) -> None:
         """Raise ValueError naming the first parameter the hardware cannot be built with."""

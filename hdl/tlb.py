@@ -1,8 +1,9 @@
 """Synthesizable: the TLB — `sets` × `ways` entries with PLRU, FIFO or RANDOM replacement per the behaviour contract.
 
-Every entry compares its tag with the looked-up VPN at its own page size, all in parallel: the set's ways give
-the hit in the cycle of the lookup, and the same comparators find every entry INVLPG (or a fault) must drop, in
-every set, since a huge page may be splintered across several. Tags and translations are never reset (only the
+Every entry compares its tag with the requested VPN at its own page size, all in parallel, as the MMU accepts the
+request (hdl.interfaces.TlbLookup); in the lookup cycle the set's ways give the hit from that registered
+comparison, and the same comparison finds every entry INVLPG (or a fault) must drop, in every set, since a huge
+page may be splintered across several. Tags and translations are never reset (only the
 valid and global bits are), so large TLBs can map to distributed RAM.
 """
 
@@ -60,9 +61,22 @@ def tlb(
 
     vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
     vpn_1g = Signal(intbv(0)[vpn_width:])
-    set_index = Signal(intbv(0)[index_width(sets):])
-    set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
-    page_matches = Signal(intbv(0)[entries:])  # entries (of any set) whose page holds `vpn`
+    # The lookup of the request being accepted (`next_vpn`), registered with it. `valid_after` is `valid` as the
+    # flush or drop carried out at this edge leaves it, so that the registered hit holds in the next cycle.
+    next_vpn = lookup.next_vpn
+    next_vpn_2m = Signal(intbv(0)[vpn_width:])
+    next_vpn_1g = Signal(intbv(0)[vpn_width:])
+    next_set_index = Signal(intbv(0)[index_width(sets):])
+    next_set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
+    next_tag_matches = Signal(intbv(0)[entries:])  # entries whose tag holds `next_vpn`, valid or not
+    valid_after = Signal(intbv(0)[entries:])
+    next_page_matches = Signal(intbv(0)[entries:])
+    next_hit = Signal(bool(0))
+    next_hit_way = Signal(intbv(0)[way_bits:])
+    set_index = Signal(intbv(0)[index_width(sets):])  # registered: of `vpn`
+    set_base = Signal(intbv(0)[index_bits:])
+    tag_matches = Signal(intbv(0)[entries:])  # the entries whose tag holds `vpn`
+    page_matches = Signal(intbv(0)[entries:])  # valid entries (of any set) whose page holds `vpn`
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     full = Signal(bool(0))
@@ -79,58 +93,93 @@ def tlb(
         vpn_2m.next = vpn & intbv(base_2m_mask)[vpn_width:]
         vpn_1g.next = vpn & intbv(base_1g_mask)[vpn_width:]
 
+    @always_comb
+    def split_next_vpn():
+        next_vpn_2m.next = next_vpn & intbv(base_2m_mask)[vpn_width:]
+        next_vpn_1g.next = next_vpn & intbv(base_1g_mask)[vpn_width:]
+
     if sets > 1:
 
         @always_comb
         def select_set():
-            # Bit by bit: `vpn` may be a slice of the MMU's address, which the Verilog cannot slice again.
+            # Bit by bit: `next_vpn` is a slice of the MMU's request port, which the Verilog cannot slice again.
             index = intbv(0)[set_bits:]
             for b in range(set_bits):
-                index[b] = ((vpn >> b) & 1) == 1
-            set_index.next = index
+                index[b] = ((next_vpn >> b) & 1) == 1
+            next_set_index.next = index
 
     else:
-        select_set = ()  # one set: set_index stays 0
+        select_set = ()  # one set: the set indices stay 0
 
     if sets > 1 and ways > 1:
 
         @always_comb
         def locate_set():
-            set_base.next = concat(set_index, intbv(0)[way_shift:])
+            next_set_base.next = concat(next_set_index, intbv(0)[way_shift:])
 
     elif sets > 1:
 
         @always_comb
         def locate_set():
-            set_base.next = set_index
+            next_set_base.next = next_set_index
 
     else:
-        locate_set = ()  # one set: set_base stays 0
+        locate_set = ()
 
     @always_comb
     def compare():
+        # The request's page against every tag at the entry's page size (a tag's bits inside its page are zero).
         found = intbv(0)[entries:]
         for i in range(entries):
             entry_size = sizes[i]
             entry_tag = tags[i]
             if entry_size == PAGE_4K:
-                found[i] = valid[i] and entry_tag == vpn
+                found[i] = entry_tag == next_vpn
             elif entry_size == PAGE_2M:
-                found[i] = valid[i] and entry_tag == vpn_2m
+                found[i] = entry_tag == next_vpn_2m
             else:
-                found[i] = valid[i] and entry_tag == vpn_1g
-        page_matches.next = found
+                found[i] = entry_tag == next_vpn_1g
+        next_tag_matches.next = found
+
+    @always_comb
+    def invalidate():
+        # What the maintenance command of this cycle, if any, leaves valid at the edge.
+        if update.flush_all:
+            valid_after.next = 0
+        elif update.flush_non_global:
+            valid_after.next = valid & global_
+        elif update.drop:
+            valid_after.next = valid & ~page_matches
+        else:
+            valid_after.next = valid
+
+    @always_comb
+    def match_next():
+        next_page_matches.next = next_tag_matches & valid_after
 
     @always_comb
     def select_hit():
         found = False
         way = intbv(0)[way_bits:]
         for w in downrange(ways):  # downwards, so the lowest-numbered matching way wins
-            if page_matches[set_base + intbv(w)[index_bits:]]:
+            if next_page_matches[next_set_base + intbv(w)[index_bits:]]:
                 found = True
                 way[:] = intbv(w)[way_bits:]
-        lookup.hit.next = found
-        hit_way.next = way
+        next_hit.next = found
+        next_hit_way.next = way
+
+    @always_seq(clk.posedge, reset=rst)
+    def register_lookup():
+        if lookup.accept:
+            tag_matches.next = next_tag_matches
+            lookup.hit.next = next_hit
+            hit_way.next = next_hit_way
+            set_index.next = next_set_index
+            set_base.next = next_set_base
+
+    @always_comb
+    def match_valid():
+        page_matches.next = tag_matches & valid
 
     # An entry's index: its set's base with the way in the low bits.
     if index_bits > way_bits:
@@ -197,12 +246,8 @@ def tlb(
         if rst:
             valid.next = 0
             global_.next = 0
-        elif update.flush_all:
-            valid.next = 0
-        elif update.flush_non_global:
-            valid.next = valid & global_
-        elif update.drop:
-            valid.next = valid & ~page_matches
+        elif update.flush_all or update.flush_non_global or update.drop:
+            valid.next = valid_after
         elif update.fill or update.refresh:
             index = intbv(0)[index_bits:]
             if update.fill:
@@ -330,5 +375,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, select_set, locate_set, compare, select_hit, index_hit, read_hit, find_free_way, place_fill,
-            index_fill, report_eviction, update_entries, replacement)
+    return (split_vpn, split_next_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
+            register_lookup, match_valid, index_hit, read_hit, find_free_way, place_fill, index_fill,
+            report_eviction, update_entries, replacement)
