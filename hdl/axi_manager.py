@@ -50,6 +50,7 @@ def axi_manager(
     b_handshake = Signal(bool(0))
     r_bad = Signal(bool(0))  # the R beat on the bus is an error response
     b_bad = Signal(bool(0))
+    in_flight = Signal(bool(0))
 
     if pad_bits > 0:
 
@@ -87,6 +88,11 @@ def axi_manager(
         bus.wlast.next = True
 
     @always_comb
+    def track_transfer():
+        # a transfer is in flight from its VALID to its response (READY is high until then)
+        in_flight.next = bus.rready or bus.bready
+
+    @always_comb
     def handshakes():
         r_handshake.next = bus.rvalid and bus.rready
         b_handshake.next = bus.bvalid and bus.bready
@@ -104,11 +110,19 @@ def axi_manager(
         # A request: VALID in the next cycle, and the READY of its response until that arrives.
         # The walker's and the data path's requests go out alike (MyHDL converts no choice between two
         # interfaces); only the protection bits differ.
-        if walk.valid:
+        # The payload follows the clients' request in every cycle without a transfer in flight, so that it waits
+        # for no decision of theirs; a VALID rises with it, and from then on it holds.
+        if not in_flight:
             address.next = request_address
-            prot.next = walker_prot
-            bus.wdata.next = walk.wdata
-            bus.wstrb.next = walk.byte_enable
+            if walk.valid:
+                prot.next = walker_prot
+                bus.wdata.next = walk.wdata
+                bus.wstrb.next = walk.byte_enable
+            else:
+                prot.next = concat(data_fetch, True, not data_user)  # INSTRUCTION, NON_SECURE, PRIVILEGED
+                bus.wdata.next = data.wdata
+                bus.wstrb.next = data.byte_enable
+        if walk.valid:
             if walk.write:
                 bus.awvalid.next = True
                 bus.wvalid.next = True
@@ -117,10 +131,6 @@ def axi_manager(
                 bus.arvalid.next = True
                 bus.rready.next = True
         elif data.valid:
-            address.next = request_address
-            prot.next = concat(data_fetch, True, not data_user)  # INSTRUCTION, NON_SECURE, PRIVILEGED
-            bus.wdata.next = data.wdata
-            bus.wstrb.next = data.byte_enable
             if data.write:
                 bus.awvalid.next = True
                 bus.wvalid.next = True
@@ -145,4 +155,4 @@ def axi_manager(
         if b_handshake:
             bus.bready.next = False
 
-    return place_address, present_transfer, handshakes, report, issue
+    return place_address, present_transfer, track_transfer, handshakes, report, issue

@@ -136,7 +136,8 @@ class TlbLookup:
     or a drop carried out at the accepting edge) are applied in the second cycle.
 
     `frame` is the page's base frame number and `size` its page-size code; `writable`, `user`, `no_execute` and
-    `dirty` are the entry's permissions and D bit as the walk that filled it found them.
+    `dirty` are the entry's permissions and D bit as the walk that filled it found them; `frame_in_ram` says whether
+    `frame` lies within the RAM, as the fill found it (so that no comparison of the frame follows the lookup).
     """
 
     def __init__(self, frame_bits: int) -> None:
@@ -150,6 +151,7 @@ class TlbLookup:
         self.user = Signal(bool(0))
         self.no_execute = Signal(bool(0))
         self.dirty = Signal(bool(0))
+        self.frame_in_ram = Signal(bool(0))
 
 
 class TlbUpdate:
@@ -175,6 +177,7 @@ class TlbUpdate:
         self.fill_no_execute = Signal(bool(0))
         self.fill_global = Signal(bool(0))
         self.fill_dirty = Signal(bool(0))
+        self.fill_frame_in_ram = Signal(bool(0))
         self.evict = Signal(bool(0))
         self.evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
 
@@ -186,7 +189,8 @@ class TlbUpdate:
 
 
 class PwcLookup:
-    """The paging-structure cache looked up by `vpn` (addr[47:12]), combinationally: its longest-prefix hit.
+    """The paging-structure cache looked up by `vpn` (addr[47:12]): its longest-prefix hit, compared with `next_vpn`
+    as the MMU accepts the request (`accept`) and registered, as TlbLookup's.
 
     On `hit` a walk continues at `next_level` (the level below the entry) in the table at frame `table`, with the
     permissions combined from the root down to the entry (`writable`, `user`, `no_execute`).
@@ -194,6 +198,8 @@ class PwcLookup:
 
     def __init__(self, frame_bits: int) -> None:
         self.vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.next_vpn = Signal(intbv(0)[VPN_WIDTH:])
+        self.accept = Signal(bool(0))
         self.hit = Signal(bool(0))
         self.next_level = Signal(intbv(0)[LEVEL_WIDTH:])
         self.table = Signal(intbv(0)[frame_bits:])

@@ -82,12 +82,11 @@ def memory_controller(
 
     @always(clk.posedge)
     def register_word():
-        # Only with a request: the registers then keep the last one, and in MyHDL's simulator nothing changes
-        # between requests. (Never reset: the strobes alone say whether the RAM acts.)
-        if request_read or request_write:
-            ram_addr.next = request_addr
-            ram_byte_enable.next = request_byte_enable
-            ram_wdata.next = request_wdata
+        # In every cycle, not only with a request: an enable would hang the whole word on the request's decision.
+        # (Never reset: the strobes alone say whether the RAM acts.)
+        ram_addr.next = request_addr
+        ram_byte_enable.next = request_byte_enable
+        ram_wdata.next = request_wdata
         if word_read:
             resp.rdata.next = ram_rdata
 

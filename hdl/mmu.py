@@ -106,6 +106,9 @@ def mmu(
     huge_2m_bits, huge_1g_bits = LEVEL_BITS, 2 * LEVEL_BITS  # VPN bits that index into a 2 MiB, 1 GiB page
     huge_2m_shift, huge_1g_shift = PAGE_SHIFT + huge_2m_bits, PAGE_SHIFT + huge_1g_bits
     upper_ones = (1 << (vaddr_width - 47)) - 1  # bits 63..47 of a canonical upper-half address
+    # the offset bits of a 2 MiB (1 GiB) page at or above the RAM's size: none when the RAM is as large
+    beyond_ram_2m = ((1 << huge_2m_shift) - 1) & ~((1 << ram_bits) - 1)
+    beyond_ram_1g = ((1 << huge_1g_shift) - 1) & ~((1 << ram_bits) - 1)
 
     # -- the registered request ---------------------------------------------------------------------------
     state = Signal(State.IDLE)
@@ -122,6 +125,9 @@ def mmu(
     is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
+    below_ram = Signal(bool(0))  # the address, as a physical one, lies within the RAM (paging off)
+    offset_in_ram_2m = Signal(bool(0))  # the offset within a 2 MiB page lies within the RAM's size
+    offset_in_ram_1g = Signal(bool(0))
     lane_shift = Signal(intbv(0)[6:])  # bit position of the access within its 64-bit word
 
     # -- derived, combinational -------------------------------------------------------------------------------
@@ -129,6 +135,8 @@ def mmu(
     load_data = Signal(intbv(0)[DATA_WIDTH:])
     frame = Signal(intbv(0)[frame_bits:])  # the translation in use: the TLB's hit, or the walk's result
     page_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
+    frame_in_ram = Signal(bool(0))  # `frame` lies within the RAM
+    walk_frame_in_ram = Signal(bool(0))  # the walk's frame does (and the TLB keeps this with the translation)
     page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
     phys_address = Signal(intbv(0)[maxphyaddr:])  # and zero-extended to ev_paddr's width:
     phys = ConcatSignal(intbv(0)[paddr_width - maxphyaddr:], phys_address) if paddr_width > maxphyaddr else phys_address
@@ -188,10 +196,13 @@ def mmu(
     tlb_lookup.next_vpn = req_addr(PAGE_SHIFT + VPN_WIDTH, PAGE_SHIFT)
     tlb_update = TlbUpdate(frame_bits)
     tlb_update.fill_from(walk)
+    tlb_update.fill_frame_in_ram = walk_frame_in_ram
     translations = tlb(clk=clk, rst=rst, lookup=tlb_lookup, update=tlb_update, entries=config.tlb_entries,
                        ways=config.ways, policy=int(config.tlb_policy))
     pwc_lookup = PwcLookup(frame_bits)
     pwc_lookup.vpn = vpn
+    pwc_lookup.next_vpn = tlb_lookup.next_vpn
+    pwc_lookup.accept = tlb_lookup.accept
     pwc_insert = PwcInsert(frame_bits)
     pwc_flush = Signal(bool(0))
     structure_cache = pwc(clk=clk, rst=rst, lookup=pwc_lookup, insert=pwc_insert, flush=pwc_flush,
@@ -227,9 +238,15 @@ def mmu(
         if walk.done:
             frame.next = walk.frame
             page_size.next = walk.size
+            frame_in_ram.next = walk_frame_in_ram
         else:
             frame.next = tlb_lookup.frame
             page_size.next = tlb_lookup.size
+            frame_in_ram.next = tlb_lookup.frame_in_ram
+
+    @always_comb
+    def bound_walk_frame():
+        walk_frame_in_ram.next = walk.frame[frame_bits:ram_bits - PAGE_SHIFT] == 0
 
     @always_comb
     def translate_address():
@@ -244,13 +261,20 @@ def mmu(
     @always_comb
     def locate_physical():
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
+        # A page's granule lies within the RAM when the frame does and the offset into a huge page is below the RAM
+        # size (the two share no bit): no comparison of the translated frame.
         if paging:
             phys_address.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            phys_in_ram.next = page_frame[frame_bits:ram_bits - PAGE_SHIFT] == 0
+            if page_size == PAGE_1G:
+                phys_in_ram.next = frame_in_ram and offset_in_ram_1g
+            elif page_size == PAGE_2M:
+                phys_in_ram.next = frame_in_ram and offset_in_ram_2m
+            else:
+                phys_in_ram.next = frame_in_ram
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys_address.next = vaddr[maxphyaddr:]  # (beyond, it is not in RAM and not reported)
-            phys_in_ram.next = vaddr[vaddr_width:ram_bits] == 0
+            phys_in_ram.next = below_ram
             data_port.word_addr.next = vaddr[ram_bits:3]
 
     @always_comb
@@ -347,6 +371,9 @@ def mmu(
                 is_store.next = req_op == op_store
                 is_fetch.next = req_op == op_load and req_fetch
                 canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
+                below_ram.next = req_addr[vaddr_width:ram_bits] == 0
+                offset_in_ram_2m.next = (req_addr & intbv(beyond_ram_2m)[vaddr_width:]) == 0
+                offset_in_ram_1g.next = (req_addr & intbv(beyond_ram_1g)[vaddr_width:]) == 0
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
                 if req_size == 3:
                     aligned.next = req_addr[3:0] == 0
@@ -489,5 +516,5 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
-            translate_address, locate_physical, classify, check_hit, plan_access, judge_walk, track_state,
-            accept_request, start_access, drive_response_data, control)
+            bound_walk_frame, translate_address, locate_physical, classify, check_hit, plan_access, judge_walk,
+            track_state, accept_request, start_access, drive_response_data, control)

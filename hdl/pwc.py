@@ -8,7 +8,7 @@ A lookup returns the longest-prefix hit, so the walk reads as few entries as pos
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always, always_comb, block, downrange, intbv
+from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
 
 from hdl.interfaces import LEVEL_WIDTH, PwcInsert, PwcLookup, index_width
 from hdl.protocol import LEVEL_BITS
@@ -43,6 +43,15 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     vpn_pde = Signal(intbv(0)[vpn_width:])
     vpn_pdpte = Signal(intbv(0)[vpn_width:])
     vpn_pml4e = Signal(intbv(0)[vpn_width:])
+    # The lookup of the request being accepted (`next_vpn`), registered with it, as the TLB's is: no entry is
+    # inserted between the two edges, and a flush at the accepting edge leaves none valid.
+    next_vpn = lookup.next_vpn
+    next_vpn_pde = Signal(intbv(0)[vpn_width:])
+    next_vpn_pdpte = Signal(intbv(0)[vpn_width:])
+    next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
+    next_hit = Signal(bool(0))
+    next_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    next_hit_index = Signal(intbv(0)[index_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     full = Signal(bool(0))
     free_index = Signal(intbv(0)[index_bits:])
@@ -57,6 +66,12 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         vpn_pml4e.next = vpn & intbv(pml4e_prefix)[vpn_width:]
 
     @always_comb
+    def next_prefixes():
+        next_vpn_pde.next = next_vpn & intbv(pde_prefix)[vpn_width:]
+        next_vpn_pdpte.next = next_vpn & intbv(pdpte_prefix)[vpn_width:]
+        next_vpn_pml4e.next = next_vpn & intbv(pml4e_prefix)[vpn_width:]
+
+    @always_comb
     def find_longest_prefix():
         # Lowest-numbered match per level, then the deepest level wins.
         pde_found = False
@@ -66,26 +81,33 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         pdpte_index = intbv(0)[index_bits:]
         pml4e_index = intbv(0)[index_bits:]
         for i in downrange(entries):
-            if valid[i]:
-                if levels[i] == 2 and tags[i] == vpn_pde:
+            if valid[i] and not flush:  # a flush at this edge leaves no entry valid
+                if levels[i] == 2 and tags[i] == next_vpn_pde:
                     pde_found = True
                     pde_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 3 and tags[i] == vpn_pdpte:
+                if levels[i] == 3 and tags[i] == next_vpn_pdpte:
                     pdpte_found = True
                     pdpte_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 4 and tags[i] == vpn_pml4e:
+                if levels[i] == 4 and tags[i] == next_vpn_pml4e:
                     pml4e_found = True
                     pml4e_index[:] = intbv(i)[index_bits:]
-        lookup.hit.next = pde_found or pdpte_found or pml4e_found
+        next_hit.next = pde_found or pdpte_found or pml4e_found
         if pde_found:
-            hit_index.next = pde_index
-            lookup.next_level.next = 1
+            next_hit_index.next = pde_index
+            next_level.next = 1
         elif pdpte_found:
-            hit_index.next = pdpte_index
-            lookup.next_level.next = 2
+            next_hit_index.next = pdpte_index
+            next_level.next = 2
         else:
-            hit_index.next = pml4e_index
-            lookup.next_level.next = 3
+            next_hit_index.next = pml4e_index
+            next_level.next = 3
+
+    @always_seq(clk.posedge, reset=rst)
+    def register_lookup():
+        if lookup.accept:
+            lookup.hit.next = next_hit
+            lookup.next_level.next = next_level
+            hit_index.next = next_hit_index
 
     @always_comb
     def read_hit():
@@ -144,4 +166,5 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             elif full:
                 oldest.next = oldest + 1
 
-    return prefixes, find_longest_prefix, read_hit, find_free_entry, place_insert, update_entries
+    return (prefixes, next_prefixes, find_longest_prefix, register_lookup, read_hit, find_free_entry, place_insert,
+            update_entries)

@@ -56,6 +56,7 @@ def tlb(
     user = [Signal(bool(0)) for _ in range(entries)]
     no_execute = [Signal(bool(0)) for _ in range(entries)]
     dirty = [Signal(bool(0)) for _ in range(entries)]
+    in_ram = [Signal(bool(0)) for _ in range(entries)]
     valid = Signal(intbv(0)[entries:])
     global_ = Signal(intbv(0)[entries:])
 
@@ -202,6 +203,7 @@ def tlb(
         lookup.user.next = user[hit_index]
         lookup.no_execute.next = no_execute[hit_index]
         lookup.dirty.next = dirty[hit_index]
+        lookup.frame_in_ram.next = in_ram[hit_index]
 
     @always_comb
     def find_free_way():
@@ -267,6 +269,7 @@ def tlb(
             user[index].next = update.fill_user
             no_execute[index].next = update.fill_no_execute
             dirty[index].next = update.fill_dirty
+            in_ram[index].next = update.fill_frame_in_ram
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[index] = True
