@@ -33,6 +33,16 @@ def word_addr_width(mem_bytes: int) -> int:
     return ram_address_width(mem_bytes) - (WORD_BYTES - 1).bit_length()
 
 
+# Words of one ECP5 DP16KD column (16K x 1 bit): a RAM deeper than this is built of two halves, each read into a
+# register of its own beside its block RAMs, so that no bit of a read has to meet another block's in one cycle.
+BANK_WORDS = 1 << 14
+
+
+def ram_banks(mem_bytes: int) -> int:
+    """The banks (halves) the RAM of `mem_bytes` is built of: two when it is deeper than BANK_WORDS, else one."""
+    return 2 if mem_bytes // WORD_BYTES > BANK_WORDS else 1
+
+
 def _bits(width: int) -> Signal:
     """A Signal of `width` bits: a bool for 1-bit ports (MyHDL converts them to plain wires), an intbv otherwise."""
     return Signal(bool(0)) if width == 1 else Signal(intbv(0)[width:])
@@ -189,8 +199,8 @@ class TlbUpdate:
 
 
 class PwcLookup:
-    """The paging-structure cache looked up by `vpn` (addr[47:12]): its longest-prefix hit, compared with `next_vpn`
-    as the MMU accepts the request (`accept`) and registered, as TlbLookup's.
+    """The paging-structure cache looked up by `vpn` (addr[47:12]): its longest-prefix hit. As in TlbLookup, the
+    entries are compared with `next_vpn` as the MMU accepts the request (`accept`), and the rest follows from that.
 
     On `hit` a walk continues at `next_level` (the level below the entry) in the table at frame `table`, with the
     permissions combined from the root down to the entry (`writable`, `user`, `no_execute`).

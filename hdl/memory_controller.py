@@ -1,12 +1,13 @@
 """Synthesizable: the memory controller, which gives the page walker and the data path one RAM port between them.
 
 The MMU serves one request at a time, so the walker and the data path never ask in the same cycle; a fixed
-priority (walker first) is all the arbitration needed. The RAM sits between two registers, so that no path runs
-from the MMU's decisions into the block RAM or from the block RAM's output into them (on the ECP5-85F the 128
-DP16KD of 256 KiB span the die, and one of them takes 5.6 ns from its clock to its data): the request is
-registered on its way in (a write lands at the edge after the one that samples the request), and the word read
-is registered on its way out. A read's word is ready `mem_latency + 2` cycles after the request (the RAM reads in
-one, and the controller counts the rest while the word holds), which models slower memories without changing the
+priority (walker first) is all the arbitration needed. The RAM sits between registers, so that no path runs from
+the MMU's decisions into block RAM or from block RAM's output into them: on the ECP5-85F the 128 DP16KD of
+256 KiB span the die, and one takes 5.6 ns from its clock to its data. The request is registered on its way in (a
+write lands at the edge after the one that samples it); the RAM is built of one or two banks (hdl.interfaces.
+ram_banks), each read into a register of its own; and the word is registered again as the bank's word is chosen.
+A read's word is ready `config.bram_read_cycles` (`mem_latency` + 3) cycles after the request: the RAM reads in
+one, and the controller counts the rest while the word holds, which models slower memories without changing the
 RAM.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 from myhdl import Signal, SignalType, always, always_comb, always_seq, block, intbv
 
-from hdl.interfaces import MemPort, MemResponse
+from hdl.interfaces import MemPort, MemResponse, ram_banks
 from hdl.protocol import MmuConfig
 from hdl.ram import ram
 
@@ -30,27 +31,37 @@ def memory_controller(
 
     `ram_words`, `ram_model`: see hdl.mmu.mmu; by default the RAM holds all of `config.mem_bytes`.
     """
-    word_addr_width = len(walk.word_addr)
+    addr_width = len(walk.word_addr)
+    word_width = len(resp.rdata)
+    lanes = len(walk.byte_enable)
     latency = config.bram_read_cycles
+    banks = ram_banks(config.mem_bytes)
+    bank_addr_width = addr_width - (banks - 1)  # the top address bit picks the bank of two
+    bank_words = (ram_words or config.mem_bytes // lanes) // banks
 
     # The request this cycle, and registered: what the RAM sees in the next.
-    request_addr = Signal(intbv(0)[word_addr_width:])
+    request_addr = Signal(intbv(0)[addr_width:])
     request_write = Signal(bool(0))
     request_read = Signal(bool(0))
-    request_byte_enable = Signal(intbv(0)[len(walk.byte_enable):])
-    request_wdata = Signal(intbv(0)[len(walk.wdata):])
-    ram_addr = Signal(intbv(0)[word_addr_width:])
-    ram_write = Signal(bool(0))
-    ram_read = Signal(bool(0))
-    ram_byte_enable = Signal(intbv(0)[len(walk.byte_enable):])
-    ram_wdata = Signal(intbv(0)[len(walk.wdata):])
-    ram_rdata = Signal(intbv(0)[len(resp.rdata):])  # the block RAM's own output, registered into resp.rdata
-    word_read = Signal(bool(0))  # the RAM read at the last edge: its word is on ram_rdata
-    # of the read in flight; 0 when none
-    cycles_left = Signal(intbv(0, min=0, max=latency + 1))
+    request_byte_enable = Signal(intbv(0)[lanes:])
+    request_wdata = Signal(intbv(0)[word_width:])
+    ram_addr = Signal(intbv(0)[addr_width:])
+    bank_addr = ram_addr(bank_addr_width, 0)
+    ram_byte_enable = Signal(intbv(0)[lanes:])
+    ram_wdata = Signal(intbv(0)[word_width:])
+    # Per bank: its strobes (registered already decoded), its block's output, and that output registered.
+    low_write, low_read, low_read_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))  # done: read last edge
+    low_rdata, low_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
+    high_write, high_read, high_read_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+    high_rdata, high_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
+    word_ready = Signal(bool(0))  # a bank's word was registered at the last edge
+    high_chosen = Signal(bool(0))  # ... and it was the high bank's
+    cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
 
-    memory = ram_model(clk, ram_addr, ram_write, ram_byte_enable, ram_wdata, ram_read, ram_rdata,
-                       words=ram_words or config.mem_bytes // len(walk.byte_enable))
+    low_bank = ram_model(clk, bank_addr, low_write, ram_byte_enable, ram_wdata, low_read, low_rdata,
+                         words=bank_words)
+    high_bank = (ram_model(clk, bank_addr, high_write, ram_byte_enable, ram_wdata, high_read, high_rdata,
+                           words=bank_words) if banks == 2 else ())
 
     # Two blocks, split by how often their inputs change: the strobes follow `valid`, which toggles nearly every
     # cycle, while the address and data change once per request; one block would re-assign all five each time.
@@ -74,21 +85,59 @@ def memory_controller(
             request_byte_enable.next = data.byte_enable
             request_wdata.next = data.wdata
 
-    @always_seq(clk.posedge, reset=rst)
-    def register_strobes():
-        ram_write.next = request_write
-        ram_read.next = request_read
-        word_read.next = ram_read
+    if banks == 2:
+
+        @always_seq(clk.posedge, reset=rst)
+        def register_strobes():
+            in_high = request_addr[addr_width - 1]
+            low_write.next = request_write and not in_high
+            low_read.next = request_read and not in_high
+            high_write.next = request_write and in_high
+            high_read.next = request_read and in_high
+            low_read_done.next = low_read
+            high_read_done.next = high_read
+            word_ready.next = low_read_done or high_read_done
+            high_chosen.next = high_read_done
+
+    else:
+
+        @always_seq(clk.posedge, reset=rst)
+        def register_strobes():
+            low_write.next = request_write
+            low_read.next = request_read
+            low_read_done.next = low_read
+            word_ready.next = low_read_done
 
     @always(clk.posedge)
-    def register_word():
-        # In every cycle, not only with a request: an enable would hang the whole word on the request's decision.
-        # (Never reset: the strobes alone say whether the RAM acts.)
+    def register_request():
+        # The request's address and data in every cycle, not only with a request: an enable would hang them on the
+        # request's decision. Never reset: the strobes alone say whether the RAM acts.
         ram_addr.next = request_addr
         ram_byte_enable.next = request_byte_enable
         ram_wdata.next = request_wdata
-        if word_read:
-            resp.rdata.next = ram_rdata
+
+    if banks == 2:
+
+        @always(clk.posedge)
+        def register_words():
+            if low_read_done:
+                low_word.next = low_rdata
+            if high_read_done:
+                high_word.next = high_rdata
+            if word_ready:
+                if high_chosen:
+                    resp.rdata.next = high_word
+                else:
+                    resp.rdata.next = low_word
+
+    else:
+
+        @always(clk.posedge)
+        def register_words():
+            if low_read_done:
+                low_word.next = low_rdata
+            if word_ready:
+                resp.rdata.next = low_word
 
     @always_seq(clk.posedge, reset=rst)
     def count_latency():
@@ -104,4 +153,5 @@ def memory_controller(
     def announce():
         resp.rvalid_next.next = cycles_left == 2  # the cycle before the word's
 
-    return memory, arbitrate_strobes, arbitrate_word, register_strobes, register_word, count_latency, announce
+    return (low_bank, high_bank, arbitrate_strobes, arbitrate_word, register_strobes, register_request,
+            register_words, count_latency, announce)

@@ -182,7 +182,7 @@ LFSR_SEED = 0xACE1  # the RANDOM policy's LFSR after reset
 LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form: l = l >> 1 ^ (LFSR_TAPS if l & 1 else 0)
 
 
-BRAM_PORT_REGISTERS = 2  # the bram's request register and read-data register (hdl/memory_controller.py)
+BRAM_PORT_REGISTERS = 3  # the bram's request register and its two read-data registers (hdl/memory_controller.py)
 MEMORY_KINDS = ("bram", "axi")  # MmuConfig.memory: where the MMU's RAM accesses go (docs/hardware.md)
 AXI_DEFAULT_ID_WIDTH = 4
 
@@ -212,7 +212,7 @@ class MmuConfig:
     @property
     def bram_read_cycles(self) -> int:
         """Cycles from a read request on the bram memory to its word: the RAM's latency, and the registers that
-        keep the block RAM off the MMU's paths, one before it and one after (hdl/memory_controller.py)."""
+        keep the block RAM off the MMU's paths, one before it and two after (hdl/memory_controller.py)."""
         return self.mem_latency + BRAM_PORT_REGISTERS
 
     def validate(self) -> None:

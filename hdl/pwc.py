@@ -43,15 +43,14 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     vpn_pde = Signal(intbv(0)[vpn_width:])
     vpn_pdpte = Signal(intbv(0)[vpn_width:])
     vpn_pml4e = Signal(intbv(0)[vpn_width:])
-    # The lookup of the request being accepted (`next_vpn`), registered with it, as the TLB's is: no entry is
-    # inserted between the two edges, and a flush at the accepting edge leaves none valid.
+    # The entries that match the request being accepted (`next_vpn`), registered with it, as the TLB's comparison
+    # is: no entry is inserted between the two edges, and a flush at the accepting edge leaves none valid.
     next_vpn = lookup.next_vpn
     next_vpn_pde = Signal(intbv(0)[vpn_width:])
     next_vpn_pdpte = Signal(intbv(0)[vpn_width:])
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
-    next_hit = Signal(bool(0))
-    next_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    next_hit_index = Signal(intbv(0)[index_bits:])
+    next_matches = Signal(intbv(0)[entries:])
+    matches = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn`
     hit_index = Signal(intbv(0)[index_bits:])
     full = Signal(bool(0))
     free_index = Signal(intbv(0)[index_bits:])
@@ -72,6 +71,23 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         next_vpn_pml4e.next = next_vpn & intbv(pml4e_prefix)[vpn_width:]
 
     @always_comb
+    def compare():
+        found = intbv(0)[entries:]
+        for i in range(entries):
+            if levels[i] == 2:
+                found[i] = valid[i] and not flush and tags[i] == next_vpn_pde  # (a flush at this edge empties)
+            elif levels[i] == 3:
+                found[i] = valid[i] and not flush and tags[i] == next_vpn_pdpte
+            else:
+                found[i] = valid[i] and not flush and tags[i] == next_vpn_pml4e
+        next_matches.next = found
+
+    @always_seq(clk.posedge, reset=rst)
+    def register_matches():
+        if lookup.accept:
+            matches.next = next_matches
+
+    @always_comb
     def find_longest_prefix():
         # Lowest-numbered match per level, then the deepest level wins.
         pde_found = False
@@ -81,33 +97,26 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         pdpte_index = intbv(0)[index_bits:]
         pml4e_index = intbv(0)[index_bits:]
         for i in downrange(entries):
-            if valid[i] and not flush:  # a flush at this edge leaves no entry valid
-                if levels[i] == 2 and tags[i] == next_vpn_pde:
+            if matches[i]:
+                if levels[i] == 2:
                     pde_found = True
                     pde_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 3 and tags[i] == next_vpn_pdpte:
+                if levels[i] == 3:
                     pdpte_found = True
                     pdpte_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 4 and tags[i] == next_vpn_pml4e:
+                if levels[i] == 4:
                     pml4e_found = True
                     pml4e_index[:] = intbv(i)[index_bits:]
-        next_hit.next = pde_found or pdpte_found or pml4e_found
+        lookup.hit.next = pde_found or pdpte_found or pml4e_found
         if pde_found:
-            next_hit_index.next = pde_index
-            next_level.next = 1
+            hit_index.next = pde_index
+            lookup.next_level.next = 1
         elif pdpte_found:
-            next_hit_index.next = pdpte_index
-            next_level.next = 2
+            hit_index.next = pdpte_index
+            lookup.next_level.next = 2
         else:
-            next_hit_index.next = pml4e_index
-            next_level.next = 3
-
-    @always_seq(clk.posedge, reset=rst)
-    def register_lookup():
-        if lookup.accept:
-            lookup.hit.next = next_hit
-            lookup.next_level.next = next_level
-            hit_index.next = next_hit_index
+            hit_index.next = pml4e_index
+            lookup.next_level.next = 3
 
     @always_comb
     def read_hit():
@@ -166,5 +175,5 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             elif full:
                 oldest.next = oldest + 1
 
-    return (prefixes, next_prefixes, find_longest_prefix, register_lookup, read_hit, find_free_entry, place_insert,
-            update_entries)
+    return (prefixes, next_prefixes, compare, register_matches, find_longest_prefix, read_hit, find_free_entry,
+            place_insert, update_entries)

@@ -175,8 +175,17 @@ def tlb(
             tag_matches.next = next_tag_matches
             lookup.hit.next = next_hit
             hit_way.next = next_hit_way
-            set_index.next = next_set_index
             set_base.next = next_set_base
+
+    if ways > 1:  # only the replacement state is kept per set
+
+        @always_seq(clk.posedge, reset=rst)
+        def register_set():
+            if lookup.accept:
+                set_index.next = next_set_index
+
+    else:
+        register_set = ()
 
     @always_comb
     def match_valid():
@@ -379,5 +388,5 @@ def tlb(
         replacement = [choose_random_victim, step_lfsr]
 
     return (split_vpn, split_next_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
-            register_lookup, match_valid, index_hit, read_hit, find_free_way, place_fill, index_fill,
+            register_lookup, register_set, match_valid, index_hit, read_hit, find_free_way, place_fill, index_fill,
             report_eviction, update_entries, replacement)

@@ -17,17 +17,17 @@ import warnings
 from pathlib import Path
 
 from cosim.toolchain import build
-from hdl.interfaces import WORD_BYTES, top_ports
+from hdl.interfaces import WORD_BYTES, ram_banks, top_ports
 from hdl.mmu import mmu
 from hdl.protocol import AXI_DEFAULT_ID_WIDTH, MmuConfig, TlbPolicy
 
 TOP_MODULE = "mmu"
 
 # MyHDL makes one Python Signal per RAM word: 64 MiB would take minutes and gigabytes to convert. The export builds
-# the RAM with this many words and writes the real depth into the array's declaration (the address logic is built
-# for the real size either way).
-_STAND_IN_RAM_WORDS = 2
-_RAM_DECLARATION = re.compile(r"^(reg \[63:0\] \w*mem_words \[0:)" + str(_STAND_IN_RAM_WORDS) + r"(-1\];)$", re.M)
+# each bank of the RAM (hdl.interfaces.ram_banks) with this many words and writes the real depth into the arrays'
+# declarations (the address logic is built for the real size either way).
+_STAND_IN_BANK_WORDS = 2
+_RAM_DECLARATION = re.compile(r"^(reg \[63:0\] \w*mem_words \[0:)" + str(_STAND_IN_BANK_WORDS) + r"(-1\];)$", re.M)
 # Written after the RAM's declaration: the RAM reads as zero until written, in every simulator (Icarus would start it
 # as X). Yosys (which defines SYNTHESIS) skips the loop: unrolling 32768 iterations takes it many minutes, and a block
 # RAM without initial values is all zeros in ECP5 (DP16KD) and iCE40 (EBR) bitstreams anyway. `--ram-init` adds one
@@ -53,7 +53,7 @@ end
 """
 
 
-_RAM_DECLARATION_ANY = re.compile(r"^reg \[63:0\] (\w*mem_words) \[0:\d+-1\];$", re.M)
+_RAM_DECLARATION_ANY = re.compile(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];$", re.M)
 
 
 class RamInitError(ValueError):
@@ -109,13 +109,14 @@ def _convert_here(config: MmuConfig) -> str:
     # MyHDL's converter searches every non-Signal top argument for Signals and recurses forever through an Enum
     # member's class: the top gets the policy as a plain int (TlbPolicy is an IntEnum, so it compares the same).
     plain_config = dataclasses.replace(config, tlb_policy=int(config.tlb_policy))
-    top = mmu(config=plain_config, ram_words=_STAND_IN_RAM_WORDS, **top_ports(plain_config))
+    banks = ram_banks(config.mem_bytes) if config.memory == "bram" else 0  # on AXI the RAM is outside the mmu
+    top = mmu(config=plain_config, ram_words=_STAND_IN_BANK_WORDS * max(banks, 1), **top_ports(plain_config))
     with tempfile.TemporaryDirectory(prefix="mmu_export_") as tmp:
         top.convert(hdl="Verilog", name=TOP_MODULE, path=tmp, testbench=False)
         text = (Path(tmp) / f"{TOP_MODULE}.v").read_text()
     text = re.sub(r"^// Date:.*\n", "", text, flags=re.M)
     text = re.sub(r"^// File: .*$", f"// File: {TOP_MODULE}.v", text, count=1, flags=re.M)
-    words = config.mem_bytes // WORD_BYTES
+    words = config.mem_bytes // WORD_BYTES // max(banks, 1)  # of each bank
 
     def declare_and_zero(match: re.Match[str]) -> str:
         name = match[0].split()[2]
@@ -123,9 +124,8 @@ def _convert_here(config: MmuConfig) -> str:
             name=name, words=words, marker=_RAM_INIT_MARKER, no_init=RAM_NO_INIT_DEFINE).rstrip("\n")
 
     text, declarations = _RAM_DECLARATION.subn(declare_and_zero, text)
-    expected = 1 if config.memory == "bram" else 0  # on AXI the RAM is outside the mmu
-    if declarations != expected:
-        raise RuntimeError(f"expected {expected} RAM array declaration in the converted Verilog, found {declarations}")
+    if declarations != banks:
+        raise RuntimeError(f"expected {banks} RAM array declarations in the converted Verilog, found {declarations}")
     return text
 
 
@@ -172,10 +172,18 @@ def read_ram_init(path: Path, words: int) -> dict[int, int]:
 
 
 def preload(verilog_text: str, values: dict[int, int]) -> str:
-    """The exported Verilog with the RAM starting as `values` ({word address: value}) instead of all zeros."""
-    name = _RAM_DECLARATION_ANY.search(verilog_text)[1]
-    lines = "".join(f"\n    {name}[{address}] = 64'h{value:016x};" for address, value in sorted(values.items()))
-    return verilog_text.replace(_RAM_INIT_MARKER, _RAM_INIT_MARKER + lines, 1)
+    """The exported Verilog with the RAM starting as `values` ({word address: value}) instead of all zeros.
+
+    The banks' arrays are declared in bank order, each with its own initial block; a word goes to bank
+    `address // depth` (the top address bit picks the bank)."""
+    arrays = [(match[1], int(match[2])) for match in _RAM_DECLARATION_ANY.finditer(verilog_text)]
+    depth = arrays[0][1]
+    pieces = verilog_text.split(_RAM_INIT_MARKER)  # one marker per bank, in the same order
+    for bank, (name, _) in enumerate(arrays):
+        pieces[bank] += _RAM_INIT_MARKER + "".join(
+            f"\n    {name}[{address - bank * depth}] = 64'h{value:016x};"
+            for address, value in sorted(values.items()) if address // depth == bank)
+    return "".join(pieces)
 
 
 def export_verilog(config: MmuConfig, build_root: Path = Path("build"), ram_init: Path | None = None) -> Path:
