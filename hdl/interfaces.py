@@ -220,7 +220,8 @@ class PwcLookup:
 
 class PwcInsert:
     """The walker's insert into the paging-structure cache, for the VPN being looked up: `valid` for one cycle, an
-    entry of `level` (4, 3 or 2) pointing at the table at frame `table`, with the permissions combined down to it."""
+    entry of `level` (4, 3 or 2) pointing at the table at frame `table`, with the permissions combined down to it.
+    The cache registers it and writes the entry an edge later (hdl.pwc)."""
 
     def __init__(self, frame_bits: int) -> None:
         self.valid = Signal(bool(0))

@@ -120,10 +120,10 @@ def memory_controller(
 
         @always(clk.posedge)
         def register_words():
-            if low_read_done:
-                low_word.next = low_rdata
-            if high_read_done:
-                high_word.next = high_rdata
+            # A bank's block holds its word until its next read: its register follows it without an enable, the one
+            # fan-in that lets it sit beside the block.
+            low_word.next = low_rdata
+            high_word.next = high_rdata
             if word_ready:
                 if high_chosen:
                     resp.rdata.next = high_word
@@ -134,8 +134,7 @@ def memory_controller(
 
         @always(clk.posedge)
         def register_words():
-            if low_read_done:
-                low_word.next = low_rdata
+            low_word.next = low_rdata
             if word_ready:
                 resp.rdata.next = low_word
 

@@ -43,15 +43,24 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     vpn_pde = Signal(intbv(0)[vpn_width:])
     vpn_pdpte = Signal(intbv(0)[vpn_width:])
     vpn_pml4e = Signal(intbv(0)[vpn_width:])
-    # The entries that match the request being accepted (`next_vpn`), registered with it, as the TLB's comparison
-    # is: no entry is inserted between the two edges, and a flush at the accepting edge leaves none valid.
+    # The lookup of the request being accepted (`next_vpn`), registered with it, as the TLB's is: no entry is
+    # inserted between the two edges, and a flush at the accepting edge leaves none valid. What is registered is
+    # the hit entry as one bit per entry, so that reading it is a multiplexer, not an address into a memory.
     next_vpn = lookup.next_vpn
     next_vpn_pde = Signal(intbv(0)[vpn_width:])
     next_vpn_pdpte = Signal(intbv(0)[vpn_width:])
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
     next_matches = Signal(intbv(0)[entries:])
-    matches = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn`
-    hit_index = Signal(intbv(0)[index_bits:])
+    next_hit = Signal(bool(0))
+    next_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    next_hit_index = Signal(intbv(0)[index_bits:])
+    hit_entry = Signal(intbv(0)[entries:])  # registered: one bit, that of the entry hit, or none
+    pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
+    pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    pending_table = Signal(intbv(0)[table_width:])
+    pending_writable = Signal(bool(0))
+    pending_user = Signal(bool(0))
+    pending_no_execute = Signal(bool(0))
     full = Signal(bool(0))
     free_index = Signal(intbv(0)[index_bits:])
     insert_index = Signal(intbv(0)[index_bits:])
@@ -82,11 +91,6 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 found[i] = valid[i] and not flush and tags[i] == next_vpn_pml4e
         next_matches.next = found
 
-    @always_seq(clk.posedge, reset=rst)
-    def register_matches():
-        if lookup.accept:
-            matches.next = next_matches
-
     @always_comb
     def find_longest_prefix():
         # Lowest-numbered match per level, then the deepest level wins.
@@ -97,7 +101,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         pdpte_index = intbv(0)[index_bits:]
         pml4e_index = intbv(0)[index_bits:]
         for i in downrange(entries):
-            if matches[i]:
+            if next_matches[i]:
                 if levels[i] == 2:
                     pde_found = True
                     pde_index[:] = intbv(i)[index_bits:]
@@ -107,23 +111,43 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 if levels[i] == 4:
                     pml4e_found = True
                     pml4e_index[:] = intbv(i)[index_bits:]
-        lookup.hit.next = pde_found or pdpte_found or pml4e_found
+        next_hit.next = pde_found or pdpte_found or pml4e_found
         if pde_found:
-            hit_index.next = pde_index
-            lookup.next_level.next = 1
+            next_hit_index.next = pde_index
+            next_level.next = 1
         elif pdpte_found:
-            hit_index.next = pdpte_index
-            lookup.next_level.next = 2
+            next_hit_index.next = pdpte_index
+            next_level.next = 2
         else:
-            hit_index.next = pml4e_index
-            lookup.next_level.next = 3
+            next_hit_index.next = pml4e_index
+            next_level.next = 3
+
+    @always_seq(clk.posedge, reset=rst)
+    def register_lookup():
+        if lookup.accept:
+            lookup.hit.next = next_hit
+            lookup.next_level.next = next_level
+            entry_bits = intbv(0)[entries:]
+            if next_hit:
+                entry_bits[next_hit_index] = True
+            hit_entry.next = entry_bits
 
     @always_comb
     def read_hit():
-        lookup.table.next = tables[hit_index]
-        lookup.writable.next = writable[hit_index]
-        lookup.user.next = user[hit_index]
-        lookup.no_execute.next = no_execute[hit_index]
+        table_frame = intbv(0)[table_width:]  # (`table` is a Verilog keyword)
+        entry_writable = False
+        entry_user = False
+        entry_no_execute = False
+        for i in range(entries):
+            if hit_entry[i]:
+                table_frame[:] = tables[i]
+                entry_writable = bool(writable[i])
+                entry_user = bool(user[i])
+                entry_no_execute = bool(no_execute[i])
+        lookup.table.next = table_frame
+        lookup.writable.next = entry_writable
+        lookup.user.next = entry_user
+        lookup.no_execute.next = entry_no_execute
 
     @always_comb
     def find_free_entry():
@@ -145,35 +169,48 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
 
     @always(clk.posedge)
     def update_entries():
-        # One clocked block, with a synchronous reset (rst is active high) of the valid bits and the FIFO pointer
-        # alone: the entries' contents are never reset, so they can map to RAM (always_seq would reset every word).
+        # One clocked block, with a synchronous reset (rst is active high) of the valid bits, the FIFO pointer and
+        # the pending insert alone: the entries' contents are never reset, so they can map to RAM (always_seq would
+        # reset every word). An insert is registered on its way in and written at the next edge, so that nothing of
+        # the walker's decision reaches the entries' write enables in its cycle; the walk reads at least one more
+        # entry before it ends, so the entry is there for the next lookup.
         if rst:
             valid.next = 0
             oldest.next = 0
-        elif flush:
-            valid.next = 0
-        elif insert.valid:
-            levels[insert_index].next = insert.level
-            # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
-            # lookup.
-            if insert.level == 2:
-                tags[insert_index].next = vpn_pde
-            elif insert.level == 3:
-                tags[insert_index].next = vpn_pdpte
-            else:
-                tags[insert_index].next = vpn_pml4e
-            tables[insert_index].next = insert.table
-            writable[insert_index].next = insert.writable
-            user[insert_index].next = insert.user
-            no_execute[insert_index].next = insert.no_execute
-            valid_bits = intbv(0)[entries:]
-            valid_bits[:] = valid
-            valid_bits[insert_index] = True
-            valid.next = valid_bits
-            if full and oldest == last_entry:
-                oldest.next = 0
-            elif full:
-                oldest.next = oldest + 1
+            pending.next = False
+        else:
+            if insert.valid:
+                pending_level.next = insert.level
+                pending_table.next = insert.table
+                pending_writable.next = insert.writable
+                pending_user.next = insert.user
+                pending_no_execute.next = insert.no_execute
+            if pending != insert.valid:
+                pending.next = insert.valid
+            if flush:
+                valid.next = 0
+            elif pending:
+                levels[insert_index].next = pending_level
+                # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
+                # lookup.
+                if pending_level == 2:
+                    tags[insert_index].next = vpn_pde
+                elif pending_level == 3:
+                    tags[insert_index].next = vpn_pdpte
+                else:
+                    tags[insert_index].next = vpn_pml4e
+                tables[insert_index].next = pending_table
+                writable[insert_index].next = pending_writable
+                user[insert_index].next = pending_user
+                no_execute[insert_index].next = pending_no_execute
+                valid_bits = intbv(0)[entries:]
+                valid_bits[:] = valid
+                valid_bits[insert_index] = True
+                valid.next = valid_bits
+                if full and oldest == last_entry:
+                    oldest.next = 0
+                elif full:
+                    oldest.next = oldest + 1
 
-    return (prefixes, next_prefixes, compare, register_matches, find_longest_prefix, read_hit, find_free_entry,
+    return (prefixes, next_prefixes, compare, find_longest_prefix, register_lookup, read_hit, find_free_entry,
             place_insert, update_entries)

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from cosim.backends.handshake import RESET_CYCLES
 from cosim.toolchain.export import RAM_NO_INIT_DEFINE, config_tag
+from hdl.interfaces import ram_banks
 from hdl.protocol import (
     AXI_PREFIX,
+    BRAM_PORT_REGISTERS,
     CR0_PE,
     CR0_PG,
     CR0_PG_BIT,
@@ -84,7 +86,7 @@ PORT_DOCS = {
     "ev_evict": "the walk's fill replaced a valid TLB entry ...",
     "ev_evict_vpn": "... whose virtual page number (of its base, in 4 KiB pages) this is",
     "ev_walk_levels": "page-table entries the walk read, 1..4 (0: no walk)",
-    "ev_walk_cycles": "the walker's cycles: n·(3 + L) for n entries (see the cycle table)",
+    "ev_walk_cycles": "the walker's cycles: n·(1 + R) for n entries (see the cycle table)",
     "ev_pwc_hits": "1 when the walk started from a paging-structure-cache entry, else 0",
     "ev_ad_writes": "page-table entries the walk wrote back to set A (or A and D)",
     **{f"{AXI_PREFIX}_{name}": text for name, text in (
@@ -159,23 +161,29 @@ class CycleRow:
     walk_entries: tuple[int, ...] = ()  # the values of n the case has (and the test measures)
 
 
+def _read(L: int) -> int:
+    """R: cycles from a read request to its word, for the RAM's latency L (MmuConfig.bram_read_cycles)."""
+    return L + BRAM_PORT_REGISTERS
+
+
 CYCLE_TABLE = (
     CycleRow("control", "CSR_READ, CSR_WRITE, INVLPG, FLUSH; a fault found before any walk (GP, ALIGN, PAGE on a "
              "TLB hit, BUS on a TLB hit or with paging off)", "2", lambda L, n: 2),
-    CycleRow("load_hit", "LOAD, paging off or TLB hit", "3 + L", lambda L, n: 3 + L),
+    CycleRow("load_hit", "LOAD, paging off or TLB hit", "1 + R", lambda L, n: 1 + _read(L)),
     CycleRow("store_hit", "STORE, paging off or TLB hit on an entry with D set", "2", lambda L, n: 2),
     CycleRow("load_miss", "LOAD, TLB miss: a walk reading n entries (n = 4 from CR3; 3, 2, 1 after a PWC hit on a "
-             "PML4E, PDPTE, PDE)", "4 + n·(3 + L) + L", lambda L, n: 4 + n * (3 + L) + L, (4, 3, 2, 1)),
-    CycleRow("store_miss", "STORE, TLB miss (walk of n entries)", "3 + n·(3 + L)", lambda L, n: 3 + n * (3 + L),
+             "PML4E, PDPTE, PDE)", "2 + n·(1 + R) + R", lambda L, n: 2 + n * (1 + _read(L)) + _read(L),
              (4, 3, 2, 1)),
-    CycleRow("store_rewalk", "STORE, TLB hit on an entry with D clear: a re-walk of n entries sets D", "3 + n·(3 + L)",
-             lambda L, n: 3 + n * (3 + L), (4, 1)),
+    CycleRow("store_miss", "STORE, TLB miss (walk of n entries)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)),
+             (4, 3, 2, 1)),
+    CycleRow("store_rewalk", "STORE, TLB hit on an entry with D clear: a re-walk of n entries sets D", "3 + n·(1 + R)",
+             lambda L, n: 3 + n * (1 + _read(L)), (4, 1)),
     CycleRow("walk_page_fault", "walk ending in a page fault at entry n (not present, reserved bit, or permission at "
-             "the leaf)", "3 + n·(3 + L)", lambda L, n: 3 + n * (3 + L), (4, 1)),
+             "the leaf)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)), (4, 1)),
     CycleRow("walk_bus", "walk ending in BUS because entry n lies outside RAM (n = 1: CR3 outside RAM)",
-             "4 + (n − 1)·(3 + L)", lambda L, n: 4 + (n - 1) * (3 + L), (4, 1)),
+             "4 + (n − 1)·(1 + R)", lambda L, n: 4 + (n - 1) * (1 + _read(L)), (4, 1)),
     CycleRow("walk_then_bus", "walk succeeds, then the data access faults BUS (the frame lies outside RAM; the "
-             "translation stays cached)", "3 + n·(3 + L)", lambda L, n: 3 + n * (3 + L), (4,)),
+             "translation stays cached)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)), (4,)),
     CycleRow("ad_write", "each A or A/D write-back during a walk", "+ 0", lambda L, n: 0),
 )
 
@@ -448,9 +456,11 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
         "8-byte access puts its lowest-addressed byte in bits 7..0 of `req_wdata` / `resp_rdata`.")
     add("- **Alignment**: an access must be naturally aligned (`req_addr` a multiple of `1 << req_size`), else "
         "ALIGN. So no access crosses a word or a page.")
-    add(f"- **Latency**: the RAM itself reads in L = {L} cycle{'s' if L > 1 else ''} (`mem_latency`), between two "
-        "registers that keep the block RAM off every other path: a read's word is ready L + 2 cycles after the cycle "
-        "that requests it, and a write lands at the second edge after its request (a later read sees it).")
+    add(f"- **Latency**: the RAM itself reads in L = {L} cycle{'s' if L > 1 else ''} (`mem_latency`), behind "
+        "registers that keep the block RAM off every other path (one for the request, and two for the word: beside "
+        f"the RAM's {ram_banks(config.mem_bytes)} bank(s), and after the bank's word is chosen): a read's word is "
+        f"ready R = L + {BRAM_PORT_REGISTERS} cycles after the cycle that requests it, and a write lands at the "
+        "second edge after its request (a later read sees it).")
     add(f"- **Initial contents**: zeros. In simulation an `initial` loop in `mmu.v` zeroes every word (Icarus, "
         "Verilator, any simulator). Synthesis tools that define `SYNTHESIS` (Yosys does) skip the loop: a block RAM "
         "without initial values configures as zeros in ECP5 (DP16KD) and iCE40 (EBR) bitstreams, and only such a RAM "
@@ -494,8 +504,9 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
 
     add("## Cycles\n")
     add(f"From the rising edge that accepts the request to the `resp_valid` cycle, counted as the difference of "
-        f"`ev_cycle` between back-to-back operations. L = `mem_latency` (here {L}); n = page-table entries the walk "
-        "reads (`ev_walk_levels`). `ev_walk_cycles` is n·(3 + L), or (n − 1)·(3 + L) + 1 when entry n lies outside "
+        f"`ev_cycle` between back-to-back operations. L = `mem_latency` (here {L}), R = L + {BRAM_PORT_REGISTERS} "
+        "(the cycles of a read, above); n = page-table entries the walk "
+        "reads (`ev_walk_levels`). `ev_walk_cycles` is n·(1 + R), or (n − 1)·(1 + R) + 1 when entry n lies outside "
         "RAM. Every row is measured on the RTL by tests/test_kit.py.\n")
     add(_cycle_table(config))
     add("")

@@ -1,5 +1,5 @@
 """The memory controller with its RAM (hdl/memory_controller.py, hdl/ram.py): byte-enabled writes, reads that
-answer `mem_latency` cycles later with `rvalid_next` one cycle ahead, data that holds until the next read, and the
+answer `mem_latency` + 3 cycles later (MmuConfig.bram_read_cycles) with `rvalid_next` one cycle ahead, data that holds until the next read, and the
 walker's priority over the data path.
 
 Both the cocotb module and its pytest entry `test_memory_controller_runner` (Verilator, Icarus, and MyHDL).
@@ -12,6 +12,8 @@ from typing import Any
 import cocotb
 import pytest
 import tb
+
+from hdl.protocol import MmuConfig
 
 PORTS = ("valid", "write", "word_addr", "byte_enable", "wdata")
 
@@ -31,7 +33,7 @@ class MemoryEnvironment(tb.Environment):
     def __init__(self, params: dict[str, Any], seed: int, requests: int, words: int, max_idle: int,
                  both_clients: float) -> None:
         super().__init__(seed)
-        self.latency = params["mem_latency"]
+        self.latency = MmuConfig(mem_latency=params["mem_latency"]).bram_read_cycles
         self.requests, self.words, self.max_idle, self.both = requests, words, max_idle, both_clients
         self.ram: dict[int, int] = {}
         self.read_at: int | None = None  # cycle of the last read request
