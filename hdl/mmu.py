@@ -207,7 +207,7 @@ def mmu(
     pwc_flush = Signal(bool(0))
     structure_cache = pwc(clk=clk, rst=rst, lookup=pwc_lookup, insert=pwc_insert, flush=pwc_flush,
                           entries=config.pwc_entries)
-    walker = page_walker(clk=clk, rst=rst, prepare=in_lookup, start=walk_start, vaddr=vaddr, is_store=is_store,
+    walker = page_walker(clk=clk, rst=rst, start=walk_start, vaddr=vaddr, is_store=is_store,
                          is_user=user, is_fetch=is_fetch, cr3=cr3, pwc=pwc_lookup, pwc_insert=pwc_insert,
                          mem=walk_port, mem_resp=mem_resp, result=walk, config=config)
 

@@ -1,12 +1,11 @@
 """Synthesizable: the hardware page walker for x86_64 4-level paging (4 KiB, 2 MiB and 1 GiB pages).
 
-Starts from the paging-structure cache's longest-prefix hit or from CR3, and per level: reads the entry (READ issues
-the read, WAIT receives it), checks it (present, reserved bits), combines W/U/NX, and either descends — writing A
-back when it was clear and caching the entry in the PWC, in the cycle the entry arrives — or, at the leaf, checks
-the access and writes A (and D for a store) back when that changes the entry. DONE presents the result one cycle.
-With the AXI memory a write-back is awaited (its B response) before the entry's outcome is taken, and an error
-response to a read or a write-back ends the walk with a BUS fault, with nothing cached.
-"""
+Starts (START, one cycle) from the paging-structure cache's longest-prefix hit or from CR3, and per level: reads
+the entry (READ issues the read, WAIT receives it), checks it (present, reserved bits), combines W/U/NX, and either
+descends — writing A back when it was clear and caching the entry in the PWC, in the cycle the entry arrives — or,
+at the leaf, checks the access and writes A (and D for a store) back when that changes the entry. DONE presents the
+result one cycle. With the AXI memory a write-back is awaited (its B response) before the entry's outcome is taken,
+and an error response to a read or a write-back ends the walk with a BUS fault, with nothing cached."""
 
 from __future__ import annotations
 
@@ -37,14 +36,13 @@ from hdl.protocol import (
     pte_reserved_mask,
 )
 
-WalkState = enum("IDLE", "READ", "WAIT", "DONE")
+WalkState = enum("IDLE", "START", "READ", "WAIT", "DONE")
 
 
 @block
 def page_walker(
     clk: SignalType,
     rst: SignalType,
-    prepare: SignalType,
     start: SignalType,
     vaddr: SignalType,
     is_store: SignalType,
@@ -58,8 +56,7 @@ def page_walker(
     result: WalkResult,
     config: MmuConfig,
 ):
-    """Walk the tables for `vaddr` when `start` pulses; `prepare` pulses in the same cycle, and also in cycles that
-    might have started a walk but did not.
+    """Walk the tables for `vaddr` when `start` pulses.
 
     `is_store`/`is_user`/`is_fetch` describe the access the leaf must permit; the walker keeps them and `vaddr`'s
     page number from `start` on, so that nothing here follows the MMU's next requests between walks (in MyHDL's
@@ -230,35 +227,36 @@ def page_walker(
     @always_seq(clk.posedge, reset=rst)
     def walk():
         if state == WalkState.IDLE:
-            # Loaded in every lookup, whether it walks or not: only the state waits for `start`, so the TLB's
-            # verdict drives one register here rather than all of them.
-            if prepare:
-                walk_vpn.next = vaddr[PAGE_SHIFT + 4 * LEVEL_BITS:PAGE_SHIFT]
-                walk_store.next = is_store
-                walk_user.next = is_user
-                walk_fetch.next = is_fetch
-                result.fault_page.next = False
-                result.fault_bus.next = False
-                result.present.next = False
-                result.reserved.next = False
-                result.levels.next = 0
-                result.cycles.next = 0
-                result.ad_writes.next = 0
-                result.pwc_hit.next = pwc.hit
-                if pwc.hit:
-                    level.next = pwc.next_level
-                    table_frame.next = pwc.table
-                    writable.next = pwc.writable
-                    user.next = pwc.user
-                    no_execute.next = pwc.no_execute
-                else:
-                    level.next = 4
-                    table_frame.next = cr3[addr_width:PAGE_SHIFT]
-                    writable.next = True
-                    user.next = True
-                    no_execute.next = False
             if start:
-                state.next = WalkState.READ
+                state.next = WalkState.START
+        elif state == WalkState.START:
+            # A cycle of its own for the PWC's answer (its longest prefix and the entry's frame): from the request's
+            # registered comparison to the walker's registers, nothing else in the path.
+            walk_vpn.next = vaddr[PAGE_SHIFT + 4 * LEVEL_BITS:PAGE_SHIFT]
+            walk_store.next = is_store
+            walk_user.next = is_user
+            walk_fetch.next = is_fetch
+            result.fault_page.next = False
+            result.fault_bus.next = False
+            result.present.next = False
+            result.reserved.next = False
+            result.levels.next = 0
+            result.cycles.next = 0
+            result.ad_writes.next = 0
+            result.pwc_hit.next = pwc.hit
+            if pwc.hit:
+                level.next = pwc.next_level
+                table_frame.next = pwc.table
+                writable.next = pwc.writable
+                user.next = pwc.user
+                no_execute.next = pwc.no_execute
+            else:
+                level.next = 4
+                table_frame.next = cr3[addr_width:PAGE_SHIFT]
+                writable.next = True
+                user.next = True
+                no_execute.next = False
+            state.next = WalkState.READ
         elif state == WalkState.READ:
             result.cycles.next = result.cycles + 1
             result.levels.next = result.levels + 1

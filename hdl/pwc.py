@@ -43,18 +43,16 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     vpn_pde = Signal(intbv(0)[vpn_width:])
     vpn_pdpte = Signal(intbv(0)[vpn_width:])
     vpn_pml4e = Signal(intbv(0)[vpn_width:])
-    # The lookup of the request being accepted (`next_vpn`), registered with it, as the TLB's is: no entry is
-    # inserted between the two edges, and a flush at the accepting edge leaves none valid. What is registered is
-    # the hit entry as one bit per entry, so that reading it is a multiplexer, not an address into a memory.
+    # The entries that match the request being accepted (`next_vpn`), registered with it, as the TLB's comparison
+    # is: no entry is inserted between the two edges, and a flush at the accepting edge leaves none valid. The
+    # walker reads the answer a cycle later still (in its START).
     next_vpn = lookup.next_vpn
     next_vpn_pde = Signal(intbv(0)[vpn_width:])
     next_vpn_pdpte = Signal(intbv(0)[vpn_width:])
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
     next_matches = Signal(intbv(0)[entries:])
-    next_hit = Signal(bool(0))
-    next_level = Signal(intbv(0)[LEVEL_WIDTH:])
-    next_hit_index = Signal(intbv(0)[index_bits:])
-    hit_entry = Signal(intbv(0)[entries:])  # registered: one bit, that of the entry hit, or none
+    matches = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn`
+    hit_entry = Signal(intbv(0)[entries:])  # the entry hit, as one bit, or none
     pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
     pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
     pending_table = Signal(intbv(0)[table_width:])
@@ -91,46 +89,32 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 found[i] = valid[i] and not flush and tags[i] == next_vpn_pml4e
         next_matches.next = found
 
+    @always_seq(clk.posedge, reset=rst)
+    def register_matches():
+        if lookup.accept:
+            matches.next = next_matches
+
     @always_comb
     def find_longest_prefix():
-        # Lowest-numbered match per level, then the deepest level wins.
-        pde_found = False
-        pdpte_found = False
-        pml4e_found = False
-        pde_index = intbv(0)[index_bits:]
-        pdpte_index = intbv(0)[index_bits:]
-        pml4e_index = intbv(0)[index_bits:]
-        for i in downrange(entries):
-            if next_matches[i]:
-                if levels[i] == 2:
-                    pde_found = True
-                    pde_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 3:
-                    pdpte_found = True
-                    pdpte_index[:] = intbv(i)[index_bits:]
-                if levels[i] == 4:
-                    pml4e_found = True
-                    pml4e_index[:] = intbv(i)[index_bits:]
-        next_hit.next = pde_found or pdpte_found or pml4e_found
-        if pde_found:
-            next_hit_index.next = pde_index
-            next_level.next = 1
-        elif pdpte_found:
-            next_hit_index.next = pdpte_index
-            next_level.next = 2
+        # The deepest level that matches wins. One entry at most matches per level: an entry is inserted only for
+        # a level below the walk's start, where no valid entry matched (else the walk would have started below
+        # it), and only a flush removes entries. So the hit entry is one bit of `matches` and reads as an OR of
+        # the entries it selects, without an encoder or a priority chain.
+        at_pde = intbv(0)[entries:]
+        at_pdpte = intbv(0)[entries:]
+        for i in range(entries):
+            at_pde[i] = matches[i] and levels[i] == 2
+            at_pdpte[i] = matches[i] and levels[i] == 3
+        if at_pde != 0:
+            hit_entry.next = at_pde
+            lookup.next_level.next = 1
+        elif at_pdpte != 0:
+            hit_entry.next = at_pdpte
+            lookup.next_level.next = 2
         else:
-            next_hit_index.next = pml4e_index
-            next_level.next = 3
-
-    @always_seq(clk.posedge, reset=rst)
-    def register_lookup():
-        if lookup.accept:
-            lookup.hit.next = next_hit
-            lookup.next_level.next = next_level
-            entry_bits = intbv(0)[entries:]
-            if next_hit:
-                entry_bits[next_hit_index] = True
-            hit_entry.next = entry_bits
+            hit_entry.next = matches  # PML4Es, if any
+            lookup.next_level.next = 3
+        lookup.hit.next = matches != 0
 
     @always_comb
     def read_hit():
@@ -140,10 +124,10 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         entry_no_execute = False
         for i in range(entries):
             if hit_entry[i]:
-                table_frame[:] = tables[i]
-                entry_writable = bool(writable[i])
-                entry_user = bool(user[i])
-                entry_no_execute = bool(no_execute[i])
+                table_frame[:] = table_frame | tables[i]
+                entry_writable = entry_writable or bool(writable[i])
+                entry_user = entry_user or bool(user[i])
+                entry_no_execute = entry_no_execute or bool(no_execute[i])
         lookup.table.next = table_frame
         lookup.writable.next = entry_writable
         lookup.user.next = entry_user
@@ -212,5 +196,5 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 elif full:
                     oldest.next = oldest + 1
 
-    return (prefixes, next_prefixes, compare, find_longest_prefix, register_lookup, read_hit, find_free_entry,
+    return (prefixes, next_prefixes, compare, register_matches, find_longest_prefix, read_hit, find_free_entry,
             place_insert, update_entries)
