@@ -20,9 +20,11 @@ COUNTER_WIDTH = 64
 def csr(
     clk: SignalType,
     rst: SignalType,
+    accept: SignalType,
+    next_addr: SignalType,
+    next_user: SignalType,
     in_lookup: SignalType,
     op: SignalType,
-    user: SignalType,
     addr: SignalType,
     wdata: SignalType,
     rdata: SignalType,
@@ -48,8 +50,10 @@ def csr(
     """The CSR file.
 
     `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
-    commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). `known` and `writable`
-    answer combinationally; for a `user` request (CPL 3) no CSR is either, so its reads and writes are GP, as
+    commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). The address is decoded
+    as the MMU accepts the request (`accept`, with the request's `next_addr` and `next_user` on its ports), into
+    registers: `known` and `writable` hold from the lookup cycle on, and nothing in that cycle compares addresses.
+    For a user request (`next_user`: CPL 3) no CSR is known or writable, so its reads and writes are GP, as
     `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
     event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
     fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that
@@ -100,57 +104,97 @@ def csr(
     pwc_hits_pad, ad_writes_pad = COUNTER_WIDTH - len(event_pwc_hits), COUNTER_WIDTH - len(event_ad_writes)
 
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
+    # The decoded address: which register it names (one of the codes below), and whether it is known, writable,
+    # or a counter; of the request being accepted, then registered.
+    target_none, target_cr0, target_cr2, target_cr3, target_pfec, target_constant = range(6)
+    next_target = Signal(intbv(0, min=0, max=6))
+    next_known = Signal(bool(0))
+    next_writable = Signal(bool(0))
+    next_counter = Signal(bool(0))
+    next_constant = Signal(intbv(0)[data_width:])  # the value of a configuration CSR
+    target = Signal(intbv(0, min=0, max=6))
     counter_selected = Signal(bool(0))
+    constant = Signal(intbv(0)[data_width:])
 
     @always_comb
     def decode_address():
-        register_value.next = 0
-        known.next = False
-        writable.next = False
-        counter_selected.next = False
-        if addr[addr_width:CSR_ADDR_WIDTH] == 0 and not user:
-            if addr == csr_cr0:
-                if paging:
-                    register_value.next = intbv(cr0_paging)[data_width:]
-                else:
-                    register_value.next = intbv(cr0_fixed)[data_width:]
-                known.next = True
-                writable.next = True
-            elif addr == csr_cr2:
-                register_value.next = cr2
-                known.next = True
-                writable.next = True
-            elif addr == csr_cr3:
-                register_value.next = cr3
-                known.next = True
-                writable.next = True
-            elif addr == csr_pfec:
-                register_value.next = concat(intbv(0)[pfec_pad:], pfec)
-                known.next = True
-            elif addr == cfg_tlb_entries:
-                register_value.next = intbv(tlb_entries)[data_width:]
-                known.next = True
-            elif addr == cfg_tlb_ways:
-                register_value.next = intbv(tlb_ways)[data_width:]
-                known.next = True
-            elif addr == cfg_tlb_policy:
-                register_value.next = intbv(tlb_policy)[data_width:]
-                known.next = True
-            elif addr == cfg_pwc_entries:
-                register_value.next = intbv(pwc_entries)[data_width:]
-                known.next = True
-            elif addr == cfg_mem_bytes:
-                register_value.next = intbv(mem_bytes)[data_width:]
-                known.next = True
-            elif addr == cfg_maxphyaddr:
-                register_value.next = intbv(maxphyaddr)[data_width:]
-                known.next = True
-            elif addr == cfg_latency:
-                register_value.next = intbv(latency)[data_width:]
-                known.next = True
-            elif addr >= counter_base and addr < counter_end:
-                counter_selected.next = True
-                known.next = True
+        next_target.next = target_none
+        next_known.next = False
+        next_writable.next = False
+        next_counter.next = False
+        next_constant.next = 0
+        if next_addr[addr_width:CSR_ADDR_WIDTH] == 0 and not next_user:
+            if next_addr == csr_cr0:
+                next_target.next = target_cr0
+                next_known.next = True
+                next_writable.next = True
+            elif next_addr == csr_cr2:
+                next_target.next = target_cr2
+                next_known.next = True
+                next_writable.next = True
+            elif next_addr == csr_cr3:
+                next_target.next = target_cr3
+                next_known.next = True
+                next_writable.next = True
+            elif next_addr == csr_pfec:
+                next_target.next = target_pfec
+                next_known.next = True
+            elif next_addr == cfg_tlb_entries:
+                next_target.next = target_constant
+                next_constant.next = intbv(tlb_entries)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_tlb_ways:
+                next_target.next = target_constant
+                next_constant.next = intbv(tlb_ways)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_tlb_policy:
+                next_target.next = target_constant
+                next_constant.next = intbv(tlb_policy)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_pwc_entries:
+                next_target.next = target_constant
+                next_constant.next = intbv(pwc_entries)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_mem_bytes:
+                next_target.next = target_constant
+                next_constant.next = intbv(mem_bytes)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_maxphyaddr:
+                next_target.next = target_constant
+                next_constant.next = intbv(maxphyaddr)[data_width:]
+                next_known.next = True
+            elif next_addr == cfg_latency:
+                next_target.next = target_constant
+                next_constant.next = intbv(latency)[data_width:]
+                next_known.next = True
+            elif next_addr >= counter_base and next_addr < counter_end:
+                next_counter.next = True
+                next_known.next = True
+
+    @always_seq(clk.posedge, reset=rst)
+    def register_decode():
+        if accept:
+            target.next = next_target
+            known.next = next_known
+            writable.next = next_writable
+            counter_selected.next = next_counter
+            constant.next = next_constant
+
+    @always_comb
+    def select_register():
+        if target == target_cr0:
+            if paging:
+                register_value.next = intbv(cr0_paging)[data_width:]
+            else:
+                register_value.next = intbv(cr0_fixed)[data_width:]
+        elif target == target_cr2:
+            register_value.next = cr2
+        elif target == target_cr3:
+            register_value.next = cr3
+        elif target == target_pfec:
+            register_value.next = concat(intbv(0)[pfec_pad:], pfec)
+        else:
+            register_value.next = constant  # 0 unless a configuration CSR
 
     @always_seq(clk.posedge, reset=rst)
     def update():
@@ -163,11 +207,11 @@ def csr(
                 else:
                     rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
             elif op == op_csr_write and writable:
-                if addr == csr_cr0:
+                if target == target_cr0:
                     paging.next = wdata[CR0_PG_BIT]
-                elif addr == csr_cr2:
+                elif target == target_cr2:
                     cr2.next = wdata
-                elif addr == csr_cr3:
+                elif target == target_cr3:
                     cr3.next = wdata
         if event_valid and event_fault == fault_page:
             cr2.next = fault_addr
@@ -205,4 +249,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    return decode_address, update
+    return decode_address, register_decode, select_register, update

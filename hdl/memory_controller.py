@@ -45,8 +45,7 @@ def memory_controller(
     request_read = Signal(bool(0))
     request_byte_enable = Signal(intbv(0)[lanes:])
     request_wdata = Signal(intbv(0)[word_width:])
-    ram_addr = Signal(intbv(0)[addr_width:])
-    bank_addr = ram_addr(bank_addr_width, 0)
+    ram_addr = Signal(intbv(0)[bank_addr_width:])  # within the bank
     ram_byte_enable = Signal(intbv(0)[lanes:])
     ram_wdata = Signal(intbv(0)[word_width:])
     # Per bank: its strobes (registered already decoded), its block's output, and that output registered.
@@ -58,9 +57,9 @@ def memory_controller(
     high_chosen = Signal(bool(0))  # ... and it was the high bank's
     cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
 
-    low_bank = ram_model(clk, bank_addr, low_write, ram_byte_enable, ram_wdata, low_read, low_rdata,
+    low_bank = ram_model(clk, ram_addr, low_write, ram_byte_enable, ram_wdata, low_read, low_rdata,
                          words=bank_words)
-    high_bank = (ram_model(clk, bank_addr, high_write, ram_byte_enable, ram_wdata, high_read, high_rdata,
+    high_bank = (ram_model(clk, ram_addr, high_write, ram_byte_enable, ram_wdata, high_read, high_rdata,
                            words=bank_words) if banks == 2 else ())
 
     # Two blocks, split by how often their inputs change: the strobes follow `valid`, which toggles nearly every
@@ -112,7 +111,7 @@ def memory_controller(
     def register_request():
         # The request's address and data in every cycle, not only with a request: an enable would hang them on the
         # request's decision. Never reset: the strobes alone say whether the RAM acts.
-        ram_addr.next = request_addr
+        ram_addr.next = request_addr[bank_addr_width:]
         ram_byte_enable.next = request_byte_enable
         ram_wdata.next = request_wdata
 

@@ -125,6 +125,8 @@ def mmu(
     is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
+    names_cr0 = Signal(bool(0))  # the address is that of CR0 (CR3): a CSR_WRITE there flushes
+    names_cr3 = Signal(bool(0))
     below_ram = Signal(bool(0))  # the address, as a physical one, lies within the RAM (paging off)
     offset_in_ram_2m = Signal(bool(0))  # the offset within a 2 MiB page lies within the RAM's size
     offset_in_ram_1g = Signal(bool(0))
@@ -148,6 +150,7 @@ def mmu(
     # cycle of a TLB hit, so the blocks it wakes are small). Commands that can wait a cycle are registers set by
     # `control` instead (the TLB's drop and flushes, the PWC's flush), so a TLB hit assigns none of them.
     in_lookup = Signal(bool(0))  # state == LOOKUP
+    accepting = Signal(bool(0))  # a request is accepted at the end of this cycle
     data_access = Signal(bool(0))  # an aligned LOAD/STORE
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
     hit_permitted = Signal(bool(0))
@@ -181,7 +184,8 @@ def mmu(
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(
-        clk=clk, rst=rst, in_lookup=in_lookup, op=op, user=user, addr=vaddr, wdata=wdata, rdata=csr_rdata,
+        clk=clk, rst=rst, accept=accepting, next_addr=req_addr, next_user=req_user, in_lookup=in_lookup, op=op,
+        addr=vaddr, wdata=wdata, rdata=csr_rdata,
         known=csr_known, writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
         event_fault=resp_fault, event_errcode=resp_errcode, event_flush=event_flush, event_tlb_hit=ev_tlb_hit,
         event_tlb_miss=ev_tlb_miss, event_evict=ev_evict, event_walk_levels=ev_walk_levels,
@@ -194,6 +198,7 @@ def mmu(
     tlb_lookup = TlbLookup(frame_bits)
     tlb_lookup.vpn = vpn
     tlb_lookup.next_vpn = req_addr(PAGE_SHIFT + VPN_WIDTH, PAGE_SHIFT)
+    tlb_lookup.accept = accepting
     tlb_update = TlbUpdate(frame_bits)
     tlb_update.fill_from(walk)
     tlb_update.fill_frame_in_ram = walk_frame_in_ram
@@ -202,7 +207,7 @@ def mmu(
     pwc_lookup = PwcLookup(frame_bits)
     pwc_lookup.vpn = vpn
     pwc_lookup.next_vpn = tlb_lookup.next_vpn
-    pwc_lookup.accept = tlb_lookup.accept
+    pwc_lookup.accept = accepting
     pwc_insert = PwcInsert(frame_bits)
     pwc_flush = Signal(bool(0))
     structure_cache = pwc(clk=clk, rst=rst, lookup=pwc_lookup, insert=pwc_insert, flush=pwc_flush,
@@ -312,7 +317,7 @@ def mmu(
 
     @always_comb
     def accept_request():
-        tlb_lookup.accept.next = req_ready and req_valid
+        accepting.next = req_ready and req_valid
 
     if tracks_hits(config.ways, config.tlb_policy):
 
@@ -372,6 +377,8 @@ def mmu(
                 is_fetch.next = req_op == op_load and req_fetch
                 canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
                 below_ram.next = req_addr[vaddr_width:ram_bits] == 0
+                names_cr0.next = req_addr == csr_cr0
+                names_cr3.next = req_addr == csr_cr3
                 offset_in_ram_2m.next = (req_addr & intbv(beyond_ram_2m)[vaddr_width:]) == 0
                 offset_in_ram_1g.next = (req_addr & intbv(beyond_ram_1g)[vaddr_width:]) == 0
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
@@ -436,11 +443,11 @@ def mmu(
                     tlb_update.flush_all.next = True
                     pwc_flush.next = True
                     event_flush.next = True
-                elif op == op_csr_write and vaddr == csr_cr3:
+                elif op == op_csr_write and names_cr3:
                     tlb_update.flush_non_global.next = True
                     pwc_flush.next = True
                     event_flush.next = True
-                elif op == op_csr_write and vaddr == csr_cr0 and wdata[CR0_PG_BIT] != paging:  # paging switches
+                elif op == op_csr_write and names_cr0 and wdata[CR0_PG_BIT] != paging:  # paging switches
                     tlb_update.flush_all.next = True
                     pwc_flush.next = True
                 if translatable and tlb_lookup.hit and not hit_permitted:  # a failed translation drops as INVLPG does

@@ -177,7 +177,7 @@ def tlb(
             hit_way.next = next_hit_way
             set_base.next = next_set_base
 
-    if ways > 1:  # only the replacement state is kept per set
+    if ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's replacement state is kept per set
 
         @always_seq(clk.posedge, reset=rst)
         def register_set():

@@ -172,18 +172,18 @@ CYCLE_TABLE = (
     CycleRow("load_hit", "LOAD, paging off or TLB hit", "1 + R", lambda L, n: 1 + _read(L)),
     CycleRow("store_hit", "STORE, paging off or TLB hit on an entry with D set", "2", lambda L, n: 2),
     CycleRow("load_miss", "LOAD, TLB miss: a walk reading n entries (n = 4 from CR3; 3, 2, 1 after a PWC hit on a "
-             "PML4E, PDPTE, PDE)", "2 + n·(1 + R) + R", lambda L, n: 2 + n * (1 + _read(L)) + _read(L),
+             "PML4E, PDPTE, PDE)", "3 + n·(1 + R) + R", lambda L, n: 3 + n * (1 + _read(L)) + _read(L),
              (4, 3, 2, 1)),
-    CycleRow("store_miss", "STORE, TLB miss (walk of n entries)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)),
+    CycleRow("store_miss", "STORE, TLB miss (walk of n entries)", "4 + n·(1 + R)", lambda L, n: 4 + n * (1 + _read(L)),
              (4, 3, 2, 1)),
-    CycleRow("store_rewalk", "STORE, TLB hit on an entry with D clear: a re-walk of n entries sets D", "3 + n·(1 + R)",
-             lambda L, n: 3 + n * (1 + _read(L)), (4, 1)),
+    CycleRow("store_rewalk", "STORE, TLB hit on an entry with D clear: a re-walk of n entries sets D", "4 + n·(1 + R)",
+             lambda L, n: 4 + n * (1 + _read(L)), (4, 1)),
     CycleRow("walk_page_fault", "walk ending in a page fault at entry n (not present, reserved bit, or permission at "
-             "the leaf)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)), (4, 1)),
+             "the leaf)", "4 + n·(1 + R)", lambda L, n: 4 + n * (1 + _read(L)), (4, 1)),
     CycleRow("walk_bus", "walk ending in BUS because entry n lies outside RAM (n = 1: CR3 outside RAM)",
-             "4 + (n − 1)·(1 + R)", lambda L, n: 4 + (n - 1) * (1 + _read(L)), (4, 1)),
+             "5 + (n − 1)·(1 + R)", lambda L, n: 5 + (n - 1) * (1 + _read(L)), (4, 1)),
     CycleRow("walk_then_bus", "walk succeeds, then the data access faults BUS (the frame lies outside RAM; the "
-             "translation stays cached)", "3 + n·(1 + R)", lambda L, n: 3 + n * (1 + _read(L)), (4,)),
+             "translation stays cached)", "4 + n·(1 + R)", lambda L, n: 4 + n * (1 + _read(L)), (4,)),
     CycleRow("ad_write", "each A or A/D write-back during a walk", "+ 0", lambda L, n: 0),
 )
 
@@ -354,7 +354,10 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
     add("## Ports\n")
     add("All ports are plain `wire`s of the widths below, bit 0 the least significant. Inputs are sampled at the "
         "rising edge of `clk`; outputs change only just after it (every output comes from a register, or from "
-        "registers through logic that does not look at any input).\n")
+        "registers through logic that does not look at any input). Inputs reach registers through logic: "
+        "`req_addr`'s page number is compared with every TLB and PWC tag in the cycle that accepts the request "
+        "(the comparison is registered with it), and `req_wdata` is shifted into its byte lanes, so drive them from "
+        "registers and leave them most of the cycle (docs/synthesis.md has the paths and the Fmax they allow).\n")
     for title, note, members in _port_groups(config):
         add(f"### {title}\n")
         if note:
