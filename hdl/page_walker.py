@@ -279,6 +279,28 @@ def page_walker(
                     wb_pending.next = False
                 if write_back and present and not reserved:
                     result.ad_writes.next = result.ad_writes + 1
+                # What a descent takes from the entry, and what a leaf reports, is loaded whatever the entry turns
+                # out to be (a walk that ends here never reads the one, a fault never reports the other): only the
+                # state and the fault bits wait for the entry's checks.
+                writable.next = combined_writable
+                user.next = combined_user
+                no_execute.next = combined_no_execute
+                table_frame.next = entry[addr_width:PAGE_SHIFT]
+                level.next = level - 1
+                result.writable.next = combined_writable
+                result.user.next = combined_user
+                result.no_execute.next = combined_no_execute
+                result.global_.next = entry[global_bit]
+                result.dirty.next = updated_entry[dirty_bit]  # as written back on success
+                if level == 3:
+                    result.size.next = PAGE_1G
+                    result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_1g_frame_mask)[frame_bits:]
+                elif level == 2:
+                    result.size.next = PAGE_2M
+                    result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_2m_frame_mask)[frame_bits:]
+                else:
+                    result.size.next = PAGE_4K
+                    result.frame.next = entry[addr_width:PAGE_SHIFT]
                 if not present:
                     result.fault_page.next = True
                     state.next = WalkState.DONE
@@ -288,27 +310,8 @@ def page_walker(
                     result.reserved.next = True
                     state.next = WalkState.DONE
                 elif not leaf:
-                    writable.next = combined_writable
-                    user.next = combined_user
-                    no_execute.next = combined_no_execute
-                    table_frame.next = entry[addr_width:PAGE_SHIFT]
-                    level.next = level - 1
                     state.next = WalkState.READ
                 else:
-                    result.writable.next = combined_writable
-                    result.user.next = combined_user
-                    result.no_execute.next = combined_no_execute
-                    result.global_.next = entry[global_bit]
-                    result.dirty.next = updated_entry[dirty_bit]  # as written back on success
-                    if level == 3:
-                        result.size.next = PAGE_1G
-                        result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_1g_frame_mask)[frame_bits:]
-                    elif level == 2:
-                        result.size.next = PAGE_2M
-                        result.frame.next = entry[addr_width:PAGE_SHIFT] & intbv(huge_2m_frame_mask)[frame_bits:]
-                    else:
-                        result.size.next = PAGE_4K
-                        result.frame.next = entry[addr_width:PAGE_SHIFT]
                     if not permitted:
                         result.fault_page.next = True
                         result.present.next = True

@@ -163,12 +163,12 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             oldest.next = 0
             pending.next = False
         else:
-            if insert.valid:
-                pending_level.next = insert.level
-                pending_table.next = insert.table
-                pending_writable.next = insert.writable
-                pending_user.next = insert.user
-                pending_no_execute.next = insert.no_execute
+            # (the fields without an enable: they follow the walker's entry, and only `pending` says they count)
+            pending_level.next = insert.level
+            pending_table.next = insert.table
+            pending_writable.next = insert.writable
+            pending_user.next = insert.user
+            pending_no_execute.next = insert.no_execute
             if pending != insert.valid:
                 pending.next = insert.valid
             if flush:

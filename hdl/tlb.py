@@ -45,6 +45,7 @@ def tlb(
     all_vpn_bits = (1 << vpn_width) - 1
     base_2m_mask = all_vpn_bits & ~((1 << LEVEL_BITS) - 1)  # the VPN bits that name a 2 MiB page
     base_1g_mask = all_vpn_bits & ~((1 << (2 * LEVEL_BITS)) - 1)
+    huge_1g_bits = 2 * LEVEL_BITS  # VPN bits within a 1 GiB page
     is_fifo = policy == TlbPolicy.FIFO
 
     # Entry storage: tags and translations are plain memories; valid and global bits are vectors so flushes are
@@ -65,8 +66,6 @@ def tlb(
     # The lookup of the request being accepted (`next_vpn`), registered with it. `valid_after` is `valid` as the
     # flush or drop carried out at this edge leaves it, so that the registered hit holds in the next cycle.
     next_vpn = lookup.next_vpn
-    next_vpn_2m = Signal(intbv(0)[vpn_width:])
-    next_vpn_1g = Signal(intbv(0)[vpn_width:])
     next_set_index = Signal(intbv(0)[index_width(sets):])
     next_set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
     next_tag_matches = Signal(intbv(0)[entries:])  # entries whose tag holds `next_vpn`, valid or not
@@ -93,11 +92,6 @@ def tlb(
     def split_vpn():
         vpn_2m.next = vpn & intbv(base_2m_mask)[vpn_width:]
         vpn_1g.next = vpn & intbv(base_1g_mask)[vpn_width:]
-
-    @always_comb
-    def split_next_vpn():
-        next_vpn_2m.next = next_vpn & intbv(base_2m_mask)[vpn_width:]
-        next_vpn_1g.next = next_vpn & intbv(base_1g_mask)[vpn_width:]
 
     if sets > 1:
 
@@ -130,16 +124,17 @@ def tlb(
     @always_comb
     def compare():
         # The request's page against every tag at the entry's page size (a tag's bits inside its page are zero).
+        # One comparator per entry, in three parts: the bits above a 1 GiB page always count, those within one
+        # only below 1 GiB, those within a 2 MiB page only at 4 KiB.
         found = intbv(0)[entries:]
+        differing = intbv(0)[vpn_width:]
         for i in range(entries):
             entry_size = sizes[i]
-            entry_tag = tags[i]
-            if entry_size == PAGE_4K:
-                found[i] = entry_tag == next_vpn
-            elif entry_size == PAGE_2M:
-                found[i] = entry_tag == next_vpn_2m
-            else:
-                found[i] = entry_tag == next_vpn_1g
+            differing[:] = tags[i] ^ next_vpn
+            huge_1g = entry_size != PAGE_4K and entry_size != PAGE_2M
+            found[i] = (differing[vpn_width:huge_1g_bits] == 0
+                        and (huge_1g or differing[huge_1g_bits:LEVEL_BITS] == 0)
+                        and (entry_size != PAGE_4K or differing[LEVEL_BITS:0] == 0))
         next_tag_matches.next = found
 
     @always_comb
@@ -387,6 +382,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, split_next_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
+    return (split_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
             register_lookup, register_set, match_valid, index_hit, read_hit, find_free_way, place_fill, index_fill,
             report_eviction, update_entries, replacement)

@@ -770,8 +770,10 @@ def test_exported_verilog_is_lint_clean_on_its_own_without_waivers(config: MmuCo
 def test_64_mib_ram_is_declared_at_full_depth_without_reset_and_zeroed_at_time_0(tmp_path: Path) -> None:
     path = export_verilog(MmuConfig(mem_bytes=64 << 20), tmp_path)
     text = path.read_text()
-    assert "mem_words [0:8388608-1];" in text
-    assert text.count("initial begin") == 1 and "`ifndef MMU_RAM_NO_INIT" in text  # the zeroing loop, and its way out
-    assert "for (word = 0; word < 8388608; word = word + 1) begin" in text
+    # two banks (hdl.interfaces.ram_banks), each half of the 8 Mi words, each with its zeroing loop and its way out
+    assert "memory_controller0_ram0_mem_words [0:4194304-1];" in text
+    assert "memory_controller0_ram1_mem_words [0:4194304-1];" in text
+    assert text.count("initial begin") == 2 and text.count("`ifndef MMU_RAM_NO_INIT") == 2
+    assert text.count("for (word = 0; word < 4194304; word = word + 1) begin") == 2
     assert not [line for line in text.splitlines() if "mem_words[" in line and "<= 0;" in line]  # no reset
     lint(path)
