@@ -51,7 +51,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     next_vpn_pdpte = Signal(intbv(0)[vpn_width:])
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
     next_matches = Signal(intbv(0)[entries:])
-    matches = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn`
+    prefix_hits = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn` (`matches`: an SV keyword)
     hit_entry = Signal(intbv(0)[entries:])  # the entry hit, as one bit, or none
     pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
     pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
@@ -92,19 +92,19 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     @always_seq(clk.posedge, reset=rst)
     def register_matches():
         if lookup.accept:
-            matches.next = next_matches
+            prefix_hits.next = next_matches
 
     @always_comb
     def find_longest_prefix():
         # The deepest level that matches wins. One entry at most matches per level: an entry is inserted only for
         # a level below the walk's start, where no valid entry matched (else the walk would have started below
-        # it), and only a flush removes entries. So the hit entry is one bit of `matches` and reads as an OR of
+        # it), and only a flush removes entries. So the hit entry is one bit of `prefix_hits`, read as an OR of
         # the entries it selects, without an encoder or a priority chain.
         at_pde = intbv(0)[entries:]
         at_pdpte = intbv(0)[entries:]
         for i in range(entries):
-            at_pde[i] = matches[i] and levels[i] == 2
-            at_pdpte[i] = matches[i] and levels[i] == 3
+            at_pde[i] = prefix_hits[i] and levels[i] == 2
+            at_pdpte[i] = prefix_hits[i] and levels[i] == 3
         if at_pde != 0:
             hit_entry.next = at_pde
             lookup.next_level.next = 1
@@ -112,9 +112,9 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             hit_entry.next = at_pdpte
             lookup.next_level.next = 2
         else:
-            hit_entry.next = matches  # PML4Es, if any
+            hit_entry.next = prefix_hits  # PML4Es, if any
             lookup.next_level.next = 3
-        lookup.hit.next = matches != 0
+        lookup.hit.next = prefix_hits != 0
 
     @always_comb
     def read_hit():
