@@ -85,7 +85,6 @@ def csr(
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.CSR_READ), int(Op.CSR_WRITE))
     fault_none, fault_page, fault_gp, fault_align, fault_bus = (
         int(Fault.NONE), int(Fault.PAGE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS))
-    csr_cycles = counter_base + int(Counter.CYCLES)
     # Each event counter's place in `counters`, bound by name: a reordered Counter keeps every count in its place,
     # and a counter added without a rule below fails here rather than reading 0 forever.
     unbound = {counter: int(counter) - 1 for counter in Counter if counter != Counter.CYCLES}
@@ -115,6 +114,9 @@ def csr(
     target = Signal(intbv(0, min=0, max=6))
     counter_selected = Signal(bool(0))
     constant = Signal(intbv(0)[data_width:])
+    # the counter named: 0 for CYCLES (the `cycles` port), else its place in `counters` plus one
+    next_counter_number = Signal(intbv(0, min=0, max=len(Counter)))
+    counter_number = Signal(intbv(0, min=0, max=len(Counter)))
 
     @always_comb
     def decode_address():
@@ -123,6 +125,7 @@ def csr(
         next_writable.next = False
         next_counter.next = False
         next_constant.next = 0
+        next_counter_number.next = 0
         if next_addr[addr_width:CSR_ADDR_WIDTH] == 0 and not next_user:
             if next_addr == csr_cr0:
                 next_target.next = target_cr0
@@ -170,7 +173,7 @@ def csr(
             elif next_addr >= counter_base and next_addr < counter_end:
                 next_counter.next = True
                 next_known.next = True
-
+                next_counter_number.next = next_addr[CSR_ADDR_WIDTH:] - counter_base
     @always_seq(clk.posedge, reset=rst)
     def register_decode():
         if accept:
@@ -178,6 +181,8 @@ def csr(
             known.next = next_known
             writable.next = next_writable
             counter_selected.next = next_counter
+            if next_counter:
+                counter_number.next = next_counter_number
             constant.next = next_constant
 
     @always_comb
@@ -202,10 +207,10 @@ def csr(
             if op == op_csr_read:
                 if not counter_selected:
                     rdata.next = register_value
-                elif addr == csr_cycles:  # the counter bank's first register is the `cycles` port, the rest memory
+                elif counter_number == 0:  # the counter bank's first register is the `cycles` port, the rest memory
                     rdata.next = cycles
                 else:
-                    rdata.next = counters[addr[CSR_ADDR_WIDTH:] - counter_base - 1]
+                    rdata.next = counters[counter_number - 1]
             elif op == op_csr_write and writable:
                 if target == target_cr0:
                     paging.next = wdata[CR0_PG_BIT]

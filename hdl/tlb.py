@@ -82,7 +82,7 @@ def tlb(
     full = Signal(bool(0))
     free_way = Signal(intbv(0)[way_bits:])
     victim_way = Signal(intbv(0)[way_bits:])
-    fill_way = Signal(intbv(0)[way_bits:])
+    fill_way = Signal(intbv(0)[way_bits:])  # registered (update_entries)
     fill_index = Signal(intbv(0)[index_bits:])
 
     # Widths: constants are sized literals (intbv(value)[width:]), indices are concatenations, and each variant of
@@ -220,13 +220,6 @@ def tlb(
         full.next = is_full
         free_way.next = way
 
-    @always_comb
-    def place_fill():
-        if full:
-            fill_way.next = victim_way
-        else:
-            fill_way.next = free_way
-
     if index_bits > way_bits:
 
         @always_comb
@@ -249,6 +242,13 @@ def tlb(
         # One clocked block for the entries, with a synchronous reset (rst is active high) of the valid and global
         # bits alone: tags and translations are never reset, so a large TLB can map to RAM (always_seq would reset
         # every word).
+        # The way a fill would take is registered in every cycle: nothing changes the set's valid bits or its
+        # replacement state during a walk (fills end walks), so at the walk's end it is the way of the cycle before,
+        # and the fill's write enables wait for no search of the set.
+        if full:
+            fill_way.next = victim_way
+        else:
+            fill_way.next = free_way
         if rst:
             valid.next = 0
             global_.next = 0
@@ -383,5 +383,5 @@ def tlb(
         replacement = [choose_random_victim, step_lfsr]
 
     return (split_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
-            register_lookup, register_set, match_valid, index_hit, read_hit, find_free_way, place_fill, index_fill,
+            register_lookup, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill,
             report_eviction, update_entries, replacement)
