@@ -115,6 +115,8 @@ def csr(
     counter_selected = Signal(bool(0))
     constant = Signal(intbv(0)[data_width:])
     # the counter named: 0 for CYCLES (the `cycles` port), else its place in `counters` plus one
+    number_bits = (len(Counter) - 1).bit_length()
+    assert counter_base % (1 << number_bits) == 0, "the counters' base must be aligned to their number"
     next_counter_number = Signal(intbv(0, min=0, max=len(Counter)))
     counter_number = Signal(intbv(0, min=0, max=len(Counter)))
 
@@ -173,7 +175,7 @@ def csr(
             elif next_addr >= counter_base and next_addr < counter_end:
                 next_counter.next = True
                 next_known.next = True
-                next_counter_number.next = next_addr[CSR_ADDR_WIDTH:] - counter_base
+                next_counter_number.next = next_addr[number_bits:]  # (the base is aligned: its low bits are 0)
     @always_seq(clk.posedge, reset=rst)
     def register_decode():
         if accept:
