@@ -57,7 +57,7 @@ def axi_manager(
         @always_comb
         def place_address():
             # the request's word, as a byte address; registered in `issue`
-            if walk.valid:
+            if walk.claims:
                 request_address.next = concat(intbv(0)[pad_bits:], walk.word_addr, intbv(0)[3:])
             else:
                 request_address.next = concat(intbv(0)[pad_bits:], data.word_addr, intbv(0)[3:])
@@ -66,7 +66,7 @@ def axi_manager(
 
         @always_comb
         def place_address():
-            if walk.valid:
+            if walk.claims:
                 request_address.next = concat(walk.word_addr, intbv(0)[3:])
             else:
                 request_address.next = concat(data.word_addr, intbv(0)[3:])
@@ -114,7 +114,7 @@ def axi_manager(
         # for no decision of theirs; a VALID rises with it, and from then on it holds.
         if not in_flight:
             address.next = request_address
-            if walk.valid:
+            if walk.claims:
                 prot.next = walker_prot
                 bus.wdata.next = walk.wdata
                 bus.wstrb.next = walk.byte_enable

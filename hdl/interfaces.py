@@ -74,13 +74,16 @@ class AxiManagerPort:
 class MemPort:
     """A client's request to the memory controller: one 64-bit word, read or byte-enabled write.
 
-    `valid` is a one-cycle request. With the bram a write completes at the clock edge that samples it, and a read
-    returns its word in the controller's `rdata` when `rvalid` pulses, mem_latency cycles later; on AXI a write
-    completes when `wdone` pulses and a read when `rvalid` does, whenever the subordinate answers (MemResponse).
+    `valid` is a one-cycle request. With the bram a write lands at the edge after the one that samples it, and a
+    read returns its word in the controller's `rdata` when `rvalid` pulses, MmuConfig.bram_read_cycles later; on AXI
+    a write completes when `wdone` pulses and a read when `rvalid` does, whenever the subordinate answers
+    (MemResponse). `claims` (the walker's port alone drives it) says the client may ask in this cycle and the other
+    will not: the controller routes its address and data by it, so that the routing waits for no `valid`.
     """
 
     def __init__(self, word_addr_width: int) -> None:
         self.valid = Signal(bool(0))
+        self.claims = Signal(bool(0))
         self.write = Signal(bool(0))
         self.word_addr = Signal(intbv(0)[word_addr_width:])
         self.byte_enable = Signal(intbv(0)[WORD_BYTES:])

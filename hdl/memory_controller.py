@@ -75,7 +75,7 @@ def memory_controller(
 
     @always_comb
     def arbitrate_word():
-        if walk.valid:
+        if walk.claims:
             request_addr.next = walk.word_addr
             request_byte_enable.next = walk.byte_enable
             request_wdata.next = walk.wdata

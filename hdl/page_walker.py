@@ -201,6 +201,7 @@ def page_walker(
     def drive_memory():
         mem.byte_enable.next = full_word
         mem.wdata.next = updated_entry
+        mem.claims.next = state == WalkState.READ or state == WalkState.WAIT  # (the data path waits for DONE)
         if state == WalkState.READ:
             mem.valid.next = entry_in_ram
             mem.write.next = False
