@@ -48,10 +48,15 @@ def memory_controller(
     ram_addr = Signal(intbv(0)[bank_addr_width:])  # within the bank
     ram_byte_enable = Signal(intbv(0)[lanes:])
     ram_wdata = Signal(intbv(0)[word_width:])
-    # Per bank: its strobes (registered already decoded), its block's output, and that output registered.
-    low_write, low_read, low_read_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))  # done: read last edge
+    # Per bank: whether the registered request is for it, its strobes, its block's output and that output
+    # registered. The strobes are decoded from one registered `ram_write` so that synthesis sees they exclude each
+    # other (the iCE40's SPRAM cannot read and write in one cycle, and Yosys maps to it only a RAM that never does).
+    ram_write = Signal(bool(0))
+    low_selected, low_write, low_read = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+    low_read_done = Signal(bool(0))  # the bank read at the last edge
     low_rdata, low_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
-    high_write, high_read, high_read_done = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+    high_selected, high_write, high_read = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
+    high_read_done = Signal(bool(0))
     high_rdata, high_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
     word_ready = Signal(bool(0))  # a bank's word was registered at the last edge
     high_chosen = Signal(bool(0))  # ... and it was the high bank's
@@ -89,23 +94,34 @@ def memory_controller(
         @always_seq(clk.posedge, reset=rst)
         def register_strobes():
             in_high = request_addr[addr_width - 1]
-            low_write.next = request_write and not in_high
-            low_read.next = request_read and not in_high
-            high_write.next = request_write and in_high
-            high_read.next = request_read and in_high
+            ram_write.next = request_write
+            low_selected.next = (request_read or request_write) and not in_high
+            high_selected.next = (request_read or request_write) and in_high
             low_read_done.next = low_read
             high_read_done.next = high_read
             word_ready.next = low_read_done or high_read_done
             high_chosen.next = high_read_done
 
+        @always_comb
+        def decode_strobes():
+            low_write.next = low_selected and ram_write
+            low_read.next = low_selected and not ram_write
+            high_write.next = high_selected and ram_write
+            high_read.next = high_selected and not ram_write
+
     else:
 
         @always_seq(clk.posedge, reset=rst)
         def register_strobes():
-            low_write.next = request_write
-            low_read.next = request_read
+            ram_write.next = request_write
+            low_selected.next = request_read or request_write
             low_read_done.next = low_read
             word_ready.next = low_read_done
+
+        @always_comb
+        def decode_strobes():
+            low_write.next = low_selected and ram_write
+            low_read.next = low_selected and not ram_write
 
     @always(clk.posedge)
     def register_request():
@@ -151,5 +167,5 @@ def memory_controller(
     def announce():
         resp.rvalid_next.next = cycles_left == 2  # the cycle before the word's
 
-    return (low_bank, high_bank, arbitrate_strobes, arbitrate_word, register_strobes, register_request,
+    return (low_bank, high_bank, arbitrate_strobes, arbitrate_word, register_strobes, decode_strobes, register_request,
             register_words, count_latency, announce)
