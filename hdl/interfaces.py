@@ -140,31 +140,34 @@ class WalkResult:
 
 
 class TlbLookup:
-    """The TLB looked up by `vpn` (addr[47:12]): `hit` and the hit entry's translation.
+    """The TLB looked up by `vpn` (addr[47:12]): `hit`, what the hit entry says of the access, and its translation.
 
     The tags are compared with `next_vpn`, the page of the request on the MMU's port, in the cycle `accept` says the
-    MMU registers it (as `vpn`), and the comparison is registered with it: in the next cycle `hit` and the
-    translation follow from that register and the entries' valid bits alone. No tag changes between the two edges
-    (fills and refreshes happen in a walk, which no request is accepted during), and valid bits that do (a flush
-    or a drop carried out at the accepting edge) are applied in the second cycle.
-
-    `frame` is the page's base frame number and `size` its page-size code; `writable`, `user`, `no_execute` and
-    `dirty` are the entry's permissions and D bit as the walk that filled it found them; `frame_in_ram` says whether
-    `frame` lies within the RAM, as the fill found it (so that no comparison of the frame follows the lookup).
+    MMU registers it (as `vpn`), and every entry checks the access asked for (`next_store`, `next_user`,
+    `next_fetch`; `next_in_ram_2m`/`_1g`: whether the offset into a huge page lies below the RAM's size) at the
+    same time; all of it is registered with the request. In the next cycle the lowest-numbered matching way of the
+    set is the hit, and its answers are picked: `permitted` (W for a store, U for a user access, NX clear for a
+    fetch), `needs_dirty` (a store to an entry whose D is clear), `in_ram` (the page's granule lies within the RAM),
+    `frame` (the page's base frame number) and `size` (its page-size code). No tag or translation changes between
+    the two edges (fills and refreshes happen in a walk, which no request is accepted during), and valid bits that
+    do (a flush or a drop carried out at the accepting edge) are applied as they are registered.
     """
 
     def __init__(self, frame_bits: int) -> None:
         self.vpn = Signal(intbv(0)[VPN_WIDTH:])
         self.next_vpn = Signal(intbv(0)[VPN_WIDTH:])
         self.accept = Signal(bool(0))
+        self.next_store = Signal(bool(0))
+        self.next_user = Signal(bool(0))
+        self.next_fetch = Signal(bool(0))
+        self.next_in_ram_2m = Signal(bool(0))
+        self.next_in_ram_1g = Signal(bool(0))
         self.hit = Signal(bool(0))
+        self.permitted = Signal(bool(0))
+        self.needs_dirty = Signal(bool(0))
+        self.in_ram = Signal(bool(0))
         self.frame = Signal(intbv(0)[frame_bits:])
         self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
-        self.writable = Signal(bool(0))
-        self.user = Signal(bool(0))
-        self.no_execute = Signal(bool(0))
-        self.dirty = Signal(bool(0))
-        self.frame_in_ram = Signal(bool(0))
 
 
 class TlbUpdate:
@@ -190,7 +193,7 @@ class TlbUpdate:
         self.fill_no_execute = Signal(bool(0))
         self.fill_global = Signal(bool(0))
         self.fill_dirty = Signal(bool(0))
-        self.fill_frame_in_ram = Signal(bool(0))
+        self.fill_frame_in_ram = Signal(bool(0))  # the frame lies within the RAM
         self.evict = Signal(bool(0))
         self.evict_vpn = Signal(intbv(0)[VPN_WIDTH:])
 

@@ -137,8 +137,7 @@ def mmu(
     load_data = Signal(intbv(0)[DATA_WIDTH:])
     frame = Signal(intbv(0)[frame_bits:])  # the translation in use: the TLB's hit, or the walk's result
     page_size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
-    frame_in_ram = Signal(bool(0))  # `frame` lies within the RAM
-    walk_frame_in_ram = Signal(bool(0))  # the walk's frame does (and the TLB keeps this with the translation)
+    walk_frame_in_ram = Signal(bool(0))  # the walk's frame lies within the RAM (the TLB keeps this with its entry)
     page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
     phys_address = Signal(intbv(0)[maxphyaddr:])  # and zero-extended to ev_paddr's width:
     phys = ConcatSignal(intbv(0)[paddr_width - maxphyaddr:], phys_address) if paddr_width > maxphyaddr else phys_address
@@ -153,8 +152,6 @@ def mmu(
     accepting = Signal(bool(0))  # a request is accepted at the end of this cycle
     data_access = Signal(bool(0))  # an aligned LOAD/STORE
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
-    hit_permitted = Signal(bool(0))
-    needs_dirty = Signal(bool(0))  # a permitted store hit an entry whose D is clear
     access_ready = Signal(bool(0))  # LOOKUP can start the data access (paging off, or a usable TLB hit)
     walk_needed = Signal(bool(0))  # LOOKUP starts a walk: a TLB miss, or a store's hit whose D must be set
     walk_start = Signal(bool(0))
@@ -199,6 +196,7 @@ def mmu(
     tlb_lookup.vpn = vpn
     tlb_lookup.next_vpn = req_addr(PAGE_SHIFT + VPN_WIDTH, PAGE_SHIFT)
     tlb_lookup.accept = accepting
+    tlb_lookup.next_user = req_user
     tlb_update = TlbUpdate(frame_bits)
     tlb_update.fill_from(walk)
     tlb_update.fill_frame_in_ram = walk_frame_in_ram
@@ -243,11 +241,9 @@ def mmu(
         if walk.done:
             frame.next = walk.frame
             page_size.next = walk.size
-            frame_in_ram.next = walk_frame_in_ram
         else:
             frame.next = tlb_lookup.frame
             page_size.next = tlb_lookup.size
-            frame_in_ram.next = tlb_lookup.frame_in_ram
 
     @always_comb
     def bound_walk_frame():
@@ -267,15 +263,17 @@ def mmu(
     def locate_physical():
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
         # A page's granule lies within the RAM when the frame does and the offset into a huge page is below the RAM
-        # size (the two share no bit): no comparison of the translated frame.
+        # size (the two share no bit): the TLB answers that for its hit, and a walk's result is checked alike.
         if paging:
             phys_address.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            if page_size == PAGE_1G:
-                phys_in_ram.next = frame_in_ram and offset_in_ram_1g
+            if not walk.done:
+                phys_in_ram.next = tlb_lookup.in_ram
+            elif page_size == PAGE_1G:
+                phys_in_ram.next = walk_frame_in_ram and offset_in_ram_1g
             elif page_size == PAGE_2M:
-                phys_in_ram.next = frame_in_ram and offset_in_ram_2m
+                phys_in_ram.next = walk_frame_in_ram and offset_in_ram_2m
             else:
-                phys_in_ram.next = frame_in_ram
+                phys_in_ram.next = walk_frame_in_ram
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys_address.next = vaddr[maxphyaddr:]  # (beyond, it is not in RAM and not reported)
@@ -288,18 +286,21 @@ def mmu(
         translatable.next = (is_load or is_store) and aligned and paging and canonical
 
     @always_comb
-    def check_hit():
-        hit_permitted.next = ((not is_store or tlb_lookup.writable) and (not user or tlb_lookup.user)
-                              and (not is_fetch or not tlb_lookup.no_execute))
-        needs_dirty.next = is_store and not tlb_lookup.dirty
+    def decode_access():
+        # The access on the request port, for the TLB's checks as it is accepted (and registered below as well).
+        tlb_lookup.next_store.next = req_op == op_store
+        tlb_lookup.next_fetch.next = req_op == op_load and req_fetch
+        tlb_lookup.next_in_ram_2m.next = (req_addr & intbv(beyond_ram_2m)[vaddr_width:]) == 0
+        tlb_lookup.next_in_ram_1g.next = (req_addr & intbv(beyond_ram_1g)[vaddr_width:]) == 0
 
     @always_comb
     def plan_access():
         if paging:
-            access_ready.next = translatable and tlb_lookup.hit and hit_permitted and not needs_dirty and phys_in_ram
+            access_ready.next = (translatable and tlb_lookup.hit and tlb_lookup.permitted
+                                 and not tlb_lookup.needs_dirty and phys_in_ram)
         else:
             access_ready.next = data_access and phys_in_ram
-        walk_needed.next = translatable and (not tlb_lookup.hit or (hit_permitted and needs_dirty))
+        walk_needed.next = translatable and (not tlb_lookup.hit or (tlb_lookup.permitted and tlb_lookup.needs_dirty))
 
     @always_comb
     def judge_walk():
@@ -373,14 +374,14 @@ def mmu(
                 # Decoded on the way into the registers: LOOKUP starts from them, and MyHDL runs no
                 # combinational decoder per request.
                 is_load.next = req_op == op_load
-                is_store.next = req_op == op_store
-                is_fetch.next = req_op == op_load and req_fetch
+                is_store.next = tlb_lookup.next_store
+                is_fetch.next = tlb_lookup.next_fetch
                 canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
                 below_ram.next = req_addr[vaddr_width:ram_bits] == 0
                 names_cr0.next = req_addr == csr_cr0
                 names_cr3.next = req_addr == csr_cr3
-                offset_in_ram_2m.next = (req_addr & intbv(beyond_ram_2m)[vaddr_width:]) == 0
-                offset_in_ram_1g.next = (req_addr & intbv(beyond_ram_1g)[vaddr_width:]) == 0
+                offset_in_ram_2m.next = tlb_lookup.next_in_ram_2m
+                offset_in_ram_1g.next = tlb_lookup.next_in_ram_1g
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
                 if req_size == 3:
                     aligned.next = req_addr[3:0] == 0
@@ -450,7 +451,7 @@ def mmu(
                 elif op == op_csr_write and names_cr0 and wdata[CR0_PG_BIT] != paging:  # paging switches
                     tlb_update.flush_all.next = True
                     pwc_flush.next = True
-                if translatable and tlb_lookup.hit and not hit_permitted:  # a failed translation drops as INVLPG does
+                if translatable and tlb_lookup.hit and not tlb_lookup.permitted:  # a failed translation drops (INVLPG)
                     tlb_update.drop.next = True
             elif walk.done:
                 if not walk_ok:
@@ -488,7 +489,7 @@ def mmu(
                             resp_fault.next = fault_gp
                         elif not aligned:
                             resp_fault.next = fault_align
-                        elif paging and tlb_lookup.hit and not hit_permitted:
+                        elif paging and tlb_lookup.hit and not tlb_lookup.permitted:
                             # A hit's violation is a protection fault (P).
                             resp_fault.next = fault_page
                             resp_errcode.next = concat(is_fetch, False, user, is_store, True)
@@ -523,5 +524,5 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
-            bound_walk_frame, translate_address, locate_physical, classify, check_hit, plan_access, judge_walk,
+            bound_walk_frame, translate_address, locate_physical, classify, decode_access, plan_access, judge_walk,
             track_state, accept_request, start_access, drive_response_data, control)

@@ -63,20 +63,30 @@ def tlb(
 
     vpn_2m = Signal(intbv(0)[vpn_width:])  # `vpn` with the bits inside a 2 MiB page cleared
     vpn_1g = Signal(intbv(0)[vpn_width:])
-    # The lookup of the request being accepted (`next_vpn`), registered with it. `valid_after` is `valid` as the
-    # flush or drop carried out at this edge leaves it, so that the registered hit holds in the next cycle.
+    # The lookup of the request being accepted (`next_vpn`, and the access on the request port), registered with
+    # it: per way of its set, whether the entry holds the page and what it would allow. `valid_after` is `valid` as
+    # the flush or drop carried out at this edge leaves it, so that the registered matches hold in the next cycle.
     next_vpn = lookup.next_vpn
     next_set_index = Signal(intbv(0)[index_width(sets):])
     next_set_base = Signal(intbv(0)[index_bits:])  # index of way 0 of the set
     next_tag_matches = Signal(intbv(0)[entries:])  # entries whose tag holds `next_vpn`, valid or not
+    next_permits = Signal(intbv(0)[entries:])  # entries that would allow the access asked for
+    next_clean = Signal(intbv(0)[entries:])  # ... whose D a store would have to set
+    next_in_ram = Signal(intbv(0)[entries:])  # ... whose translation of `next_vpn` lies within the RAM
     valid_after = Signal(intbv(0)[entries:])
-    next_page_matches = Signal(intbv(0)[entries:])
-    next_hit = Signal(bool(0))
-    next_hit_way = Signal(intbv(0)[way_bits:])
+    next_way_matches = Signal(intbv(0)[ways:])
+    next_way_permits = Signal(intbv(0)[ways:])
+    next_way_clean = Signal(intbv(0)[ways:])
+    next_way_in_ram = Signal(intbv(0)[ways:])
     set_index = Signal(intbv(0)[index_width(sets):])  # registered: of `vpn`
     set_base = Signal(intbv(0)[index_bits:])
     tag_matches = Signal(intbv(0)[entries:])  # the entries whose tag holds `vpn`
     page_matches = Signal(intbv(0)[entries:])  # valid entries (of any set) whose page holds `vpn`
+    way_matches = Signal(intbv(0)[ways:])  # the set's valid ways that hold `vpn`, and the rest per way
+    way_permits = Signal(intbv(0)[ways:])
+    way_clean = Signal(intbv(0)[ways:])
+    way_in_ram = Signal(intbv(0)[ways:])
+    first_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     full = Signal(bool(0))
@@ -138,6 +148,27 @@ def tlb(
         next_tag_matches.next = found
 
     @always_comb
+    def check_access():
+        # Every entry checks the access as if it were the hit, in parallel with the comparison; the lookup cycle
+        # only picks the hit's answers.
+        permits = intbv(0)[entries:]
+        clean = intbv(0)[entries:]
+        granule_in_ram = intbv(0)[entries:]
+        for i in range(entries):
+            permits[i] = ((not lookup.next_store or writable[i]) and (not lookup.next_user or user[i])
+                          and (not lookup.next_fetch or not no_execute[i]))
+            clean[i] = lookup.next_store and not dirty[i]
+            if sizes[i] == PAGE_4K:
+                granule_in_ram[i] = in_ram[i]
+            elif sizes[i] == PAGE_2M:
+                granule_in_ram[i] = in_ram[i] and lookup.next_in_ram_2m
+            else:
+                granule_in_ram[i] = in_ram[i] and lookup.next_in_ram_1g
+        next_permits.next = permits
+        next_clean.next = clean
+        next_in_ram.next = granule_in_ram
+
+    @always_comb
     def invalidate():
         # What the maintenance command of this cycle, if any, leaves valid at the edge.
         if update.flush_all:
@@ -150,27 +181,53 @@ def tlb(
             valid_after.next = valid
 
     @always_comb
-    def match_next():
-        next_page_matches.next = next_tag_matches & valid_after
-
-    @always_comb
-    def select_hit():
-        found = False
-        way = intbv(0)[way_bits:]
-        for w in downrange(ways):  # downwards, so the lowest-numbered matching way wins
-            if next_page_matches[next_set_base + intbv(w)[index_bits:]]:
-                found = True
-                way[:] = intbv(w)[way_bits:]
-        next_hit.next = found
-        next_hit_way.next = way
+    def gather_set():
+        # The set's ways, from the entries (in a fully associative TLB, the entries themselves).
+        found = intbv(0)[ways:]
+        permits = intbv(0)[ways:]
+        clean = intbv(0)[ways:]
+        granule_in_ram = intbv(0)[ways:]
+        for w in range(ways):
+            found[w] = (next_tag_matches[next_set_base + intbv(w)[index_bits:]]
+                        and valid_after[next_set_base + intbv(w)[index_bits:]])
+            permits[w] = next_permits[next_set_base + intbv(w)[index_bits:]]
+            clean[w] = next_clean[next_set_base + intbv(w)[index_bits:]]
+            granule_in_ram[w] = next_in_ram[next_set_base + intbv(w)[index_bits:]]
+        next_way_matches.next = found
+        next_way_permits.next = permits
+        next_way_clean.next = clean
+        next_way_in_ram.next = granule_in_ram
 
     @always_seq(clk.posedge, reset=rst)
     def register_lookup():
         if lookup.accept:
             tag_matches.next = next_tag_matches
-            lookup.hit.next = next_hit
-            hit_way.next = next_hit_way
+            way_matches.next = next_way_matches
+            way_permits.next = next_way_permits
+            way_clean.next = next_way_clean
+            way_in_ram.next = next_way_in_ram
             set_base.next = next_set_base
+
+    @always_comb
+    def select_hit():
+        # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation).
+        taken = False
+        first = intbv(0)[ways:]
+        way = intbv(0)[way_bits:]
+        for w in range(ways):
+            if way_matches[w] and not taken:
+                taken = True
+                first[w] = True
+                way[:] = intbv(w)[way_bits:]
+        first_match.next = first
+        hit_way.next = way
+
+    @always_comb
+    def answer_hit():
+        lookup.hit.next = way_matches != 0
+        lookup.permitted.next = (first_match & way_permits) != 0
+        lookup.needs_dirty.next = (first_match & way_clean) != 0
+        lookup.in_ram.next = (first_match & way_in_ram) != 0
 
     if ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's replacement state is kept per set
 
@@ -203,11 +260,6 @@ def tlb(
     def read_hit():
         lookup.frame.next = frames[hit_index]
         lookup.size.next = sizes[hit_index]
-        lookup.writable.next = writable[hit_index]
-        lookup.user.next = user[hit_index]
-        lookup.no_execute.next = no_execute[hit_index]
-        lookup.dirty.next = dirty[hit_index]
-        lookup.frame_in_ram.next = in_ram[hit_index]
 
     @always_comb
     def find_free_way():
@@ -382,6 +434,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, select_set, locate_set, compare, invalidate, match_next, select_hit,
-            register_lookup, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill,
+    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, register_lookup,
+            select_hit, answer_hit, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill,
             report_eviction, update_entries, replacement)
