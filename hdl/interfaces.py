@@ -147,8 +147,9 @@ class TlbLookup:
     `next_fetch`; `next_in_ram_2m`/`_1g`: whether the offset into a huge page lies below the RAM's size) at the
     same time; all of it is registered with the request. In the next cycle the lowest-numbered matching way of the
     set is the hit, and its answers are picked: `permitted` (W for a store, U for a user access, NX clear for a
-    fetch), `needs_dirty` (a store to an entry whose D is clear), `in_ram` (the page's granule lies within the RAM),
-    `frame` (the page's base frame number) and `size` (its page-size code). No tag or translation changes between
+    fetch), `needs_dirty` (permitted, but a store to an entry whose D is clear), `in_ram` (the page's granule lies
+    within the RAM), `usable` (all three allow the access now), `frame` (the page's base frame number) and `size`
+    (its page-size code). No tag or translation changes between
     the two edges (fills and refreshes happen in a walk, which no request is accepted during), and valid bits that
     do (a flush or a drop carried out at the accepting edge) are applied as they are registered.
     """
@@ -166,6 +167,7 @@ class TlbLookup:
         self.permitted = Signal(bool(0))
         self.needs_dirty = Signal(bool(0))
         self.in_ram = Signal(bool(0))
+        self.usable = Signal(bool(0))
         self.frame = Signal(intbv(0)[frame_bits:])
         self.size = Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:])
 

@@ -161,6 +161,10 @@ def mmu(
     rdata_from_memory = Signal(bool(0))  # resp_rdata is the load's data
     rdata_from_csr = Signal(bool(0))  # resp_rdata is the CSR file's registered read
     event_flush = Signal(bool(0))
+    # ev_paddr is `paddr` when the operation made its data access, else 0: the address is registered in every
+    # lookup (and a walk's last cycle) whatever is decided, and only one bit waits for the decision.
+    paddr = Signal(intbv(0)[paddr_width:])
+    paddr_used = Signal(bool(0))
 
     # -- memory ---------------------------------------------------------------------------------------------
     walk_port = MemPort(word_addr_width(config.mem_bytes))
@@ -296,11 +300,10 @@ def mmu(
     @always_comb
     def plan_access():
         if paging:
-            access_ready.next = (translatable and tlb_lookup.hit and tlb_lookup.permitted
-                                 and not tlb_lookup.needs_dirty and phys_in_ram)
+            access_ready.next = translatable and tlb_lookup.usable
         else:
             access_ready.next = data_access and phys_in_ram
-        walk_needed.next = translatable and (not tlb_lookup.hit or (tlb_lookup.permitted and tlb_lookup.needs_dirty))
+        walk_needed.next = translatable and (not tlb_lookup.hit or tlb_lookup.needs_dirty)
 
     @always_comb
     def judge_walk():
@@ -336,6 +339,13 @@ def mmu(
         def start_access():
             data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
             walk_start.next = in_lookup and walk_needed
+
+    @always_comb
+    def report_paddr():
+        if paddr_used:
+            ev_paddr.next = paddr
+        else:
+            ev_paddr.next = 0
 
     @always_comb
     def drive_response_data():
@@ -463,9 +473,12 @@ def mmu(
                 if tlb_update.fill and tlb_update.evict:
                     ev_evict.next = True
                     ev_evict_vpn.next = tlb_update.evict_vpn
+            if state == State.LOOKUP or walk.done:
+                paddr.next = phys
             # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
             if data_port.valid:  # the data access starts this cycle
-                ev_paddr.next = phys
+                if not paddr_used:
+                    paddr_used.next = True
                 rdata_from_memory.next = is_load
                 if on_axi or is_load:  # a load waits for its word; on AXI a store for its B response
                     state.next = State.MEMWAIT
@@ -479,8 +492,8 @@ def mmu(
                 # The operation ends without a data access: its fault, decided here at the clock edge rather than
                 # by a combinational block that would re-run on every change of `state`. resp_fault and
                 # resp_errcode were cleared when the request was accepted (Fault.NONE).
-                if ev_paddr != 0:
-                    ev_paddr.next = 0
+                if paddr_used:
+                    paddr_used.next = False
                 if rdata_from_memory:
                     rdata_from_memory.next = False
                 if state == State.LOOKUP:
@@ -518,11 +531,11 @@ def mmu(
                 resp_valid.next = True
                 if mem_resp.error_next:  # SLVERR or DECERR: a BUS fault with no data, the translation kept
                     resp_fault.next = fault_bus
-                    ev_paddr.next = 0
+                    paddr_used.next = False
                     rdata_from_memory.next = False
         else:
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
             bound_walk_frame, translate_address, locate_physical, classify, decode_access, plan_access, judge_walk,
-            track_state, accept_request, start_access, drive_response_data, control)
+            track_state, accept_request, start_access, report_paddr, drive_response_data, control)

@@ -76,7 +76,8 @@ def tlb(
     valid_after = Signal(intbv(0)[entries:])
     next_way_matches = Signal(intbv(0)[ways:])
     next_way_permits = Signal(intbv(0)[ways:])
-    next_way_clean = Signal(intbv(0)[ways:])
+    next_way_dirty_first = Signal(intbv(0)[ways:])  # permits, but D must be set first
+    next_way_usable = Signal(intbv(0)[ways:])  # permits as it is, in RAM: the access can start
     next_way_in_ram = Signal(intbv(0)[ways:])
     set_index = Signal(intbv(0)[index_width(sets):])  # registered: of `vpn`
     set_base = Signal(intbv(0)[index_bits:])
@@ -84,7 +85,8 @@ def tlb(
     page_matches = Signal(intbv(0)[entries:])  # valid entries (of any set) whose page holds `vpn`
     way_matches = Signal(intbv(0)[ways:])  # the set's valid ways that hold `vpn`, and the rest per way
     way_permits = Signal(intbv(0)[ways:])
-    way_clean = Signal(intbv(0)[ways:])
+    way_dirty_first = Signal(intbv(0)[ways:])
+    way_usable = Signal(intbv(0)[ways:])
     way_in_ram = Signal(intbv(0)[ways:])
     first_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
     hit_way = Signal(intbv(0)[way_bits:])
@@ -185,17 +187,23 @@ def tlb(
         # The set's ways, from the entries (in a fully associative TLB, the entries themselves).
         found = intbv(0)[ways:]
         permits = intbv(0)[ways:]
-        clean = intbv(0)[ways:]
+        dirty_first = intbv(0)[ways:]
+        usable = intbv(0)[ways:]
         granule_in_ram = intbv(0)[ways:]
         for w in range(ways):
             found[w] = (next_tag_matches[next_set_base + intbv(w)[index_bits:]]
                         and valid_after[next_set_base + intbv(w)[index_bits:]])
             permits[w] = next_permits[next_set_base + intbv(w)[index_bits:]]
-            clean[w] = next_clean[next_set_base + intbv(w)[index_bits:]]
+            dirty_first[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
+                              and next_clean[next_set_base + intbv(w)[index_bits:]])
+            usable[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
+                         and not next_clean[next_set_base + intbv(w)[index_bits:]]
+                         and next_in_ram[next_set_base + intbv(w)[index_bits:]])
             granule_in_ram[w] = next_in_ram[next_set_base + intbv(w)[index_bits:]]
         next_way_matches.next = found
         next_way_permits.next = permits
-        next_way_clean.next = clean
+        next_way_dirty_first.next = dirty_first
+        next_way_usable.next = usable
         next_way_in_ram.next = granule_in_ram
 
     @always_seq(clk.posedge, reset=rst)
@@ -204,7 +212,8 @@ def tlb(
             tag_matches.next = next_tag_matches
             way_matches.next = next_way_matches
             way_permits.next = next_way_permits
-            way_clean.next = next_way_clean
+            way_dirty_first.next = next_way_dirty_first
+            way_usable.next = next_way_usable
             way_in_ram.next = next_way_in_ram
             set_base.next = next_set_base
 
@@ -226,7 +235,8 @@ def tlb(
     def answer_hit():
         lookup.hit.next = way_matches != 0
         lookup.permitted.next = (first_match & way_permits) != 0
-        lookup.needs_dirty.next = (first_match & way_clean) != 0
+        lookup.needs_dirty.next = (first_match & way_dirty_first) != 0
+        lookup.usable.next = (first_match & way_usable) != 0
         lookup.in_ram.next = (first_match & way_in_ram) != 0
 
     if ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's replacement state is kept per set
