@@ -2,13 +2,18 @@
 1), CR2 and CR3 read back as written, PFEC and CR2 set by page faults, the read-only configuration, and the
 performance counters, each counting what protocol.Counter says from the access event of every response.
 
-The environment plays the MMU around the block: each operation is a lookup cycle (a CSR_READ takes its value, a
-CSR_WRITE commits) and a response cycle (its access event is counted), with the request held between, and idle
-cycles after. Both the cocotb module and its pytest entry `test_csr_runner` (Verilator, Icarus, and MyHDL).
+The environment plays hdl/mmu.py around the block. A request is accepted (`accept`, with its address and CPL on
+`next_addr` and `next_user`), and the block decodes the address then: `known` and `writable` hold from the next cycle
+until the next accept, and at CPL 3 nothing is either. Its lookup cycle follows (`in_lookup`, with the registered
+request on `op`, `addr` and `wdata`: a CSR_READ takes its value, a CSR_WRITE commits), then a memory operation's
+walk or wait, then the response cycle (its access event is counted). The next request is accepted in that response
+cycle or in an idle one after it. Both the cocotb module and its pytest entry `test_csr_runner` (Verilator, Icarus,
+and MyHDL).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import cocotb
@@ -119,12 +124,19 @@ class CsrEnvironment(tb.Environment):
     def __init__(self, params: dict[str, Any], seed: int, operations: int, csr_share: float, max_idle: int) -> None:
         super().__init__(seed)
         self.model = CsrModel(config_of(params))
-        self.operations, self.csr_share, self.max_idle = operations, csr_share, max_idle
-        self.request = {"op": 0, "user": 0, "addr": 0, "wdata": 0, "fault_addr": 0}  # held until the next request
-        self.now = "idle"  # this cycle: idle, or an operation's lookup or response (which the next follows at once)
-        self.idle = 0
-        self.event: dict[str, int] = {}
+        self.csr_share, self.max_idle = csr_share, max_idle
+        self.decoded: tuple[int, int] | None = None  # the address and CPL decoded at the last accept (none yet)
         self.rdata = 0  # the last CSR_READ's value, which the block holds
+        self.inputs: dict[str, int] = {}
+        self.cycles = self._cycles(operations)
+
+    def drive(self) -> dict[str, int]:
+        inputs = next(self.cycles, None)
+        if inputs is None:  # the scenario is over: one idle cycle more
+            self.done = True
+            inputs = self._cycle(self.inputs)
+        self.inputs = inputs
+        return inputs
 
     def _csr_request(self) -> dict[str, int]:
         op = int(self.rng.choice((Op.CSR_READ, Op.CSR_WRITE)))
@@ -160,46 +172,66 @@ class CsrEnvironment(tb.Environment):
                    "wdata": self.rng.getrandbits(64)}
         return request, event
 
-    def drive(self) -> dict[str, int]:
-        inputs = {"in_lookup": 0, **NO_EVENT}
-        if self.now == "lookup":
-            self.now = "response"
-            inputs |= self.event
-        elif self.idle:
-            self.now = "idle"
-            self.idle -= 1
-        elif self.operations:
-            self.operations -= 1
-            if self.rng.random() < self.csr_share:
-                request = self._csr_request()
-                self.event = self._csr_event(request)
-            else:
-                request, self.event = self._other_request()
-            self.request = request | {"fault_addr": request["addr"]}  # as in the MMU: the request's address
-            self.now = "lookup"
-            inputs["in_lookup"] = 1
+    def _next_request(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A request, and the access event of its response."""
+        if self.rng.random() < self.csr_share:
+            request = self._csr_request()
+            return request, self._csr_event(request)
+        return self._other_request()
+
+    def _cycle(self, request: dict[str, int], accept: dict[str, int] | None = None, **inputs: int) -> dict[str, int]:
+        """One cycle's inputs: the registered `request` (the MMU's registers, of which fault_addr is the address),
+        the request port (`accept`ed, or whatever is on it), and `inputs` (in_lookup, the event)."""
+        if accept is None:
+            port = {"accept": 0, "next_addr": self.rng.getrandbits(64), "next_user": self.rng.getrandbits(1)}
         else:
-            self.now = "idle"
-            self.done = True
-        return inputs | self.request
+            port = {"accept": 1, "next_addr": accept["addr"], "next_user": accept["user"]}
+        registered = {name: request[name] for name in ("op", "addr", "wdata")} | {"fault_addr": request["addr"]}
+        return {"in_lookup": 0, **NO_EVENT, **registered, **port, **inputs}
+
+    def _cycles(self, operations: int) -> Iterator[dict[str, int]]:
+        """The scenario, cycle by cycle: each operation's accepting cycle (an idle one, or the last response),
+        lookup, the cycles a memory operation waits, and response."""
+        request = {"op": 0, "user": 0, "addr": 0, "wdata": 0}  # as the MMU's registers hold it from reset
+        accepted, event = self._next_request()
+        yield self._cycle(request, accept=accepted)
+        for left in reversed(range(operations)):
+            request, response = accepted, event
+            yield self._cycle(request, in_lookup=1)
+            if request["op"] not in (Op.CSR_READ, Op.CSR_WRITE):
+                for _ in range(self.rng.randint(0, 2)):  # a walk, a memory access
+                    yield self._cycle(request)
+            idle = self.gap(self.max_idle, 0.5)
+            accepted, event = self._next_request() if left else (None, {})
+            yield self._cycle(request, accept=None if idle else accepted, **response)
+            for cycle in range(idle):
+                yield self._cycle(request, accept=accepted if cycle == idle - 1 else None)
 
     def sample(self, values: dict[str, int | None]) -> None:
-        op, user, addr, wdata = self.request["op"], self.request["user"], self.request["addr"], self.request["wdata"]
-        model = self.model
-        self.expect(f"known({addr:#x}, user={user})", values["known"], model.known(addr, user))
-        self.expect(f"writable({addr:#x}, user={user})", values["writable"], model.writable(addr, user))
+        inputs, model = self.inputs, self.model
+        op, addr, wdata = inputs["op"], inputs["addr"], inputs["wdata"]
+        if self.decoded is None:  # from reset until the first accept: nothing decoded, nothing known
+            self.expect("known", values["known"], 0)
+            self.expect("writable", values["writable"], 0)
+        else:
+            decoded, user = self.decoded
+            self.expect(f"known({decoded:#x}, user={user})", values["known"], model.known(decoded, user))
+            self.expect(f"writable({decoded:#x}, user={user})", values["writable"], model.writable(decoded, user))
         self.expect("paging", values["paging"], model.paging)
         self.expect("cr3", values["cr3"], model.cr3)
         self.expect("cycles", values["cycles"], self.cycle)
         self.expect("rdata", values["rdata"], self.rdata)
-        # what the clock edge that ends this cycle does
-        if self.now == "lookup" and op == Op.CSR_READ:
-            self.rdata = model.read(addr, user, self.cycle)
-        elif self.now == "lookup" and op == Op.CSR_WRITE and model.writable(addr, user):
-            model.write(addr, wdata)
-        elif self.now == "response":
-            model.count(op, addr, self.event)
-            self.idle = self.gap(self.max_idle, 0.5)
+        # what the clock edge that ends this cycle does (a lookup's request is the one decoded)
+        if inputs["in_lookup"]:
+            user = self.decoded[1]
+            if op == Op.CSR_READ:
+                self.rdata = model.read(addr, user, self.cycle)
+            elif op == Op.CSR_WRITE and model.writable(addr, user):
+                model.write(addr, wdata)
+        elif inputs["event_valid"]:
+            model.count(op, addr, inputs)
+        if inputs["accept"]:
+            self.decoded = inputs["next_addr"], inputs["next_user"]
 
 
 def _scenario(seed: int, operations: int, csr_share: float, max_idle: int) -> Any:
