@@ -159,6 +159,8 @@ def memory_controller(
         # only when a read does.
         if request_read:
             cycles_left.next = latency
+            if resp.rvalid:  # (a read asked in the cycle the last one's word arrives)
+                resp.rvalid.next = False
         elif cycles_left != 0:
             cycles_left.next = cycles_left - 1
             resp.rvalid.next = cycles_left == 2

@@ -1,6 +1,6 @@
 """The memory controller with its RAM (hdl/memory_controller.py, hdl/ram.py): byte-enabled writes, reads that
-answer `mem_latency` + 3 cycles later (MmuConfig.bram_read_cycles) with `rvalid_next` one cycle ahead, data that holds until the next read, and the
-walker's priority over the data path.
+answer `mem_latency` + 3 cycles later (MmuConfig.bram_read_cycles) with `rvalid_next` one cycle ahead, data that
+holds until the next read, and the walker's priority over the data path.
 
 Both the cocotb module and its pytest entry `test_memory_controller_runner` (Verilator, Icarus, and MyHDL).
 """
@@ -49,7 +49,7 @@ class MemoryEnvironment(tb.Environment):
         return False, self.rng.choice(list(self.ram)), 0, 0
 
     def drive(self) -> dict[str, int]:
-        inputs = {f"{client}_{port}": 0 for client in ("walk", "data") for port in PORTS}
+        inputs = {f"{client}_{port}": 0 for client in ("walk", "data") for port in PORTS} | {"walk_claims": 0}
         self.issued = None
         busy = self.read_at is not None and self.cycle < self.read_at + self.latency
         if not self.requests and not busy:
@@ -59,8 +59,9 @@ class MemoryEnvironment(tb.Environment):
             write, addr, byte_enable, data = self._request()
             client = self.rng.choice(("walk", "data"))
             self.issued = (client, write, addr, byte_enable, data)
-            inputs |= {f"{client}_valid": 1, f"{client}_write": write, f"{client}_word_addr": addr,
-                       f"{client}_byte_enable": byte_enable, f"{client}_wdata": data}
+            # the walker claims the port whenever it may ask (in the MMU, its READ and WAIT states)
+            inputs |= {"walk_claims": int(client == "walk"), f"{client}_valid": 1, f"{client}_write": write,
+                       f"{client}_word_addr": addr, f"{client}_byte_enable": byte_enable, f"{client}_wdata": data}
             if client == "walk" and self.rng.random() < self.both:  # the data path asks too: the walker wins
                 inputs |= {"data_valid": 1, "data_write": 1, "data_word_addr": self.rng.randrange(self.words),
                            "data_byte_enable": 0xFF, "data_wdata": self.rng.getrandbits(64)}
