@@ -165,6 +165,8 @@ def mmu(
     # lookup (and a walk's last cycle) whatever is decided, and only one bit waits for the decision.
     paddr = Signal(intbv(0)[paddr_width:])
     paddr_used = Signal(bool(0))
+    lookup_fault = Signal(intbv(0)[len(resp_fault):])  # the fault LOOKUP ends with, if it ends the operation
+    lookup_errcode = Signal(intbv(0)[len(resp_errcode):])
 
     # -- memory ---------------------------------------------------------------------------------------------
     walk_port = MemPort(word_addr_width(config.mem_bytes))
@@ -220,7 +222,8 @@ def mmu(
 
     op_load, op_store, op_invlpg, op_flush, op_csr_read, op_csr_write = (
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
-    fault_gp, fault_align, fault_bus, fault_page = int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE)
+    fault_none, fault_gp, fault_align, fault_bus, fault_page = (
+        int(Fault.NONE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE))
     csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
 
     @always_comb
@@ -304,6 +307,36 @@ def mmu(
         else:
             access_ready.next = data_access and phys_in_ram
         walk_needed.next = translatable and (not tlb_lookup.hit or tlb_lookup.needs_dirty)
+
+    @always_comb
+    def judge_lookup():
+        # The fault an operation ends with in LOOKUP if it neither accesses the RAM nor walks: from the request and
+        # the TLB's answers alone (a miss or a store to a clean entry walks; a usable hit accesses).
+        fault = fault_none
+        errcode = intbv(0)[len(resp_errcode):]
+        if is_load or is_store:
+            if paging and not canonical:
+                fault = fault_gp
+            elif not aligned:
+                fault = fault_align
+            elif paging:
+                if tlb_lookup.hit and not tlb_lookup.permitted:  # a hit's violation is a protection fault (P)
+                    fault = fault_page
+                    errcode[:] = concat(is_fetch, False, user, is_store, True)
+                elif tlb_lookup.hit and not tlb_lookup.needs_dirty and not tlb_lookup.in_ram:
+                    fault = fault_bus
+            elif not below_ram:
+                fault = fault_bus
+        elif op == op_csr_read:
+            if not csr_known:
+                fault = fault_gp
+        elif op == op_csr_write:
+            if not csr_writable:
+                fault = fault_gp
+        elif user or (op != op_invlpg and op != op_flush):  # CPL 3, or an undefined op
+            fault = fault_gp
+        lookup_fault.next = fault
+        lookup_errcode.next = errcode
 
     @always_comb
     def judge_walk():
@@ -420,9 +453,6 @@ def mmu(
                     rdata_from_csr.next = False
                 if event_flush:
                     event_flush.next = False
-                if resp_fault != 0:  # only a page fault has an error code
-                    resp_fault.next = 0
-                    resp_errcode.next = 0
                 if ev_tlb_hit:
                     ev_tlb_hit.next = False
                 if ev_tlb_miss:
@@ -475,6 +505,17 @@ def mmu(
                     ev_evict_vpn.next = tlb_update.evict_vpn
             if state == State.LOOKUP or walk.done:
                 paddr.next = phys
+            # The fault the operation ends with if it ends now (Fault.NONE when it goes on), taken whatever is
+            # decided: only the state waits for the decision. resp_fault and resp_errcode stay until the next.
+            if state == State.LOOKUP:
+                resp_fault.next = lookup_fault
+                resp_errcode.next = lookup_errcode
+            elif walk.done:
+                if walk.fault_page:  # the walker reports P and RSVD for the faults it finds
+                    resp_fault.next = fault_page
+                    resp_errcode.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
+                elif walk.fault_bus or not phys_in_ram:
+                    resp_fault.next = fault_bus
             # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
             if data_port.valid:  # the data access starts this cycle
                 if not paddr_used:
@@ -489,39 +530,11 @@ def mmu(
                 rewalk.next = tlb_lookup.hit
                 state.next = State.WALK
             elif state == State.LOOKUP or walk.done:
-                # The operation ends without a data access: its fault, decided here at the clock edge rather than
-                # by a combinational block that would re-run on every change of `state`. resp_fault and
-                # resp_errcode were cleared when the request was accepted (Fault.NONE).
+                # The operation ends without a data access, with the fault taken below.
                 if paddr_used:
                     paddr_used.next = False
                 if rdata_from_memory:
                     rdata_from_memory.next = False
-                if state == State.LOOKUP:
-                    if is_load or is_store:
-                        if paging and not canonical:
-                            resp_fault.next = fault_gp
-                        elif not aligned:
-                            resp_fault.next = fault_align
-                        elif paging and tlb_lookup.hit and not tlb_lookup.permitted:
-                            # A hit's violation is a protection fault (P).
-                            resp_fault.next = fault_page
-                            resp_errcode.next = concat(is_fetch, False, user, is_store, True)
-                        elif not phys_in_ram:
-                            resp_fault.next = fault_bus
-                    elif op == op_csr_read:
-                        if not csr_known:
-                            resp_fault.next = fault_gp
-                    elif op == op_csr_write:
-                        if not csr_writable:
-                            resp_fault.next = fault_gp
-                    elif user or (op != op_invlpg and op != op_flush):  # CPL 3, or an undefined op
-                        resp_fault.next = fault_gp
-                elif walk.fault_page:
-                    # The walker reports P and RSVD for the faults it finds.
-                    resp_fault.next = fault_page
-                    resp_errcode.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
-                elif walk.fault_bus or not phys_in_ram:
-                    resp_fault.next = fault_bus
                 state.next = State.RESP
                 resp_valid.next = True
         elif state == State.MEMWAIT:
@@ -537,5 +550,5 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
-            bound_walk_frame, translate_address, locate_physical, classify, decode_access, plan_access, judge_walk,
-            track_state, accept_request, start_access, report_paddr, drive_response_data, control)
+            bound_walk_frame, translate_address, locate_physical, classify, decode_access, plan_access, judge_lookup,
+            judge_walk, track_state, accept_request, start_access, report_paddr, drive_response_data, control)

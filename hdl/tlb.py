@@ -91,6 +91,7 @@ def tlb(
     first_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
+    kept_index = Signal(intbv(0)[index_bits:])  # hit_index, registered: the entry a refresh rewrites
     full = Signal(bool(0))
     free_way = Signal(intbv(0)[way_bits:])
     victim_way = Signal(intbv(0)[way_bits:])
@@ -311,6 +312,7 @@ def tlb(
             fill_way.next = victim_way
         else:
             fill_way.next = free_way
+        kept_index.next = hit_index  # (a refresh ends a walk, long after the lookup that chose the entry)
         if rst:
             valid.next = 0
             global_.next = 0
@@ -321,7 +323,7 @@ def tlb(
             if update.fill:
                 index[:] = fill_index
             else:
-                index[:] = hit_index
+                index[:] = kept_index
             # The tag is the VPN at the page's size, formed here: a combinational copy would follow every lookup.
             if update.fill_size == PAGE_4K:
                 tags[index].next = vpn
