@@ -176,17 +176,6 @@ def csr(
                 next_counter.next = True
                 next_known.next = True
                 next_counter_number.next = next_addr[number_bits:]  # (the base is aligned: its low bits are 0)
-    @always_seq(clk.posedge, reset=rst)
-    def register_decode():
-        if accept:
-            target.next = next_target
-            known.next = next_known
-            writable.next = next_writable
-            counter_selected.next = next_counter
-            if next_counter:
-                counter_number.next = next_counter_number
-            constant.next = next_constant
-
     @always_comb
     def select_register():
         if target == target_cr0:
@@ -205,6 +194,14 @@ def csr(
 
     @always_seq(clk.posedge, reset=rst)
     def update():
+        if accept:  # the decoded address of the request being accepted
+            target.next = next_target
+            known.next = next_known
+            writable.next = next_writable
+            counter_selected.next = next_counter
+            constant.next = next_constant
+            if next_counter:
+                counter_number.next = next_counter_number
         if in_lookup:
             if op == op_csr_read:
                 if not counter_selected:
@@ -256,4 +253,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    return decode_address, register_decode, select_register, update
+    return decode_address, select_register, update

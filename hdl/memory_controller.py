@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from myhdl import Signal, SignalType, always, always_comb, always_seq, block, intbv
+from myhdl import Signal, SignalType, always, always_comb, block, intbv
 
 from hdl.interfaces import MemPort, MemResponse, ram_banks
 from hdl.protocol import MmuConfig
@@ -89,18 +89,51 @@ def memory_controller(
             request_byte_enable.next = data.byte_enable
             request_wdata.next = data.wdata
 
+    # One clocked block (MyHDL's simulator pays per block woken on every edge), with a synchronous reset of the
+    # strobes and the latency count alone. The request's address and data are registered in every cycle, not only
+    # with a request: an enable would hang them on the request's decision; the strobes say whether the RAM acts. A
+    # bank's block holds its word until its next read, so its register follows it without an enable, the one
+    # fan-in that lets it sit beside the block. rvalid is registered with the count (it marks the last cycle:
+    # rvalid_next's cycle plus one), so it changes only when a read does.
     if banks == 2:
 
-        @always_seq(clk.posedge, reset=rst)
-        def register_strobes():
-            in_high = request_addr[addr_width - 1]
-            ram_write.next = request_write
-            low_selected.next = (request_read or request_write) and not in_high
-            high_selected.next = (request_read or request_write) and in_high
-            low_read_done.next = low_read
-            high_read_done.next = high_read
-            word_ready.next = low_read_done or high_read_done
-            high_chosen.next = high_read_done
+        @always(clk.posedge)
+        def pipeline():
+            ram_addr.next = request_addr[bank_addr_width:]
+            ram_byte_enable.next = request_byte_enable
+            ram_wdata.next = request_wdata
+            low_word.next = low_rdata
+            high_word.next = high_rdata
+            if word_ready:
+                if high_chosen:
+                    resp.rdata.next = high_word
+                else:
+                    resp.rdata.next = low_word
+            if rst:
+                ram_write.next = False
+                low_selected.next = False
+                high_selected.next = False
+                low_read_done.next = False
+                high_read_done.next = False
+                word_ready.next = False
+                high_chosen.next = False
+                cycles_left.next = 0
+                resp.rvalid.next = False
+            else:
+                ram_write.next = request_write
+                low_selected.next = (request_read or request_write) and not request_addr[addr_width - 1]
+                high_selected.next = (request_read or request_write) and request_addr[addr_width - 1]
+                low_read_done.next = low_read
+                high_read_done.next = high_read
+                word_ready.next = low_read_done or high_read_done
+                high_chosen.next = high_read_done
+                if request_read:
+                    cycles_left.next = latency
+                    if resp.rvalid:  # (a read asked in the cycle the last one's word arrives)
+                        resp.rvalid.next = False
+                elif cycles_left != 0:
+                    cycles_left.next = cycles_left - 1
+                    resp.rvalid.next = cycles_left == 2
 
         @always_comb
         def decode_strobes():
@@ -111,63 +144,41 @@ def memory_controller(
 
     else:
 
-        @always_seq(clk.posedge, reset=rst)
-        def register_strobes():
-            ram_write.next = request_write
-            low_selected.next = request_read or request_write
-            low_read_done.next = low_read
-            word_ready.next = low_read_done
+        @always(clk.posedge)
+        def pipeline():
+            ram_addr.next = request_addr[bank_addr_width:]
+            ram_byte_enable.next = request_byte_enable
+            ram_wdata.next = request_wdata
+            low_word.next = low_rdata
+            if word_ready:
+                resp.rdata.next = low_word
+            if rst:
+                ram_write.next = False
+                low_selected.next = False
+                low_read_done.next = False
+                word_ready.next = False
+                cycles_left.next = 0
+                resp.rvalid.next = False
+            else:
+                ram_write.next = request_write
+                low_selected.next = request_read or request_write
+                low_read_done.next = low_read
+                word_ready.next = low_read_done
+                if request_read:
+                    cycles_left.next = latency
+                    if resp.rvalid:
+                        resp.rvalid.next = False
+                elif cycles_left != 0:
+                    cycles_left.next = cycles_left - 1
+                    resp.rvalid.next = cycles_left == 2
 
         @always_comb
         def decode_strobes():
             low_write.next = low_selected and ram_write
             low_read.next = low_selected and not ram_write
 
-    @always(clk.posedge)
-    def register_request():
-        # The request's address and data in every cycle, not only with a request: an enable would hang them on the
-        # request's decision. Never reset: the strobes alone say whether the RAM acts.
-        ram_addr.next = request_addr[bank_addr_width:]
-        ram_byte_enable.next = request_byte_enable
-        ram_wdata.next = request_wdata
-
-    if banks == 2:
-
-        @always(clk.posedge)
-        def register_words():
-            # A bank's block holds its word until its next read: its register follows it without an enable, the one
-            # fan-in that lets it sit beside the block.
-            low_word.next = low_rdata
-            high_word.next = high_rdata
-            if word_ready:
-                if high_chosen:
-                    resp.rdata.next = high_word
-                else:
-                    resp.rdata.next = low_word
-
-    else:
-
-        @always(clk.posedge)
-        def register_words():
-            low_word.next = low_rdata
-            if word_ready:
-                resp.rdata.next = low_word
-
-    @always_seq(clk.posedge, reset=rst)
-    def count_latency():
-        # rvalid is registered with the count (it marks the last cycle: rvalid_next's cycle plus one), so it changes
-        # only when a read does.
-        if request_read:
-            cycles_left.next = latency
-            if resp.rvalid:  # (a read asked in the cycle the last one's word arrives)
-                resp.rvalid.next = False
-        elif cycles_left != 0:
-            cycles_left.next = cycles_left - 1
-            resp.rvalid.next = cycles_left == 2
-
     @always_comb
     def announce():
         resp.rvalid_next.next = cycles_left == 2  # the cycle before the word's
 
-    return (low_bank, high_bank, arbitrate_strobes, arbitrate_word, register_strobes, decode_strobes, register_request,
-            register_words, count_latency, announce)
+    return low_bank, high_bank, arbitrate_strobes, arbitrate_word, pipeline, decode_strobes, announce

@@ -8,7 +8,7 @@ A lookup returns the longest-prefix hit, so the walk reads as few entries as pos
 
 from __future__ import annotations
 
-from myhdl import Signal, SignalType, always, always_comb, always_seq, block, downrange, intbv
+from myhdl import Signal, SignalType, always, always_comb, block, downrange, intbv
 
 from hdl.interfaces import LEVEL_WIDTH, PwcInsert, PwcLookup, index_width
 from hdl.protocol import LEVEL_BITS
@@ -89,11 +89,6 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 found[i] = valid[i] and not flush and tags[i] == next_vpn_pml4e
         next_matches.next = found
 
-    @always_seq(clk.posedge, reset=rst)
-    def register_matches():
-        if lookup.accept:
-            prefix_hits.next = next_matches
-
     @always_comb
     def find_longest_prefix():
         # The deepest level that matches wins. One entry at most matches per level: an entry is inserted only for
@@ -158,6 +153,8 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         # reset every word). An insert is registered on its way in and written at the next edge, so that nothing of
         # the walker's decision reaches the entries' write enables in its cycle; the walk reads at least one more
         # entry before it ends, so the entry is there for the next lookup.
+        if lookup.accept:  # the lookup of the request being accepted (never read before the first: no reset)
+            prefix_hits.next = next_matches
         if rst:
             valid.next = 0
             oldest.next = 0
@@ -196,5 +193,5 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 elif full:
                     oldest.next = oldest + 1
 
-    return (prefixes, next_prefixes, compare, register_matches, find_longest_prefix, read_hit, find_free_entry,
+    return (prefixes, next_prefixes, compare, find_longest_prefix, read_hit, find_free_entry,
             place_insert, update_entries)

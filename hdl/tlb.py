@@ -207,17 +207,6 @@ def tlb(
         next_way_usable.next = usable
         next_way_in_ram.next = granule_in_ram
 
-    @always_seq(clk.posedge, reset=rst)
-    def register_lookup():
-        if lookup.accept:
-            tag_matches.next = next_tag_matches
-            way_matches.next = next_way_matches
-            way_permits.next = next_way_permits
-            way_dirty_first.next = next_way_dirty_first
-            way_usable.next = next_way_usable
-            way_in_ram.next = next_way_in_ram
-            set_base.next = next_set_base
-
     @always_comb
     def select_hit():
         # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation).
@@ -240,7 +229,7 @@ def tlb(
         lookup.usable.next = (first_match & way_usable) != 0
         lookup.in_ram.next = (first_match & way_in_ram) != 0
 
-    if ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's replacement state is kept per set
+    if sets > 1 and ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's state is kept per set
 
         @always_seq(clk.posedge, reset=rst)
         def register_set():
@@ -313,6 +302,15 @@ def tlb(
         else:
             fill_way.next = free_way
         kept_index.next = hit_index  # (a refresh ends a walk, long after the lookup that chose the entry)
+        # The lookup of the request being accepted (never read before the first: no reset).
+        if lookup.accept:
+            tag_matches.next = next_tag_matches
+            way_matches.next = next_way_matches
+            way_permits.next = next_way_permits
+            way_dirty_first.next = next_way_dirty_first
+            way_usable.next = next_way_usable
+            way_in_ram.next = next_way_in_ram
+            set_base.next = next_set_base
         if rst:
             valid.next = 0
             global_.next = 0
@@ -446,6 +444,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, register_lookup,
-            select_hit, answer_hit, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill,
-            report_eviction, update_entries, replacement)
+    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, select_hit, answer_hit,
+            register_set, match_valid, index_hit, read_hit, find_free_way, index_fill, report_eviction, update_entries,
+            replacement)
