@@ -46,26 +46,20 @@ def memory_controller(
     request_byte_enable = Signal(intbv(0)[lanes:])
     request_wdata = Signal(intbv(0)[word_width:])
     ram_addr = Signal(intbv(0)[bank_addr_width:])  # within the bank
-    ram_byte_enable = Signal(intbv(0)[lanes:])
     ram_wdata = Signal(intbv(0)[word_width:])
-    # Per bank: whether the registered request is for it, its strobes, its block's output and that output
-    # registered. The strobes are decoded from one registered `ram_write` so that synthesis sees they exclude each
-    # other (the iCE40's SPRAM cannot read and write in one cycle, and Yosys maps to it only a RAM that never does).
-    ram_write = Signal(bool(0))
-    low_selected, low_write, low_read = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
-    low_read_done = Signal(bool(0))  # the bank read at the last edge
+    # Per bank: the byte lanes it writes (registered already decoded, so that nothing sits between a register and
+    # the block RAM), whether it reads for a request and read at the last edge, its block's output and that output
+    # registered. A bank reads in every cycle it does not write; the read flags only time the word.
+    low_lanes, low_reading, low_read_done = Signal(intbv(0)[lanes:]), Signal(bool(0)), Signal(bool(0))
     low_rdata, low_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
-    high_selected, high_write, high_read = Signal(bool(0)), Signal(bool(0)), Signal(bool(0))
-    high_read_done = Signal(bool(0))
+    high_lanes, high_reading, high_read_done = Signal(intbv(0)[lanes:]), Signal(bool(0)), Signal(bool(0))
     high_rdata, high_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
     word_ready = Signal(bool(0))  # a bank's word was registered at the last edge
     high_chosen = Signal(bool(0))  # ... and it was the high bank's
     cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
 
-    low_bank = ram_model(clk, ram_addr, low_write, ram_byte_enable, ram_wdata, low_read, low_rdata,
-                         words=bank_words)
-    high_bank = (ram_model(clk, ram_addr, high_write, ram_byte_enable, ram_wdata, high_read, high_rdata,
-                           words=bank_words) if banks == 2 else ())
+    low_bank = ram_model(clk, ram_addr, low_lanes, ram_wdata, low_rdata, words=bank_words)
+    high_bank = ram_model(clk, ram_addr, high_lanes, ram_wdata, high_rdata, words=bank_words) if banks == 2 else ()
 
     # Two blocks, split by how often their inputs change: the strobes follow `valid`, which toggles nearly every
     # cycle, while the address and data change once per request; one block would re-assign all five each time.
@@ -91,16 +85,15 @@ def memory_controller(
 
     # One clocked block (MyHDL's simulator pays per block woken on every edge), with a synchronous reset of the
     # strobes and the latency count alone. The request's address and data are registered in every cycle, not only
-    # with a request: an enable would hang them on the request's decision; the strobes say whether the RAM acts. A
-    # bank's block holds its word until its next read, so its register follows it without an enable, the one
-    # fan-in that lets it sit beside the block. rvalid is registered with the count (it marks the last cycle:
-    # rvalid_next's cycle plus one), so it changes only when a read does.
+    # with a request: an enable would hang them on the request's decision; the lanes say whether the RAM writes. A
+    # bank's block holds its word until it next reads, so its register follows it without an enable, the one fan-in
+    # that lets it sit beside the block. rvalid is registered with the count (it marks the last cycle: rvalid_next's
+    # cycle plus one), so it changes only when a read does.
     if banks == 2:
 
         @always(clk.posedge)
         def pipeline():
             ram_addr.next = request_addr[bank_addr_width:]
-            ram_byte_enable.next = request_byte_enable
             ram_wdata.next = request_wdata
             low_word.next = low_rdata
             high_word.next = high_rdata
@@ -110,9 +103,10 @@ def memory_controller(
                 else:
                     resp.rdata.next = low_word
             if rst:
-                ram_write.next = False
-                low_selected.next = False
-                high_selected.next = False
+                low_lanes.next = 0
+                high_lanes.next = 0
+                low_reading.next = False
+                high_reading.next = False
                 low_read_done.next = False
                 high_read_done.next = False
                 word_ready.next = False
@@ -120,11 +114,18 @@ def memory_controller(
                 cycles_left.next = 0
                 resp.rvalid.next = False
             else:
-                ram_write.next = request_write
-                low_selected.next = (request_read or request_write) and not request_addr[addr_width - 1]
-                high_selected.next = (request_read or request_write) and request_addr[addr_width - 1]
-                low_read_done.next = low_read
-                high_read_done.next = high_read
+                if request_write and not request_addr[addr_width - 1]:
+                    low_lanes.next = request_byte_enable
+                else:
+                    low_lanes.next = 0
+                if request_write and request_addr[addr_width - 1]:
+                    high_lanes.next = request_byte_enable
+                else:
+                    high_lanes.next = 0
+                low_reading.next = request_read and not request_addr[addr_width - 1]
+                high_reading.next = request_read and request_addr[addr_width - 1]
+                low_read_done.next = low_reading
+                high_read_done.next = high_reading
                 word_ready.next = low_read_done or high_read_done
                 high_chosen.next = high_read_done
                 if request_read:
@@ -135,34 +136,29 @@ def memory_controller(
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2
 
-        @always_comb
-        def decode_strobes():
-            low_write.next = low_selected and ram_write
-            low_read.next = low_selected and not ram_write
-            high_write.next = high_selected and ram_write
-            high_read.next = high_selected and not ram_write
-
     else:
 
         @always(clk.posedge)
         def pipeline():
             ram_addr.next = request_addr[bank_addr_width:]
-            ram_byte_enable.next = request_byte_enable
             ram_wdata.next = request_wdata
             low_word.next = low_rdata
             if word_ready:
                 resp.rdata.next = low_word
             if rst:
-                ram_write.next = False
-                low_selected.next = False
+                low_lanes.next = 0
+                low_reading.next = False
                 low_read_done.next = False
                 word_ready.next = False
                 cycles_left.next = 0
                 resp.rvalid.next = False
             else:
-                ram_write.next = request_write
-                low_selected.next = request_read or request_write
-                low_read_done.next = low_read
+                if request_write:
+                    low_lanes.next = request_byte_enable
+                else:
+                    low_lanes.next = 0
+                low_reading.next = request_read
+                low_read_done.next = low_reading
                 word_ready.next = low_read_done
                 if request_read:
                     cycles_left.next = latency
@@ -172,13 +168,8 @@ def memory_controller(
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2
 
-        @always_comb
-        def decode_strobes():
-            low_write.next = low_selected and ram_write
-            low_read.next = low_selected and not ram_write
-
     @always_comb
     def announce():
         resp.rvalid_next.next = cycles_left == 2  # the cycle before the word's
 
-    return low_bank, high_bank, arbitrate_strobes, arbitrate_word, pipeline, decode_strobes, announce
+    return low_bank, high_bank, arbitrate_strobes, arbitrate_word, pipeline, announce

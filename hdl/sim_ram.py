@@ -3,7 +3,8 @@
 hdl.ram holds one MyHDL Signal per 64-bit word, which the simulator must build (seconds per MiB) and update with a
 copy of the word on every write. This model keeps the words that were ever written in a dict (every other word
 reads as zero, as the RAM does on Verilator and MyHDL) and answers with the same ports and the same timing: a
-write stores its enabled byte lanes at the clock edge, a read loads `rdata` at the edge, `rdata` holds between reads.
+cycle with byte lanes enabled stores them at the clock edge and keeps `rdata`, any other cycle reads the addressed
+word into `rdata` at the edge.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from myhdl import SignalType, always, block
 
 from hdl.interfaces import WORD_BYTES
 
-# The bit mask of each byte_enable value: lane i enabled keeps bits 8i..8i+7.
+# The bit mask of each lanes value: lane i enabled keeps bits 8i..8i+7.
 LANE_MASKS = tuple(
     sum(0xFF << (8 * lane) for lane in range(WORD_BYTES) if enable >> lane & 1) for enable in range(1 << WORD_BYTES)
 )
@@ -22,10 +23,8 @@ LANE_MASKS = tuple(
 def sim_ram(
     clk: SignalType,
     word_addr: SignalType,
-    write: SignalType,
-    byte_enable: SignalType,
+    lanes: SignalType,
     wdata: SignalType,
-    read: SignalType,
     rdata: SignalType,
     words: int,
 ):
@@ -36,10 +35,13 @@ def sim_ram(
     @always(clk.posedge)
     def access():
         address = int(word_addr.val)
-        if read:
-            rdata.next = memory.get(address, 0)
-        if write:
-            mask = LANE_MASKS[int(byte_enable.val)]
+        enabled = int(lanes.val)
+        if enabled:
+            mask = LANE_MASKS[enabled]
             memory[address] = (memory.get(address, 0) & ~mask) | (int(wdata.val) & mask)
+        else:
+            word = memory.get(address, 0)
+            if word != rdata.val:
+                rdata.next = word
 
     return access
