@@ -56,7 +56,7 @@ def memory_controller(
     high_rdata, high_word = Signal(intbv(0)[word_width:]), Signal(intbv(0)[word_width:])
     word_ready = Signal(bool(0))  # a bank's word was registered at the last edge
     high_chosen = Signal(bool(0))  # ... and it was the high bank's
-    cycles_left = Signal(intbv(0, min=0, max=latency + 1))  # of the read in flight; 0 when none
+    cycles_left = Signal(intbv(0, min=0, max=latency))  # of the read in flight; 0 when none
 
     low_bank = ram_model(clk, ram_addr, low_lanes, ram_wdata, low_rdata, words=bank_words)
     high_bank = ram_model(clk, ram_addr, high_lanes, ram_wdata, high_rdata, words=bank_words) if banks == 2 else ()
@@ -87,8 +87,9 @@ def memory_controller(
     # strobes and the latency count alone. The request's address and data are registered in every cycle, not only
     # with a request: an enable would hang them on the request's decision; the lanes say whether the RAM writes. A
     # bank's block holds its word until it next reads, so its register follows it without an enable, the one fan-in
-    # that lets it sit beside the block. rvalid is registered with the count (it marks the last cycle: rvalid_next's
-    # cycle plus one), so it changes only when a read does.
+    # that lets it sit beside the block. The latency is counted from the registered request (so that the request's
+    # decision drives registers only), and rvalid is registered with the count (it marks the last cycle:
+    # rvalid_next's cycle plus one), so it changes only when a read does.
     if banks == 2:
 
         @always(clk.posedge)
@@ -128,10 +129,8 @@ def memory_controller(
                 high_read_done.next = high_reading
                 word_ready.next = low_read_done or high_read_done
                 high_chosen.next = high_read_done
-                if request_read:
-                    cycles_left.next = latency
-                    if resp.rvalid:  # (a read asked in the cycle the last one's word arrives)
-                        resp.rvalid.next = False
+                if low_reading or high_reading:  # counted from the registered request, a cycle after it
+                    cycles_left.next = latency - 1
                 elif cycles_left != 0:
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2
@@ -160,10 +159,8 @@ def memory_controller(
                 low_reading.next = request_read
                 low_read_done.next = low_reading
                 word_ready.next = low_read_done
-                if request_read:
-                    cycles_left.next = latency
-                    if resp.rvalid:
-                        resp.rvalid.next = False
+                if low_reading:
+                    cycles_left.next = latency - 1
                 elif cycles_left != 0:
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2

@@ -141,7 +141,7 @@ def mmu(
     page_frame = Signal(intbv(0)[frame_bits:])  # the frame of the accessed 4 KiB granule
     phys_address = Signal(intbv(0)[maxphyaddr:])  # and zero-extended to ev_paddr's width:
     phys = ConcatSignal(intbv(0)[paddr_width - maxphyaddr:], phys_address) if paddr_width > maxphyaddr else phys_address
-    phys_in_ram = Signal(bool(0))
+    walk_in_ram = Signal(bool(0))  # the walk's translation of the address lies within the RAM
 
     # -- decisions, combinational ---------------------------------------------------------------------------
     # Two kinds, kept apart for MyHDL's simulator, whose cost is per signal change and per block woken: what the
@@ -269,23 +269,23 @@ def mmu(
     @always_comb
     def locate_physical():
         # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
-        # A page's granule lies within the RAM when the frame does and the offset into a huge page is below the RAM
-        # size (the two share no bit): the TLB answers that for its hit, and a walk's result is checked alike.
         if paging:
             phys_address.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            if not walk.done:
-                phys_in_ram.next = tlb_lookup.in_ram
-            elif page_size == PAGE_1G:
-                phys_in_ram.next = walk_frame_in_ram and offset_in_ram_1g
-            elif page_size == PAGE_2M:
-                phys_in_ram.next = walk_frame_in_ram and offset_in_ram_2m
-            else:
-                phys_in_ram.next = walk_frame_in_ram
             data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys_address.next = vaddr[maxphyaddr:]  # (beyond, it is not in RAM and not reported)
-            phys_in_ram.next = below_ram
             data_port.word_addr.next = vaddr[ram_bits:3]
+
+    @always_comb
+    def bound_walk_result():
+        # A page's granule lies within the RAM when its frame does and the offset into a huge page is below the RAM
+        # size (the two share no bit). The TLB answers this for its hit; for a walk's result it is from registers.
+        if walk.size == PAGE_1G:
+            walk_in_ram.next = walk_frame_in_ram and offset_in_ram_1g
+        elif walk.size == PAGE_2M:
+            walk_in_ram.next = walk_frame_in_ram and offset_in_ram_2m
+        else:
+            walk_in_ram.next = walk_frame_in_ram
 
     @always_comb
     def classify():
@@ -305,7 +305,7 @@ def mmu(
         if paging:
             access_ready.next = translatable and tlb_lookup.usable
         else:
-            access_ready.next = data_access and phys_in_ram
+            access_ready.next = data_access and below_ram
         walk_needed.next = translatable and (not tlb_lookup.hit or tlb_lookup.needs_dirty)
 
     @always_comb
@@ -362,7 +362,7 @@ def mmu(
         def start_access():
             # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data
             # access this cycle, and `control` reads it for the same decision.
-            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
+            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
             walk_start.next = in_lookup and walk_needed
             tlb_update.touch.next = in_lookup and translatable and tlb_lookup.hit
 
@@ -370,7 +370,7 @@ def mmu(
 
         @always_comb
         def start_access():
-            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and phys_in_ram)
+            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
             walk_start.next = in_lookup and walk_needed
 
     @always_comb
@@ -514,7 +514,7 @@ def mmu(
                 if walk.fault_page:  # the walker reports P and RSVD for the faults it finds
                     resp_fault.next = fault_page
                     resp_errcode.next = concat(is_fetch, walk.reserved, user, is_store, walk.present)
-                elif walk.fault_bus or not phys_in_ram:
+                elif walk.fault_bus or not walk_in_ram:
                     resp_fault.next = fault_bus
             # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
             if data_port.valid:  # the data access starts this cycle
@@ -550,5 +550,6 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
-            bound_walk_frame, translate_address, locate_physical, classify, decode_access, plan_access, judge_lookup,
-            judge_walk, track_state, accept_request, start_access, report_paddr, drive_response_data, control)
+            bound_walk_frame, translate_address, locate_physical, bound_walk_result, classify, decode_access,
+            plan_access, judge_lookup, judge_walk, track_state, accept_request, start_access, report_paddr,
+            drive_response_data, control)
