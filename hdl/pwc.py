@@ -52,7 +52,10 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
     next_matches = Signal(intbv(0)[entries:])
     prefix_hits = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn` (`matches`: an SV keyword)
-    hit_entry = Signal(intbv(0)[entries:])  # the entry hit, as one bit, or none
+    next_hit_entry = Signal(intbv(0)[entries:])  # the entry hit, as one bit, or none, and its level below
+    next_level = Signal(intbv(0)[LEVEL_WIDTH:])
+    next_hit = Signal(bool(0))
+    hit_entry = Signal(intbv(0)[entries:])  # ... registered in every cycle (the walker reads them in its START)
     pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
     pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
     pending_table = Signal(intbv(0)[table_width:])
@@ -101,15 +104,15 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             at_pde[i] = prefix_hits[i] and levels[i] == 2
             at_pdpte[i] = prefix_hits[i] and levels[i] == 3
         if at_pde != 0:
-            hit_entry.next = at_pde
-            lookup.next_level.next = 1
+            next_hit_entry.next = at_pde
+            next_level.next = 1
         elif at_pdpte != 0:
-            hit_entry.next = at_pdpte
-            lookup.next_level.next = 2
+            next_hit_entry.next = at_pdpte
+            next_level.next = 2
         else:
-            hit_entry.next = prefix_hits  # PML4Es, if any
-            lookup.next_level.next = 3
-        lookup.hit.next = prefix_hits != 0
+            next_hit_entry.next = prefix_hits  # PML4Es, if any
+            next_level.next = 3
+        next_hit.next = prefix_hits != 0
 
     @always_comb
     def read_hit():
@@ -155,6 +158,10 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
         # entry before it ends, so the entry is there for the next lookup.
         if lookup.accept:  # the lookup of the request being accepted (never read before the first: no reset)
             prefix_hits.next = next_matches
+        # The answer, chosen in the lookup cycle from the matches and registered: the walker starts a cycle later.
+        hit_entry.next = next_hit_entry
+        lookup.next_level.next = next_level
+        lookup.hit.next = next_hit
         if rst:
             valid.next = 0
             oldest.next = 0

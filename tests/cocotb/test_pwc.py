@@ -3,8 +3,9 @@ prefix, the deepest matching level wins, an insert takes the lowest invalid entr
 advances after each evicting insert), and a flush empties the cache but keeps the pointer.
 
 The environment drives the cache as hdl/mmu.py and the walker do. A request is accepted (`lookup_accept` with its
-page on `lookup_next_vpn`): the entries are compared at that edge, a flush carried out there included, and the
-answer holds from the next cycle (LOOKUP) through the walker's START, until the cache next changes. A walk starts
+page on `lookup_next_vpn`): the entries are compared at that edge, a flush carried out there included; the next
+cycle (LOOKUP) chooses the deepest match and registers it, and the answer holds from the cycle after (the walker's
+START) until the cache next changes. A walk starts
 below the answer (or at the PML4) and inserts each non-leaf entry it reads, `insert_valid` in the cycle t the entry
 arrives; the cache registers the insert and writes it at the end of cycle t+1, tagged with `lookup_vpn` (the
 registered request's page), so that lookups accepted at the end of cycle t+2 or later see it (the MMU's next request
@@ -100,7 +101,8 @@ class PwcEnvironment(tb.Environment):
         # `answered`: until an insert or flush changes an entry), and the insert registered at the last edge.
         self.vpn = 0
         self.answer: Entry | None = None
-        self.answered = True  # from reset: nothing matched
+        self.answered = False  # (the registered lookup has no reset: it answers from the first request on)
+        self.chosen = False  # the answer has been chosen (in the cycle after the accepting one)
         self.pending: Entry | None = None
         self.flushed = False
         self.inputs: dict[str, int] = {}
@@ -170,7 +172,7 @@ class PwcEnvironment(tb.Environment):
         yield self._cycle()  # DONE
 
     def sample(self, values: dict[str, int | None]) -> None:
-        if self.answered:
+        if self.answered and self.chosen:
             hit = self.answer
             self.expect("hit", values["lookup_hit"], hit is not None)
             if hit is not None:
@@ -204,8 +206,9 @@ class PwcEnvironment(tb.Environment):
         if inputs["insert_valid"]:
             self.pending = Entry(inputs["insert_level"], 0, inputs["insert_table"], bool(inputs["insert_writable"]),
                                  bool(inputs["insert_user"]), bool(inputs["insert_no_execute"]))
+        self.chosen = self.answered  # the cycle after the accepting one chooses the answer: it holds from the next
         if inputs["lookup_accept"]:
-            self.vpn, self.answer, self.answered = vpn, answer, True
+            self.vpn, self.answer, self.answered, self.chosen = vpn, answer, True, False
 
 
 def _scenario(seed: int, requests: int, pool: int, idle: float = 0.3, repeat: float = 0.2, latency: int = 2,
