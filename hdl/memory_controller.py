@@ -57,6 +57,7 @@ def memory_controller(
     word_ready = Signal(bool(0))  # a bank's word was registered at the last edge
     high_chosen = Signal(bool(0))  # ... and it was the high bank's
     cycles_left = Signal(intbv(0, min=0, max=latency))  # of the read in flight; 0 when none
+    count_bits = len(cycles_left)
 
     low_bank = ram_model(clk, ram_addr, low_lanes, ram_wdata, low_rdata, words=bank_words)
     high_bank = ram_model(clk, ram_addr, high_lanes, ram_wdata, high_rdata, words=bank_words) if banks == 2 else ()
@@ -130,7 +131,7 @@ def memory_controller(
                 word_ready.next = low_read_done or high_read_done
                 high_chosen.next = high_read_done
                 if low_reading or high_reading:  # counted from the registered request, a cycle after it
-                    cycles_left.next = latency - 1
+                    cycles_left.next = intbv(latency - 1)[count_bits:]
                 elif cycles_left != 0:
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2
@@ -160,7 +161,7 @@ def memory_controller(
                 low_read_done.next = low_reading
                 word_ready.next = low_read_done
                 if low_reading:
-                    cycles_left.next = latency - 1
+                    cycles_left.next = intbv(latency - 1)[count_bits:]
                 elif cycles_left != 0:
                     cycles_left.next = cycles_left - 1
                     resp.rvalid.next = cycles_left == 2

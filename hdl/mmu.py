@@ -312,29 +312,29 @@ def mmu(
     def judge_lookup():
         # The fault an operation ends with in LOOKUP if it neither accesses the RAM nor walks: from the request and
         # the TLB's answers alone (a miss or a store to a clean entry walks; a usable hit accesses).
-        fault = fault_none
+        fault = intbv(fault_none)[len(resp_fault):]
         errcode = intbv(0)[len(resp_errcode):]
         if is_load or is_store:
             if paging and not canonical:
-                fault = fault_gp
+                fault[:] = fault_gp
             elif not aligned:
-                fault = fault_align
+                fault[:] = fault_align
             elif paging:
                 if tlb_lookup.hit and not tlb_lookup.permitted:  # a hit's violation is a protection fault (P)
-                    fault = fault_page
+                    fault[:] = fault_page
                     errcode[:] = concat(is_fetch, False, user, is_store, True)
                 elif tlb_lookup.hit and not tlb_lookup.needs_dirty and not tlb_lookup.in_ram:
-                    fault = fault_bus
+                    fault[:] = fault_bus
             elif not below_ram:
-                fault = fault_bus
+                fault[:] = fault_bus
         elif op == op_csr_read:
             if not csr_known:
-                fault = fault_gp
+                fault[:] = fault_gp
         elif op == op_csr_write:
             if not csr_writable:
-                fault = fault_gp
+                fault[:] = fault_gp
         elif user or (op != op_invlpg and op != op_flush):  # CPL 3, or an undefined op
-            fault = fault_gp
+            fault[:] = fault_gp
         lookup_fault.next = fault
         lookup_errcode.next = errcode
 

@@ -36,7 +36,7 @@ from hdl.protocol import (
     pte_reserved_mask,
 )
 
-WalkState = enum("IDLE", "START", "READ", "WAIT", "DONE")
+WalkState = enum("IDLE", "START", "READ", "WAIT", "WRITE", "DONE")
 
 
 @block
@@ -110,29 +110,33 @@ def page_walker(
     updated_entry = Signal(intbv(0)[64:])  # the entry with A (and, for a store's leaf, D) set
     write_back = Signal(bool(0))
     arrived = Signal(bool(0))  # the entry is on mem_resp.rdata this cycle
-    # On AXI an A/D write-back completes when its B response arrives, and a response may be an error; with the bram
-    # the write completes at once and no error comes, so there the entry is decided as it arrives and the three
-    # AXI-only signals stay constant 0 (the waits below cost no cycle).
+    # An entry that needs A (or A/D) set is written back from WRITE, the cycle after it arrives, so that the request
+    # leaves from the walker's state rather than from the entry's checks. With the bram the write completes at once
+    # and the entry's outcome is taken in WRITE; on AXI it completes when its B response arrives, and a response
+    # may be an error (the three AXI-only signals stay constant 0 with the bram).
+    write_first = Signal(bool(0))  # the entry arrived and must be written back before its outcome is taken
+    decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
     wb_pending = Signal(bool(0))  # AXI: the entry's write-back is on the bus; it is decided at its B response
-    wb_wait = Signal(bool(0))  # AXI: the entry arrived and needs a write-back, which starts now
+    wb_issued = Signal(bool(0))  # AXI: WRITE issued the write-back, which the walker now awaits in WAIT
     bus_error = Signal(bool(0))  # AXI: the entry's read or its write-back ended in an error response
     if config.memory == "axi":
-        read_error = mem_resp.rerror
-        decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
 
         @always_comb
         def sequence_entry():
-            # an entry that arrived without error needs a write-back when it is valid and A (or D) must be set
-            wb_wait.next = arrived and not mem_resp.rerror and present and not reserved and write_back
-            decide.next = ((arrived and not mem_resp.rerror and not (present and not reserved and write_back))
+            needs = present and not reserved and write_back
+            write_first.next = arrived and not mem_resp.rerror and needs
+            wb_issued.next = state == WalkState.WRITE
+            decide.next = ((arrived and not mem_resp.rerror and not needs)
                            or (wb_pending and mem_resp.wdone and not mem_resp.error_next))
             bus_error.next = (arrived and mem_resp.rerror) or (wb_pending and mem_resp.wdone and mem_resp.error_next)
 
-        axi_only = (sequence_entry,)
     else:  # (the bram's walker reads none of MemResponse's AXI signals: they are no ports of its block)
-        read_error = Signal(bool(0))
-        decide = arrived
-        axi_only = ()
+
+        @always_comb
+        def sequence_entry():
+            needs = present and not reserved and write_back
+            write_first.next = arrived and needs
+            decide.next = (arrived and not needs) or state == WalkState.WRITE
 
     @always_comb
     def address_entry():
@@ -155,10 +159,10 @@ def page_walker(
 
     @always_comb
     def examine_entry():
-        # The read port is shared with the data path: outside WAIT its words are not entries, and passing them on
-        # would re-run every check below on each data load (in MyHDL's simulator, where that is the cost).
+        # The read port is shared with the data path: outside WAIT and WRITE its words are not entries, and passing
+        # them on would re-run every check below on each data load (in MyHDL's simulator, where that is the cost).
         waiting = state == WalkState.WAIT
-        if waiting:
+        if waiting or state == WalkState.WRITE:
             entry.next = mem_resp.rdata
         else:
             entry.next = 0
@@ -201,13 +205,14 @@ def page_walker(
     def drive_memory():
         mem.byte_enable.next = full_word
         mem.wdata.next = updated_entry
-        mem.claims.next = state == WalkState.READ or state == WalkState.WAIT  # (the data path waits for DONE)
+        # (the data path waits for DONE)
+        mem.claims.next = state == WalkState.READ or state == WalkState.WAIT or state == WalkState.WRITE
         if state == WalkState.READ:
             mem.valid.next = entry_in_ram
             mem.write.next = False
             mem.word_addr.next = entry_addr[ram_bits:3]
         else:
-            mem.valid.next = arrived and present and not reserved and write_back and not read_error
+            mem.valid.next = state == WalkState.WRITE
             mem.write.next = True
             mem.word_addr.next = entry_addr_reg[ram_bits:3]
 
@@ -267,14 +272,17 @@ def page_walker(
             else:
                 result.fault_bus.next = True
                 state.next = WalkState.DONE
-        elif state == WalkState.WAIT:
+        elif state == WalkState.WAIT or state == WalkState.WRITE:
             result.cycles.next = result.cycles + 1
             if bus_error:
                 wb_pending.next = False
                 result.fault_bus.next = True
                 state.next = WalkState.DONE
-            elif wb_wait:
+            elif write_first:
+                state.next = WalkState.WRITE
+            elif wb_issued:
                 wb_pending.next = True
+                state.next = WalkState.WAIT
             elif decide:
                 if wb_pending:
                     wb_pending.next = False
@@ -321,4 +329,4 @@ def page_walker(
             state.next = WalkState.IDLE
 
     return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
-            drive_memory, drive_pwc if config.pwc_entries else (), report_done, walk, *axi_only)
+            drive_memory, drive_pwc if config.pwc_entries else (), report_done, walk, sequence_entry)
