@@ -88,7 +88,7 @@ def tlb(
     way_dirty_first = Signal(intbv(0)[ways:])
     way_usable = Signal(intbv(0)[ways:])
     way_in_ram = Signal(intbv(0)[ways:])
-    first_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
+    lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     kept_index = Signal(intbv(0)[index_bits:])  # hit_index, registered: the entry a refresh rewrites
@@ -218,16 +218,16 @@ def tlb(
                 taken = True
                 first[w] = True
                 way[:] = intbv(w)[way_bits:]
-        first_match.next = first
+        lowest_match.next = first
         hit_way.next = way
 
     @always_comb
     def answer_hit():
         lookup.hit.next = way_matches != 0
-        lookup.permitted.next = (first_match & way_permits) != 0
-        lookup.needs_dirty.next = (first_match & way_dirty_first) != 0
-        lookup.usable.next = (first_match & way_usable) != 0
-        lookup.in_ram.next = (first_match & way_in_ram) != 0
+        lookup.permitted.next = (lowest_match & way_permits) != 0
+        lookup.needs_dirty.next = (lowest_match & way_dirty_first) != 0
+        lookup.usable.next = (lowest_match & way_usable) != 0
+        lookup.in_ram.next = (lowest_match & way_in_ram) != 0
 
     if sets > 1 and ways > 1 and policy != TlbPolicy.RANDOM:  # only PLRU's and FIFO's state is kept per set
 

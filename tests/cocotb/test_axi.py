@@ -363,7 +363,7 @@ async def cycle_costs_follow_the_subordinates_latency(dut: Any, latencies: tuple
     await driver.transact(Op.CSR_WRITE, Csr.CR3, 3, PML4)
     await driver.transact(Op.CSR_WRITE, Csr.CR0, 3, CR0_PG)
     n = 1 if config.pwc_entries else 4  # entries a walk reads once the PWC holds the PD entry
-    level, write_back = 3 + read, 1 + write  # the cycles of an entry read, and of an A/D write-back
+    level, write_back = 3 + read, 2 + write  # the cycles of an entry read, and of an A/D write-back (WRITE, then B)
     walk = 4  # LOOKUP, the walker's START, DONE, and RESP: the cycles of a walk's operation beyond its entries
     cases = [  # (what, op, address, expected cycles, expected walk cycles, fault)
         ("4-level walk, LOAD", Op.LOAD, 0x5000, walk + 4 * level + 1 + read, 4 * level, Fault.NONE),
