@@ -1,13 +1,18 @@
 """The TLB block (hdl/tlb.py) against a Python model of the contract's lookup, fill and replacement rules.
 
-The environment drives the TLB as hdl/mmu.py does. A request is accepted (`lookup_accept` with its page on
-`lookup_next_vpn`): the tags are compared at that edge, after the drop or flush carried out there, and from the next
-cycle (LOOKUP) on, with `lookup_vpn` the accepted page, the hit and its translation hold until a command changes the
-entries. In LOOKUP a hit is touched; a miss walks and fills in the walk's last cycle; a store's hit on a clean entry
-walks again and refreshes it. A drop (INVLPG, a denied hit, a failed walk) or a flush (FLUSH, a CR3 write) is decided
-in LOOKUP or the walk's last cycle and carried out at the end of the next, which may be the next request's
-accepting cycle. Fills, refreshes and touches never fall in an accepting cycle. The eviction answer is checked in
-every cycle, for the registered page.
+The environment drives the TLB as hdl/mmu.py does, deciding from the TLB's answers as the MMU would. A request is
+accepted (`lookup_accept`, with its page on `lookup_next_vpn` and its access on `lookup_next_store`, `_user`,
+`_fetch`, `_in_ram_2m`, `_in_ram_1g`; all random in other cycles): the tags are compared and every entry checks the
+access at that edge, after the drop or flush carried out there. From the next cycle (LOOKUP) on, with `lookup_vpn`
+the accepted page, the lowest-numbered matching way answers (hit, permitted, needs_dirty, in_ram, usable, frame,
+size) until a command other than a touch changes the entries; before the first accept nothing is defined (the
+registered lookup has no reset). In LOOKUP a hit is touched; a miss walks and fills in the walk's last cycle; a hit
+that needs D set walks and refreshes it in place; a denied hit drops. A walk lasts six cycles or more, as the
+MMU's do, so that the fill way and the refreshed entry, registered in every cycle, are those of the lookup. A drop
+(INVLPG, a denied hit, a failed walk) or a flush (FLUSH, a CR3 write) is decided in LOOKUP or the walk's last cycle
+and carried out at the end of the next, which may be the next request's accepting cycle. Fills, refreshes and
+touches never fall in an accepting cycle. The eviction answer is checked in every cycle after the first accept, and
+the evicted page whenever the previous edge changed nothing (the fill way is registered).
 
 Both the cocotb module (run inside the simulator) and its pytest entry `test_tlb_runner`, which converts the block
 for each parameter point, runs these scenarios on Verilator and Icarus, and again on the MyHDL block.
@@ -26,9 +31,36 @@ import tb
 from hdl.protocol import DEFAULT_MAXPHYADDR, LFSR_SEED, LFSR_TAPS, VPN_WIDTH, TlbPolicy, frame_width
 
 SIZE_SHIFT = (0, 9, 18)  # VPN bits inside a page of each TLB size code (4 KiB, 2 MiB, 1 GiB)
+SIZE_NAMES = ("4 KiB", "2 MiB", "1 GiB")
 COMMANDS = ("touch", "fill", "refresh", "drop", "flush_all", "flush_non_global")
 MAINTENANCE = ("drop", "flush_all", "flush_non_global")  # carried out at the end of the cycle after their decision
 FILL_FIELDS = ("frame", "size", "writable", "user", "no_execute", "global", "dirty", "frame_in_ram")
+ANSWERS = ("permitted", "needs_dirty", "in_ram", "usable")
+# How often an entry's flags (writable, user, no_execute, global, dirty, in_ram) and an access's (store, user, fetch,
+# in_ram_2m, in_ram_1g) are set: mostly permissive, as page tables are, so that hits are often usable as well as
+# denied, outside the RAM, or in need of D.
+ENTRY_FLAG_CHANCES = (0.75, 0.75, 0.25, 0.5, 0.5, 0.75)
+ACCESS_CHANCES = (0.5, 0.5, 0.25, 0.75, 0.75)
+
+
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """The access of a request, as the MMU decodes it from its port for the TLB's checks."""
+
+    store: bool
+    user: bool
+    fetch: bool
+    in_ram_2m: bool  # the offset of the address inside its 2 MiB page is below the RAM's size
+    in_ram_1g: bool
+
+    @classmethod
+    def of(cls, inputs: dict[str, int]) -> Access:
+        """The access on the `lookup_next_*` inputs."""
+        return cls(*(bool(inputs[f"lookup_next_{field.name}"]) for field in dataclasses.fields(cls)))
+
+    def inputs(self) -> dict[str, int]:
+        """The access as the `lookup_next_*` inputs."""
+        return {f"lookup_next_{field.name}": getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
@@ -45,6 +77,15 @@ class Entry:
 
     def holds(self, vpn: int) -> bool:
         return vpn >> SIZE_SHIFT[self.size] == self.tag >> SIZE_SHIFT[self.size]
+
+    def answers(self, access: Access) -> dict[str, bool]:
+        """What the entry, as the hit, says of `access` (the `lookup_*` answers of ANSWERS)."""
+        permitted = ((not access.store or self.writable) and (not access.user or self.user)
+                     and (not access.fetch or not self.no_execute))
+        needs_dirty = permitted and access.store and not self.dirty
+        in_ram = self.in_ram and (True, access.in_ram_2m, access.in_ram_1g)[self.size]
+        usable = permitted and not needs_dirty and in_ram
+        return {"permitted": permitted, "needs_dirty": needs_dirty, "in_ram": in_ram, "usable": usable}
 
     def fill_inputs(self) -> dict[str, int]:
         """The entry as the `update_fill_*` inputs."""
@@ -66,9 +107,13 @@ class TlbModel:
     def set_of(self, vpn: int) -> list[Entry | None]:
         return self.slots[vpn & (self.sets - 1)]
 
+    def matches(self, vpn: int) -> list[int]:
+        """The ways of `vpn`'s set whose page holds it, lowest first."""
+        return [w for w, e in enumerate(self.set_of(vpn)) if e is not None and e.holds(vpn)]
+
     def lookup(self, vpn: int) -> int | None:
         """The way of the hit (lowest-numbered match), or None."""
-        return next((w for w, e in enumerate(self.set_of(vpn)) if e is not None and e.holds(vpn)), None)
+        return next(iter(self.matches(vpn)), None)
 
     def victim(self, vpn: int) -> int | None:
         """The way a fill replaces when the set is full; None when a way is free."""
@@ -121,35 +166,43 @@ class TlbModel:
 
 
 class TlbEnvironment(tb.Environment):
-    """`requests` requests with idle gaps over a small pool of VPNs (so sets fill and evict), `repeat` of them in the
-    previous request's page or its 2 MiB page, each with an outcome drawn from `weights`:
+    """`requests` requests with idle gaps over a small pool of VPNs (so sets fill and evict; within a 1 GiB region
+    they differ in the VPN bits of the mask `spread`), `repeat` of them in the previous request's page or its 2 MiB
+    page, each of a kind drawn from `weights` and with a random access:
 
-    `access` hits (a touch) or misses (a walk and a fill); `refresh` is a store's hit on a clean entry (a touch, a
-    walk and a refresh); `fault` a denied hit (a touch) or a failed walk, and a drop; `invlpg` a drop, `flush_all`
-    and `flush_non_global` (a FLUSH, a CR3 write) the flushes; `other` a request that neither translates nor maintains.
+    `access` translates, and the TLB's answers decide what follows, as in the MMU: a usable hit, or one outside the
+    RAM, is touched; a denied hit is touched and dropped; a hit that needs D set is touched, walks and is refreshed;
+    a miss walks and fills, with a page of 4 KiB, 2 MiB or 1 GiB drawn from the weights `sizes`. A walk fails (and
+    drops) with probability `failing`. `invlpg` is a drop, `flush_all` and `flush_non_global` (a FLUSH, a CR3 write)
+    the flushes; `other` a request that neither translates nor maintains.
 
-    Checks the lookup in every cycle it is defined, and the eviction answer in every cycle, against TlbModel.
+    Checks the lookup in every cycle it is defined, and the eviction answer, against TlbModel.
     """
 
-    outputs = ("lookup_hit", "lookup_frame", "lookup_size", "lookup_writable", "lookup_user", "lookup_no_execute",
-               "lookup_dirty", "lookup_frame_in_ram", "update_evict", "update_evict_vpn")
+    outputs = ("lookup_hit", "lookup_frame", "lookup_size", *(f"lookup_{answer}" for answer in ANSWERS),
+               "update_evict", "update_evict_vpn")
 
     def __init__(self, params: dict[str, Any], seed: int, requests: int, pool: int, weights: dict[str, int],
-                 idle: float, repeat: float, required: tuple[str, ...]) -> None:
+                 idle: float, repeat: float, failing: float, sizes: tuple[int, int, int], spread: int,
+                 required: tuple[str, ...]) -> None:
         super().__init__(seed)
         self.model = TlbModel(params["entries"], params["ways"], params["policy"])
         self.frame_bits = frame_width(DEFAULT_MAXPHYADDR)
-        self.weights, self.idle, self.repeat = weights, idle, repeat
-        # VPNs in a few 1 GiB regions, so 2 MiB and 1 GiB pages overlap some of the 4 KiB ones
+        self.weights, self.idle, self.repeat, self.failing, self.sizes = weights, idle, repeat, failing, sizes
+        # VPNs in a few 1 GiB regions, differing in the bits of `spread`, so 2 MiB and 1 GiB pages overlap some of
+        # the 4 KiB ones
         regions = [self.rng.getrandbits(VPN_WIDTH - 18) << 18 for _ in range(3)]
-        self.pool = [self.rng.choice(regions) | self.rng.getrandbits(12) for _ in range(pool)]
+        self.pool = [self.rng.choice(regions) | self.rng.getrandbits(18) & spread for _ in range(pool)]
         self.required = set(required)
         self.seen: set[str] = set()  # the situations met, of those the scenario must meet
-        # The lookup as the block holds it: the registered VPN, and the way it hit, registered with it (valid while
-        # `answered`: until a command other than a touch changes the entries).
+        # The lookup as the block holds it: the registered VPN and access, and the way it hit, registered with them
+        # (valid while `answered`: from the first accept until a command other than a touch changes the entries).
         self.vpn = 0
+        self.access = self._access()
         self.way: int | None = None
-        self.answered = True  # from reset: no hit
+        self.answered = False
+        self.accepted_once = False  # before the first accept, the registered set (and so the eviction) is undefined
+        self.settled = False  # the last edge accepted nothing and carried out no command (the fill way holds)
         self.inputs: dict[str, int] = {}
         self.entry: Entry | None = None  # on the fill inputs this cycle
         self.cycles = self._cycles(requests)
@@ -166,19 +219,25 @@ class TlbEnvironment(tb.Environment):
         return inputs
 
     def _entry(self, vpn: int) -> Entry:
-        size = self.rng.choices((0, 1, 2), weights=(6, 2, 1))[0]
+        size = self.rng.choices((0, 1, 2), weights=self.sizes)[0]
         frame = self.rng.getrandbits(self.frame_bits) >> SIZE_SHIFT[size] << SIZE_SHIFT[size]
-        r = self.rng.getrandbits(6)
-        return Entry(vpn >> SIZE_SHIFT[size] << SIZE_SHIFT[size], size, frame, *(bool(r >> i & 1) for i in range(6)))
+        flags = (self.rng.random() < chance for chance in ENTRY_FLAG_CHANCES)
+        return Entry(vpn >> SIZE_SHIFT[size] << SIZE_SHIFT[size], size, frame, *flags)
+
+    def _access(self) -> Access:
+        return Access(*(self.rng.random() < chance for chance in ACCESS_CHANCES))
 
     def _cycle(self, accept: int | None = None, command: str | None = None) -> dict[str, int]:
-        """One cycle's inputs: the request port's page (accepted, or whatever is on it), the registered page, at most
-        one command, and the fill inputs (the walker's result: any value outside a fill or refresh)."""
+        """One cycle's inputs: the request port's page and access (accepted, or whatever is on it), the registered
+        page, at most one command, and the fill inputs (the walker's result: any value outside a fill or refresh)."""
         inputs = {f"update_{name}": name == command for name in COMMANDS}
         self.entry = self._entry(self.vpn)
         inputs |= {"lookup_vpn": self.vpn, "lookup_accept": accept is not None,
                    "lookup_next_vpn": self.rng.getrandbits(VPN_WIDTH) if accept is None else accept}
-        return inputs | self.entry.fill_inputs()
+        return inputs | self._access().inputs() | self.entry.fill_inputs()
+
+    def _hit(self) -> Entry | None:
+        return None if self.way is None else self.model.set_of(self.vpn)[self.way]
 
     def _cycles(self, requests: int) -> Iterator[dict[str, int]]:
         """The scenario, cycle by cycle, as the MMU runs requests: idle cycles, the accepting one, LOOKUP, maybe a
@@ -195,36 +254,37 @@ class TlbEnvironment(tb.Environment):
                 vpn ^= self.rng.getrandbits(SIZE_SHIFT[1])  # another 4 KiB page of the same 2 MiB one
             yield self._cycle(accept=vpn, command=carried)
             carried = None
-            outcome = self.rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
-            hit = self.way is not None
-            translates = outcome in ("access", "refresh", "fault")
+            kind = self.rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
+            hit = self._hit()
+            answers = None if hit is None else hit.answers(self.access)
+            translates = kind == "access"
             yield self._cycle(command="touch" if translates and hit else None)  # LOOKUP
-            if translates and (not hit or outcome == "refresh"):
-                for _ in range(self.rng.randint(1, 4)):  # START, READ, WAIT, ...
+            if translates and (hit is None or answers["needs_dirty"]):
+                for _ in range(self.rng.randint(5, 8)):  # START, READ, WAIT, ...
                     yield self._cycle()
-                if outcome == "fault":  # DONE, of a failed walk
+                if self.rng.random() < self.failing:  # DONE, of a failed walk
                     yield self._cycle()
+                    carried = "drop"
                 else:
-                    yield self._cycle(command="refresh" if hit else "fill")
-            if outcome in ("fault", "invlpg"):
+                    yield self._cycle(command="fill" if hit is None else "refresh")
+            elif kind == "invlpg" or (translates and not answers["permitted"]):  # INVLPG, or a denied hit
                 carried = "drop"
-            elif outcome in MAINTENANCE:
-                carried = outcome
+            elif kind in MAINTENANCE:
+                carried = kind
 
     def sample(self, values: dict[str, int | None]) -> None:
         model, vpn = self.model, self.vpn
         if self.answered:
-            self.expect("hit", values["lookup_hit"], self.way is not None)
-            if self.way is not None:
-                hit = model.set_of(vpn)[self.way]
+            hit = self._hit()
+            self.expect("hit", values["lookup_hit"], hit is not None)
+            if hit is not None:
                 for port, want in (("lookup_frame", hit.frame), ("lookup_size", hit.size),
-                                   ("lookup_writable", hit.writable), ("lookup_user", hit.user),
-                                   ("lookup_no_execute", hit.no_execute), ("lookup_dirty", hit.dirty),
-                                   ("lookup_frame_in_ram", hit.in_ram)):
+                                   *((f"lookup_{name}", want) for name, want in hit.answers(self.access).items())):
                     self.expect(port, values[port], want)
         victim = model.victim(vpn)
-        self.expect("evict", values["update_evict"], victim is not None)
-        if victim is not None:
+        if self.accepted_once:
+            self.expect("evict", values["update_evict"], victim is not None)
+        if victim is not None and self.settled:
             self.expect("evict_vpn", values["update_evict_vpn"], model.set_of(vpn)[victim].tag)
         # The clock edge: the command, for the registered page; then the comparison with the accepted page, which
         # sees what a drop or flush at this edge leaves.
@@ -238,6 +298,7 @@ class TlbEnvironment(tb.Environment):
                 self.seen.add("an evicting fill")
             model.fill(vpn, self.entry)
         elif command == "refresh":
+            self.seen.add("a refresh")
             model.set_of(vpn)[self.way] = self.entry
         elif command in MAINTENANCE:
             held = accepted is not None and model.lookup(accepted) is not None
@@ -249,30 +310,65 @@ class TlbEnvironment(tb.Environment):
                 self.seen.add(f"a hit removed by a {command} at the accepting edge")
         if command not in (None, "touch"):
             self.answered = False
+        self.settled = command is None and accepted is None
         if accepted is not None:
-            self.vpn, self.way, self.answered = accepted, model.lookup(accepted), True
-            if self.way is not None and model.set_of(accepted)[self.way].size:
-                self.seen.add("a huge page's hit")
+            self.vpn, self.way, self.answered, self.accepted_once = accepted, model.lookup(accepted), True, True
+            self.access = Access.of(inputs)
+            self._note_hit()
+
+    def _note_hit(self) -> None:
+        """Record the situations the accepted lookup meets (for `required`)."""
+        hit = self._hit()
+        if hit is None:
+            return
+        answers = hit.answers(self.access)
+        self.seen.add(f"a {SIZE_NAMES[hit.size]} page's hit")
+        if hit.size and hit.in_ram and not answers["in_ram"]:
+            self.seen.add("a huge page's hit whose offset lies beyond the RAM")
+        if not answers["permitted"]:
+            self.seen.add("a denied hit")
+        if answers["needs_dirty"]:
+            self.seen.add("a hit that needs D set")
+        if answers["permitted"] and not answers["needs_dirty"] and not answers["in_ram"]:
+            self.seen.add("a permitted hit outside the RAM")
+        if answers["usable"]:
+            self.seen.add("a usable hit")
+        ways = self.model.set_of(self.vpn)
+        if any(ways[w].answers(self.access) != answers or ways[w].frame != hit.frame
+               for w in self.model.matches(self.vpn)):
+            self.seen.add("a hit among matching ways that answer differently")
 
 
-def _scenario(requests: int, pool: int, idle: float = 0.3, repeat: float = 0.2, seed: int = 1,
-              required: tuple[str, ...] = (), **weights: int) -> Any:
+# The situations of the lookup's answers a scenario can require (TlbEnvironment._note_hit)
+EVERY_ANSWER = (*(f"a {name} page's hit" for name in SIZE_NAMES), "a denied hit", "a hit that needs D set",
+                "a permitted hit outside the RAM", "a huge page's hit whose offset lies beyond the RAM", "a usable hit")
+
+
+def _scenario(requests: int, pool: int, idle: float = 0.3, repeat: float = 0.2, failing: float = 0.1, seed: int = 1,
+              sizes: tuple[int, int, int] = (6, 2, 1), spread: int = 0xFFF, required: tuple[str, ...] = (),
+              **weights: int) -> Any:
     return lambda params: TlbEnvironment(params, params.get("seed", 0) * 1000 + seed, requests, pool, weights, idle,
-                                         repeat, required)
+                                         repeat, failing, sizes, spread, required)
 
 
 SCENARIOS = {
     # more pages than entries: sets fill up, and the policy picks victims again and again
-    "fills_evict_by_policy": _scenario(200, 40, access=6, other=1, required=("an evicting fill", "a huge page's hit")),
+    # (and every page size and answer is met)
+    "fills_evict_by_policy": _scenario(200, 40, access=6, other=1, required=("an evicting fill", *EVERY_ANSWER)),
     # hits reorder PLRU; touches between fills decide the next victim
     "hits_steer_the_victim": _scenario(200, 12, idle=0.0, repeat=0.4, seed=2, access=6, other=1,
                                        required=("an evicting fill",)),
     # INVLPG-style drops of every entry holding a page, refreshes in place, and both flushes (globals survive one),
     # many at the next request's accepting edge, whose lookup must not hit what they removed
     "drops_refreshes_and_flushes": _scenario(
-        250, 24, idle=0.2, repeat=0.5, seed=3, access=6, refresh=2, fault=1, invlpg=1, flush_all=1,
-        flush_non_global=1, required=tuple(f"a hit removed by a {command} at the accepting edge"
-                                           for command in MAINTENANCE),
+        400, 24, idle=0.1, repeat=0.5, seed=3, access=6, invlpg=1, flush_all=1, flush_non_global=2,
+        required=("a refresh", *(f"a hit removed by a {command} at the accepting edge" for command in MAINTENANCE)),
+    ),
+    # huge pages filled over 4 KiB ones (a region's pages in one 2 MiB page, and in one set of up to four): ways
+    # overlap and the lowest answers, until a flush starts over
+    "overlapping_pages_hit_the_lowest_way": _scenario(
+        400, 12, repeat=0.0, seed=4, spread=0x1FC, access=8, flush_all=1,
+        required=("a hit among matching ways that answer differently",),
     ),
 }
 
