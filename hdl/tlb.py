@@ -210,14 +210,20 @@ def tlb(
     @always_comb
     def select_hit():
         # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation).
-        taken = False
+        # Written as AND and OR trees, which synthesis balances (a chain of choices it would keep as a chain): each
+        # way is the lowest if it matches and no way below it does, and the way's number is the OR of its bits.
+        below = False
         first = intbv(0)[ways:]
-        way = intbv(0)[way_bits:]
         for w in range(ways):
-            if way_matches[w] and not taken:
-                taken = True
-                first[w] = True
-                way[:] = intbv(w)[way_bits:]
+            first[w] = way_matches[w] and not below
+            below = below or bool(way_matches[w])
+        way = intbv(0)[way_bits:]
+        for b in range(way_bits):
+            set_bit = False  # (`bit` is a SystemVerilog keyword)
+            for w in range(ways):
+                if ((w >> b) & 1) == 1:
+                    set_bit = set_bit or bool(first[w])
+            way[b] = set_bit
         lowest_match.next = first
         hit_way.next = way
 
