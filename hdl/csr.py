@@ -109,25 +109,24 @@ def csr(
     next_target = Signal(intbv(0, min=0, max=6))
     next_known = Signal(bool(0))
     next_writable = Signal(bool(0))
-    next_counter = Signal(bool(0))
     next_constant = Signal(intbv(0)[data_width:])  # the value of a configuration CSR
     target = Signal(intbv(0, min=0, max=6))
-    counter_selected = Signal(bool(0))
     constant = Signal(intbv(0)[data_width:])
-    # the counter named: 0 for CYCLES (the `cycles` port), else its place in `counters` plus one
-    number_bits = (len(Counter) - 1).bit_length()
+    # The counter named, one bit per counter: bit 0 CYCLES (the `cycles` port), bit i+1 counters[i]; a read ORs
+    # what it selects (so a wide multiplexer by number becomes AND-OR trees).
+    counter_count = len(Counter)
+    number_bits = (counter_count - 1).bit_length()
     assert counter_base % (1 << number_bits) == 0, "the counters' base must be aligned to their number"
-    next_counter_number = Signal(intbv(0, min=0, max=len(Counter)))
-    counter_number = Signal(intbv(0, min=0, max=len(Counter)))
+    next_counter_read = Signal(intbv(0)[counter_count:])
+    counter_read = Signal(intbv(0)[counter_count:])
 
     @always_comb
     def decode_address():
         next_target.next = target_none
         next_known.next = False
         next_writable.next = False
-        next_counter.next = False
         next_constant.next = 0
-        next_counter_number.next = 0
+        next_counter_read.next = 0
         if next_addr[addr_width:CSR_ADDR_WIDTH] == 0 and not next_user:
             if next_addr == csr_cr0:
                 next_target.next = target_cr0
@@ -173,9 +172,9 @@ def csr(
                 next_constant.next = intbv(latency)[data_width:]
                 next_known.next = True
             elif next_addr >= counter_base and next_addr < counter_end:
-                next_counter.next = True
                 next_known.next = True
-                next_counter_number.next = next_addr[number_bits:]  # (the base is aligned: its low bits are 0)
+                # (the base is aligned: the address's low bits are the counter's number)
+                next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
     @always_comb
     def select_register():
         if target == target_cr0:
@@ -198,18 +197,19 @@ def csr(
             target.next = next_target
             known.next = next_known
             writable.next = next_writable
-            counter_selected.next = next_counter
             constant.next = next_constant
-            if next_counter:
-                counter_number.next = next_counter_number
+            counter_read.next = next_counter_read
         if in_lookup:
             if op == op_csr_read:
-                if not counter_selected:
-                    rdata.next = register_value
-                elif counter_number == 0:  # the counter bank's first register is the `cycles` port, the rest memory
-                    rdata.next = cycles
-                else:
-                    rdata.next = counters[counter_number - 1]
+                # register_value is 0 for a counter's address, and counter_read 0 for any other
+                value = intbv(0)[data_width:]
+                value[:] = register_value
+                if counter_read[0]:
+                    value[:] = value | cycles
+                for i in range(counter_count - 1):
+                    if counter_read[i + 1]:
+                        value[:] = value | counters[i]
+                rdata.next = value
             elif op == op_csr_write and writable:
                 if target == target_cr0:
                     paging.next = wdata[CR0_PG_BIT]

@@ -310,21 +310,15 @@ def page_walker(
                 else:
                     result.size.next = PAGE_4K
                     result.frame.next = entry[addr_width:PAGE_SHIFT]
-                if not present:
-                    result.fault_page.next = True
+                # The fault bits too are taken at every decision (P for a reserved bit or a permission, RSVD): only
+                # the state's next value chooses between them.
+                result.fault_page.next = not present or reserved or (leaf and not permitted)
+                result.present.next = present
+                result.reserved.next = present and reserved
+                if not present or reserved or leaf:
                     state.next = WalkState.DONE
-                elif reserved:
-                    result.fault_page.next = True
-                    result.present.next = True
-                    result.reserved.next = True
-                    state.next = WalkState.DONE
-                elif not leaf:
-                    state.next = WalkState.READ
                 else:
-                    if not permitted:
-                        result.fault_page.next = True
-                        result.present.next = True
-                    state.next = WalkState.DONE
+                    state.next = WalkState.READ
         else:
             state.next = WalkState.IDLE
 
