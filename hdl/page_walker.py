@@ -274,28 +274,15 @@ def page_walker(
                 state.next = WalkState.DONE
         elif state == WalkState.WAIT or state == WalkState.WRITE:
             result.cycles.next = result.cycles + 1
-            if bus_error:
-                wb_pending.next = False
-                result.fault_bus.next = True
-                state.next = WalkState.DONE
-            elif write_first:
-                state.next = WalkState.WRITE
-            elif wb_issued:
-                wb_pending.next = True
-                state.next = WalkState.WAIT
-            elif decide:
-                if wb_pending:
-                    wb_pending.next = False
-                if write_back and present and not reserved:
-                    result.ad_writes.next = result.ad_writes + 1
-                # What a descent takes from the entry, and what a leaf reports, is loaded whatever the entry turns
-                # out to be (a walk that ends here never reads the one, a fault never reports the other): only the
-                # state and the fault bits wait for the entry's checks.
+            if arrived:
+                # What a descent takes from the entry, and what a leaf reports, is loaded as the entry arrives,
+                # whatever it turns out to be (a walk that ends here never reads the one, a fault never reports the
+                # other), and before a write-back (the entry holds; W and U combine by AND, NX by OR, so loading
+                # twice changes nothing): only the level, the state and the fault bits wait for the entry's checks.
                 writable.next = combined_writable
                 user.next = combined_user
                 no_execute.next = combined_no_execute
                 table_frame.next = entry[addr_width:PAGE_SHIFT]
-                level.next = level - 1
                 result.writable.next = combined_writable
                 result.user.next = combined_user
                 result.no_execute.next = combined_no_execute
@@ -310,6 +297,21 @@ def page_walker(
                 else:
                     result.size.next = PAGE_4K
                     result.frame.next = entry[addr_width:PAGE_SHIFT]
+            if bus_error:
+                wb_pending.next = False
+                result.fault_bus.next = True
+                state.next = WalkState.DONE
+            elif write_first:
+                state.next = WalkState.WRITE
+            elif wb_issued:
+                wb_pending.next = True
+                state.next = WalkState.WAIT
+            elif decide:
+                if wb_pending:
+                    wb_pending.next = False
+                if write_back and present and not reserved:
+                    result.ad_writes.next = result.ad_writes + 1
+                level.next = level - 1
                 # The fault bits too are taken at every decision (P for a reserved bit or a permission, RSVD): only
                 # the state's next value chooses between them.
                 result.fault_page.next = not present or reserved or (leaf and not permitted)
