@@ -33,13 +33,14 @@ def word_addr_width(mem_bytes: int) -> int:
     return ram_address_width(mem_bytes) - (WORD_BYTES - 1).bit_length()
 
 
-# Words of one ECP5 DP16KD column (16K x 1 bit): a RAM deeper than this is built of two halves, each read into a
-# register of its own beside its block RAMs, so that no bit of a read has to meet another block's in one cycle.
+# Words of one ECP5 DP16KD column (16K x 1 bit): a RAM deeper than this is built of two banks (the even words and
+# the odd), each read into a register of its own beside its block RAMs, so that no bit of a read has to meet
+# another block's in one cycle; the bank is the address's lowest bit, which translation never changes.
 BANK_WORDS = 1 << 14
 
 
 def ram_banks(mem_bytes: int) -> int:
-    """The banks (halves) the RAM of `mem_bytes` is built of: two when it is deeper than BANK_WORDS, else one."""
+    """The banks the RAM of `mem_bytes` is built of: two when it is deeper than BANK_WORDS, else one."""
     return 2 if mem_bytes // WORD_BYTES > BANK_WORDS else 1
 
 

@@ -36,7 +36,7 @@ def memory_controller(
     lanes = len(walk.byte_enable)
     latency = config.bram_read_cycles
     banks = ram_banks(config.mem_bytes)
-    bank_addr_width = addr_width - (banks - 1)  # the top address bit picks the bank of two
+    bank_addr_width = addr_width - (banks - 1)  # of two banks, the lowest address bit picks one (even, odd words)
     bank_words = (ram_words or config.mem_bytes // lanes) // banks
 
     # The request this cycle, and registered: what the RAM sees in the next.
@@ -95,7 +95,7 @@ def memory_controller(
 
         @always(clk.posedge)
         def pipeline():
-            ram_addr.next = request_addr[bank_addr_width:]
+            ram_addr.next = request_addr[addr_width:1]
             ram_wdata.next = request_wdata
             low_word.next = low_rdata
             high_word.next = high_rdata
@@ -116,16 +116,16 @@ def memory_controller(
                 cycles_left.next = 0
                 resp.rvalid.next = False
             else:
-                if request_write and not request_addr[addr_width - 1]:
+                if request_write and not request_addr[0]:
                     low_lanes.next = request_byte_enable
                 else:
                     low_lanes.next = 0
-                if request_write and request_addr[addr_width - 1]:
+                if request_write and request_addr[0]:
                     high_lanes.next = request_byte_enable
                 else:
                     high_lanes.next = 0
-                low_reading.next = request_read and not request_addr[addr_width - 1]
-                high_reading.next = request_read and request_addr[addr_width - 1]
+                low_reading.next = request_read and not request_addr[0]
+                high_reading.next = request_read and request_addr[0]
                 low_read_done.next = low_reading
                 high_read_done.next = high_reading
                 word_ready.next = low_read_done or high_read_done

@@ -53,7 +53,7 @@ end
 """
 
 
-_RAM_DECLARATION_ANY = re.compile(r"^reg \[63:0\] (\w*mem_words) \[0:(\d+)-1\];$", re.M)
+_RAM_DECLARATION_ANY = re.compile(r"^reg \[63:0\] (\w*mem_words) \[0:\d+-1\];$", re.M)
 
 
 class RamInitError(ValueError):
@@ -174,15 +174,16 @@ def read_ram_init(path: Path, words: int) -> dict[int, int]:
 def preload(verilog_text: str, values: dict[int, int]) -> str:
     """The exported Verilog with the RAM starting as `values` ({word address: value}) instead of all zeros.
 
-    The banks' arrays are declared in bank order, each with its own initial block; a word goes to bank
-    `address // depth` (the top address bit picks the bank)."""
-    arrays = [(match[1], int(match[2])) for match in _RAM_DECLARATION_ANY.finditer(verilog_text)]
-    depth = arrays[0][1]
+    The banks' arrays are declared in bank order, each with its own initial block; the banks interleave words
+    (hdl.memory_controller: of two, the even words are the first's), so word `address` is word `address // banks`
+    of bank `address % banks`."""
+    names = [match[1] for match in _RAM_DECLARATION_ANY.finditer(verilog_text)]
+    banks = len(names)
     pieces = verilog_text.split(_RAM_INIT_MARKER)  # one marker per bank, in the same order
-    for bank, (name, _) in enumerate(arrays):
+    for bank, name in enumerate(names):
         pieces[bank] += _RAM_INIT_MARKER + "".join(
-            f"\n    {name}[{address - bank * depth}] = 64'h{value:016x};"
-            for address, value in sorted(values.items()) if address // depth == bank)
+            f"\n    {name}[{address // banks}] = 64'h{value:016x};"
+            for address, value in sorted(values.items()) if address % banks == bank)
     return "".join(pieces)
 
 
