@@ -118,6 +118,7 @@ def page_walker(
     decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
     wb_pending = Signal(bool(0))  # AXI: the entry's write-back is on the bus; it is decided at its B response
     wb_issued = Signal(bool(0))  # AXI: WRITE issued the write-back, which the walker now awaits in WAIT
+    wb_done = Signal(bool(0))  # a write-back completes this cycle (counted in ad_writes)
     bus_error = Signal(bool(0))  # AXI: the entry's read or its write-back ended in an error response
     if config.memory == "axi":
 
@@ -126,6 +127,7 @@ def page_walker(
             needs = present and not reserved and write_back
             write_first.next = arrived and not mem_resp.rerror and needs
             wb_issued.next = state == WalkState.WRITE
+            wb_done.next = wb_pending and mem_resp.wdone and not mem_resp.error_next
             decide.next = ((arrived and not mem_resp.rerror and not needs)
                            or (wb_pending and mem_resp.wdone and not mem_resp.error_next))
             bus_error.next = (arrived and mem_resp.rerror) or (wb_pending and mem_resp.wdone and mem_resp.error_next)
@@ -136,6 +138,7 @@ def page_walker(
         def sequence_entry():
             needs = present and not reserved and write_back
             write_first.next = arrived and needs
+            wb_done.next = state == WalkState.WRITE
             decide.next = (arrived and not needs) or state == WalkState.WRITE
 
     @always_comb
@@ -297,6 +300,8 @@ def page_walker(
                 else:
                     result.size.next = PAGE_4K
                     result.frame.next = entry[addr_width:PAGE_SHIFT]
+            if wb_done:
+                result.ad_writes.next = result.ad_writes + 1
             if bus_error:
                 wb_pending.next = False
                 result.fault_bus.next = True
@@ -309,8 +314,6 @@ def page_walker(
             elif decide:
                 if wb_pending:
                     wb_pending.next = False
-                if write_back and present and not reserved:
-                    result.ad_writes.next = result.ad_writes + 1
                 level.next = level - 1
                 # The fault bits too are taken at every decision (P for a reserved bit or a permission, RSVD): only
                 # the state's next value chooses between them.
