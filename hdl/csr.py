@@ -74,7 +74,7 @@ def csr(
     pfec_pad = data_width - len(event_errcode)
     addr_width = len(addr)
     csr_cr0, csr_cr2, csr_cr3, csr_pfec = int(Csr.CR0), int(Csr.CR2), int(Csr.CR3), int(Csr.PFEC)
-    counter_base, counter_end = int(Csr.COUNTER_BASE), int(Csr.COUNTER_BASE) + len(Counter)
+    counter_base = int(Csr.COUNTER_BASE)
     cfg_tlb_entries, cfg_tlb_ways, cfg_tlb_policy, cfg_pwc_entries, cfg_mem_bytes, cfg_maxphyaddr, cfg_latency = (
         int(Csr.CFG_TLB_ENTRIES), int(Csr.CFG_TLB_WAYS), int(Csr.CFG_TLB_POLICY), int(Csr.CFG_PWC_ENTRIES),
         int(Csr.CFG_MEM_BYTES), int(Csr.CFG_MAXPHYADDR), int(Csr.CFG_MEM_LATENCY))
@@ -116,6 +116,7 @@ def csr(
     # what it selects (so a wide multiplexer by number becomes AND-OR trees).
     counter_count = len(Counter)
     number_bits = (counter_count - 1).bit_length()
+    high_bits = CSR_ADDR_WIDTH - number_bits  # the CSR address bits above a counter's number
     assert counter_base % (1 << number_bits) == 0, "the counters' base must be aligned to their number"
     next_counter_read = Signal(intbv(0)[counter_count:])
     counter_read = Signal(intbv(0)[counter_count:])
@@ -171,7 +172,9 @@ def csr(
                 next_target.next = target_constant
                 next_constant.next = intbv(latency)[data_width:]
                 next_known.next = True
-            elif next_addr >= counter_base and next_addr < counter_end:
+            # (a counter: the high bits equal, and a short compare of the number rather than two wide ones)
+            elif (next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
+                  and next_addr[number_bits:] < intbv(counter_count)[number_bits:]):
                 next_known.next = True
                 # (the base is aligned: the address's low bits are the counter's number)
                 next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
