@@ -21,7 +21,7 @@ from cosim.toolchain.synth import (
     nextpnr_summary,
     synthesize,
 )
-from hdl.protocol import PORTS_IN, PORTS_OUT, MmuConfig
+from hdl.protocol import PORTS_IN, PORTS_OUT, MmuConfig, TlbPolicy
 
 
 def test_the_harness_puts_every_mmu_port_on_a_register_and_needs_four_pins():
@@ -45,8 +45,8 @@ def test_the_timing_closure_set_is_issue_10s_three_builds_at_its_frequencies():
     assert built == {
         "ecp5-85f": ("ecp5-85f", 100, MmuConfig(mem_bytes=256 << 10)),
         "ecp5-85f-axi": ("ecp5-85f", 100, MmuConfig(mem_bytes=256 << 10, memory="axi")),
-        "ice40-up5k": ("ice40-up5k", 30, MmuConfig(tlb_entries=8, pwc_entries=synth.ICE40_PWC_ENTRIES,
-                                                   mem_bytes=64 << 10)),
+        "ice40-up5k": ("ice40-up5k", 30, MmuConfig(tlb_entries=8, tlb_policy=TlbPolicy.FIFO, pwc_entries=0,
+                                                   maxphyaddr=32, mem_bytes=64 << 10)),
     }  # fmt: skip
 
 
