@@ -45,7 +45,8 @@ def config_options() -> argparse.ArgumentParser:
                        help=f"paging-structure cache entries, 0 = none, up to {MAX_PWC_ENTRIES} "
                             f"(default {_DEFAULTS.pwc_entries})")
     group.add_argument("--mem-latency", type=int, metavar="CYCLES",
-                       help=f"RAM read latency in cycles, 1..64 (default {_DEFAULTS.mem_latency})")
+                       help=f"the RAM's own read latency in cycles, 1..64; a read's word arrives 3 cycles later still "
+                            f"(the registers around the RAM, docs/hardware.md) (default {_DEFAULTS.mem_latency})")
     group.add_argument("--mem-bytes", type=size, metavar="SIZE",
                        help=f"physical RAM, a power of two from {MIN_RAM_BYTES >> 10}K (the least the kernel boots "
                             f"in; 64K for `verilog` and `synth`) to {MAX_RAM_BYTES >> 30}G (the most Verilator "
@@ -115,7 +116,7 @@ def describe_config(config: MmuConfig) -> str:
     pwc = f"{config.pwc_entries}-entry paging-structure cache" if config.pwc_entries else "no PWC"
     ram = f"{config.mem_bytes >> 20} MiB" if config.mem_bytes >= 1 << 20 else f"{config.mem_bytes >> 10} KiB"
     policy = TlbPolicy(config.tlb_policy).name
-    memory = "on the AXI4 port" if config.memory == "axi" else f"({config.mem_latency}-cycle reads)"
+    memory = "on the AXI4 port" if config.memory == "axi" else f"({config.bram_read_cycles}-cycle reads)"
     maxphyaddr = "" if config.maxphyaddr == _DEFAULTS.maxphyaddr else f", MAXPHYADDR {config.maxphyaddr}"
     return f"{config.tlb_entries}-entry {ways} TLB ({policy}), {pwc}, {ram} RAM {memory}{maxphyaddr}"
 
