@@ -34,7 +34,7 @@ def _icarus(tmp_path, sources: dict[str, str], *tops: str) -> str:
 
 def test_the_yosys_script_maps_the_mmu_alone_flattened_to_a_verilog_netlist():
     ice40, ecp5 = (gatesim.yosys_script(TARGETS[name]) for name in ("ice40-up5k", "ecp5-85f"))
-    assert "synth_ice40 -top mmu -spram;" in ice40 and "synth_ecp5 -top mmu;" in ecp5
+    assert "synth_ice40 -top mmu -spram -device u;" in ice40 and "synth_ecp5 -top mmu;" in ecp5
     for script in (ice40, ecp5):
         assert "read_verilog mmu.v;" in script and script.endswith("write_verilog -noattr netlist.v")
         assert "synth_top" not in script and "-noflatten" not in script
