@@ -183,29 +183,42 @@ def tlb(
         else:
             valid_after.next = valid
 
-    @always_comb
-    def gather_set():
-        # The set's ways, from the entries (in a fully associative TLB, the entries themselves).
-        found = intbv(0)[ways:]
-        permits = intbv(0)[ways:]
-        dirty_first = intbv(0)[ways:]
-        usable = intbv(0)[ways:]
-        granule_in_ram = intbv(0)[ways:]
-        for w in range(ways):
-            found[w] = (next_tag_matches[next_set_base + intbv(w)[index_bits:]]
-                        and valid_after[next_set_base + intbv(w)[index_bits:]])
-            permits[w] = next_permits[next_set_base + intbv(w)[index_bits:]]
-            dirty_first[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
-                              and next_clean[next_set_base + intbv(w)[index_bits:]])
-            usable[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
-                         and not next_clean[next_set_base + intbv(w)[index_bits:]]
-                         and next_in_ram[next_set_base + intbv(w)[index_bits:]])
-            granule_in_ram[w] = next_in_ram[next_set_base + intbv(w)[index_bits:]]
-        next_way_matches.next = found
-        next_way_permits.next = permits
-        next_way_dirty_first.next = dirty_first
-        next_way_usable.next = usable
-        next_way_in_ram.next = granule_in_ram
+    if sets > 1:
+
+        @always_comb
+        def gather_set():
+            # The set's ways, from the entries.
+            found = intbv(0)[ways:]
+            permits = intbv(0)[ways:]
+            dirty_first = intbv(0)[ways:]
+            usable = intbv(0)[ways:]
+            granule_in_ram = intbv(0)[ways:]
+            for w in range(ways):
+                found[w] = (next_tag_matches[next_set_base + intbv(w)[index_bits:]]
+                            and valid_after[next_set_base + intbv(w)[index_bits:]])
+                permits[w] = next_permits[next_set_base + intbv(w)[index_bits:]]
+                dirty_first[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
+                                  and next_clean[next_set_base + intbv(w)[index_bits:]])
+                usable[w] = (next_permits[next_set_base + intbv(w)[index_bits:]]
+                             and not next_clean[next_set_base + intbv(w)[index_bits:]]
+                             and next_in_ram[next_set_base + intbv(w)[index_bits:]])
+                granule_in_ram[w] = next_in_ram[next_set_base + intbv(w)[index_bits:]]
+            next_way_matches.next = found
+            next_way_permits.next = permits
+            next_way_dirty_first.next = dirty_first
+            next_way_usable.next = usable
+            next_way_in_ram.next = granule_in_ram
+
+    else:
+
+        @always_comb
+        def gather_set():
+            # One set: its ways are the entries (a loop per way would cost MyHDL's simulator a fifth of its time).
+            next_way_matches.next = next_tag_matches & valid_after
+            next_way_permits.next = next_permits
+            next_way_dirty_first.next = next_permits & next_clean
+            next_way_usable.next = next_permits & ~next_clean & next_in_ram
+            next_way_in_ram.next = next_in_ram
 
     @always_comb
     def select_hit():
