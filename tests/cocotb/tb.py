@@ -25,7 +25,7 @@ import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,33 @@ class Environment:
     def gap(self, max_idle: int, probability: float) -> int:
         """Idle cycles before the next command: 0, or 1..max_idle with `probability` (exercises stalls)."""
         return self.rng.randint(1, max_idle) if max_idle and self.rng.random() < probability else 0
+
+
+class ScriptedEnvironment(Environment):
+    """An environment whose inputs come from a script: `cycles`, an iterator of each cycle's inputs, and `_cycle()`,
+    the inputs of a cycle that does nothing. It must meet every situation in `required` (the model adds the ones it
+    meets to `seen`), so that a scenario that stops exercising what it was written for fails rather than passes."""
+
+    def __init__(self, seed: int, required: set[str]) -> None:
+        super().__init__(seed)
+        self.required = required
+        self.seen: set[str] = set()
+        self.inputs: dict[str, int] = {}  # this cycle's
+        self.cycles: Iterator[dict[str, int]] = iter(())
+
+    def _cycle(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def drive(self) -> dict[str, int]:
+        inputs = next(self.cycles, None)
+        if inputs is None:  # the scenario is over: one idle cycle more
+            self.done = True
+            missing = self.required - self.seen
+            if missing:
+                raise AssertionError(f"the scenario never met: {', '.join(sorted(missing))}")
+            inputs = self._cycle()
+        self.inputs = inputs
+        return inputs
 
 
 def run_myhdl(design: BlockDesign, env: Environment) -> None:

@@ -74,7 +74,7 @@ class PwcModel:
         self.slots = [None] * len(self.slots)
 
 
-class PwcEnvironment(tb.Environment):
+class PwcEnvironment(tb.ScriptedEnvironment):
     """`requests` requests over VPNs in a few 512 GiB and 1 GiB regions (so that entries of different levels hold
     the same addresses), `repeat` of them of the previous request's page; each walks (`weights["walk"]`), flushes
     (`"flush"`) or neither (`"lookup"`). Checks the answer in every cycle it is defined.
@@ -87,7 +87,7 @@ class PwcEnvironment(tb.Environment):
 
     def __init__(self, params: dict[str, Any], seed: int, requests: int, pool: int, weights: dict[str, int],
                  idle: float, repeat: float, latency: int, required: tuple[str, ...]) -> None:
-        super().__init__(seed)
+        super().__init__(seed, set(required) - ({DEEPER_WINS} if params["entries"] == 1 else set()))  # (two entries)
         self.model = PwcModel(params["entries"])
         self.frame_bits = frame_width(params.get("maxphyaddr", DEFAULT_MAXPHYADDR))
         self.weights, self.idle, self.repeat, self.latency = weights, idle, repeat, latency
@@ -95,8 +95,6 @@ class PwcEnvironment(tb.Environment):
         pdpt_regions = [self.rng.choice(pml4_regions) | self.rng.getrandbits(LEVEL_BITS) << 2 * LEVEL_BITS
                         for _ in range(3)]
         self.pool = [self.rng.choice(pdpt_regions) | self.rng.getrandbits(2 * LEVEL_BITS) for _ in range(pool)]
-        self.required = set(required) - ({DEEPER_WINS} if params["entries"] == 1 else set())  # (needs two entries)
-        self.seen: set[str] = set()  # the situations met, of those the scenario must meet
         # The cache as the block holds it: the registered VPN, the answer registered with it (valid while
         # `answered`: until an insert or flush changes an entry), and the insert registered at the last edge.
         self.vpn = 0
@@ -105,19 +103,7 @@ class PwcEnvironment(tb.Environment):
         self.chosen = False  # the answer has been chosen (in the cycle after the accepting one)
         self.pending: Entry | None = None
         self.flushed = False
-        self.inputs: dict[str, int] = {}
         self.cycles = self._cycles(requests)
-
-    def drive(self) -> dict[str, int]:
-        inputs = next(self.cycles, None)
-        if inputs is None:  # the scenario is over: one idle cycle more
-            self.done = True
-            missing = self.required - self.seen
-            if missing:
-                raise AssertionError(f"the scenario never met: {', '.join(sorted(missing))}")
-            inputs = self._cycle()
-        self.inputs = inputs
-        return inputs
 
     def _entry(self, level: int) -> Entry:
         """An entry of `level` as the walker offers it (the cache takes the prefix from the registered VPN)."""

@@ -165,7 +165,7 @@ class TlbModel:
                     ways[w] = None
 
 
-class TlbEnvironment(tb.Environment):
+class TlbEnvironment(tb.ScriptedEnvironment):
     """`requests` requests with idle gaps over a small pool of VPNs (so sets fill and evict; within a 1 GiB region
     they differ in the VPN bits of the mask `spread`), `repeat` of them in the previous request's page or its 2 MiB
     page, each of a kind drawn from `weights` and with a random access:
@@ -185,7 +185,7 @@ class TlbEnvironment(tb.Environment):
     def __init__(self, params: dict[str, Any], seed: int, requests: int, pool: int, weights: dict[str, int],
                  idle: float, repeat: float, failing: float, sizes: tuple[int, int, int], spread: int,
                  required: tuple[str, ...]) -> None:
-        super().__init__(seed)
+        super().__init__(seed, set(required))
         self.model = TlbModel(params["entries"], params["ways"], params["policy"])
         self.frame_bits = frame_width(DEFAULT_MAXPHYADDR)
         self.weights, self.idle, self.repeat, self.failing, self.sizes = weights, idle, repeat, failing, sizes
@@ -193,8 +193,6 @@ class TlbEnvironment(tb.Environment):
         # the 4 KiB ones
         regions = [self.rng.getrandbits(VPN_WIDTH - 18) << 18 for _ in range(3)]
         self.pool = [self.rng.choice(regions) | self.rng.getrandbits(18) & spread for _ in range(pool)]
-        self.required = set(required)
-        self.seen: set[str] = set()  # the situations met, of those the scenario must meet
         # The lookup as the block holds it: the registered VPN and access, and the way it hit, registered with them
         # (valid while `answered`: from the first accept until a command other than a touch changes the entries).
         self.vpn = 0
@@ -203,20 +201,8 @@ class TlbEnvironment(tb.Environment):
         self.answered = False
         self.accepted_once = False  # before the first accept, the registered set (and so the eviction) is undefined
         self.settled = False  # the last edge accepted nothing and carried out no command (the fill way holds)
-        self.inputs: dict[str, int] = {}
         self.entry: Entry | None = None  # on the fill inputs this cycle
         self.cycles = self._cycles(requests)
-
-    def drive(self) -> dict[str, int]:
-        inputs = next(self.cycles, None)
-        if inputs is None:  # the scenario is over: one idle cycle more
-            self.done = True
-            missing = self.required - self.seen
-            if missing:
-                raise AssertionError(f"the scenario never met: {', '.join(sorted(missing))}")
-            inputs = self._cycle()
-        self.inputs = inputs
-        return inputs
 
     def _entry(self, vpn: int) -> Entry:
         size = self.rng.choices((0, 1, 2), weights=self.sizes)[0]
