@@ -312,6 +312,12 @@ def _bit(mask: int) -> int:
     return mask.bit_length() - 1
 
 
+def _bit_constants(namespace: type) -> list[tuple[str, int]]:
+    """The single-bit constants of a namespace class (Pte, ErrorCode), by name, in the order it defines them."""
+    return [(name, value) for name, value in vars(namespace).items()
+            if isinstance(value, int) and not name.startswith("_")]
+
+
 def datasheet_text(config: MmuConfig | None = None) -> str:
     """The datasheet of the `mmu` exported for `config` (default MmuConfig()), as Markdown."""
     config = config or MmuConfig()
@@ -432,9 +438,8 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
         "access whatever the cause:\n")
     add("| bit | value | name | meaning |")
     add("|---|---|---|---|")
-    for name, value in vars(ErrorCode).items():
-        if isinstance(value, int) and not name.startswith("_"):
-            add(f"| {_bit(value)} | {_hex(value)} | {name} | {_ERRCODE_DOCS.get(name, '')} |")
+    for name, value in _bit_constants(ErrorCode):
+        add(f"| {_bit(value)} | {_hex(value)} | {name} | {_ERRCODE_DOCS.get(name, '')} |")
     add("")
 
     add("## Control and status registers\n")
@@ -488,9 +493,8 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
         f"entry the walk reads); bits 52..62 are ignored.\n")
     add("| bit | name | meaning |")
     add("|---|---|---|")
-    for name, value in vars(Pte).items():
-        if isinstance(value, int) and not name.startswith("_"):
-            add(f"| {_bit(value)} | {name} | {_PTE_DOCS.get(name, '')} |")
+    for name, value in _bit_constants(Pte):
+        add(f"| {_bit(value)} | {name} | {_PTE_DOCS.get(name, '')} |")
     add("")
     add(f"Huge pages: PS in a PDPTE maps 1 GiB (its bits 29..13 are reserved: mask {_hex(HUGE_1G_RESERVED)}), PS in "
         f"a PDE maps 2 MiB (bits 20..13 reserved: {_hex(HUGE_2M_RESERVED)}; bit 12 is PAT, ignored). A walk checks, "
