@@ -154,6 +154,7 @@ def mmu(
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
     access_ready = Signal(bool(0))  # LOOKUP can start the data access (paging off, or a usable TLB hit)
     walk_needed = Signal(bool(0))  # LOOKUP starts a walk: a TLB miss, or a store's hit whose D must be set
+    access_decided = Signal(bool(0))  # LOOKUP (or a walk's last cycle) decides the data access
     walk_start = Signal(bool(0))
     walk_ok = Signal(bool(0))
 
@@ -268,13 +269,16 @@ def mmu(
 
     @always_comb
     def locate_physical():
-        # With paging the frame's address and the page offset, without it the address itself; and the RAM word.
+        # With paging the frame's address and the page offset, without it the address itself.
         if paging:
             phys_address.next = concat(page_frame, vaddr[PAGE_SHIFT:0])
-            data_port.word_addr.next = concat(page_frame[ram_bits - PAGE_SHIFT:0], vaddr[PAGE_SHIFT:3])
         else:
             phys_address.next = vaddr[maxphyaddr:]  # (beyond, it is not in RAM and not reported)
-            data_port.word_addr.next = vaddr[ram_bits:3]
+
+    @always_comb
+    def address_data():
+        # The data access leaves from registers, a cycle after its decision: its RAM word is the registered `paddr`'s.
+        data_port.word_addr.next = paddr[ram_bits:3]
 
     @always_comb
     def bound_walk_result():
@@ -360,9 +364,9 @@ def mmu(
 
         @always_comb
         def start_access():
-            # The commands that must act in the LOOKUP cycle (or a walk's last): data_port.valid starts the data
-            # access this cycle, and `control` reads it for the same decision.
-            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
+            # The commands that must act in the LOOKUP cycle (or a walk's last): `control` starts the data access
+            # (data_port.valid, from the next cycle) on `access_decided`, and the walk on `walk_start`.
+            access_decided.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
             walk_start.next = in_lookup and walk_needed
             tlb_update.touch.next = in_lookup and translatable and tlb_lookup.hit
 
@@ -370,7 +374,7 @@ def mmu(
 
         @always_comb
         def start_access():
-            data_port.valid.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
+            access_decided.next = (in_lookup and access_ready) or (walk_ok and walk_in_ram)
             walk_start.next = in_lookup and walk_needed
 
     @always_comb
@@ -397,6 +401,8 @@ def mmu(
         # simulator pays for every assignment, and on a TLB hit most of them would assign the value they hold.
         if resp_valid:
             resp_valid.next = False
+        if data_port.valid:  # a one-cycle request
+            data_port.valid.next = False
         # The TLB's and PWC's maintenance commands last one cycle: decided at the end of LOOKUP (or of a failed
         # walk), carried out at the end of the next, before any later lookup or walk can see the TLB or PWC.
         if tlb_update.drop:
@@ -517,7 +523,8 @@ def mmu(
                 elif walk.fault_bus or not walk_in_ram:
                     resp_fault.next = fault_bus
             # Order: the data access of a translated LOAD/STORE, else a walk, else the end of the operation.
-            if data_port.valid:  # the data access starts this cycle
+            if access_decided:  # the data access starts next cycle, from `paddr`
+                data_port.valid.next = True
                 if not paddr_used:
                     paddr_used.next = True
                 rdata_from_memory.next = is_load
@@ -550,6 +557,6 @@ def mmu(
             state.next = State.IDLE
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
-            bound_walk_frame, translate_address, locate_physical, bound_walk_result, classify, decode_access,
-            plan_access, judge_lookup, judge_walk, track_state, accept_request, start_access, report_paddr,
-            drive_response_data, control)
+            bound_walk_frame, translate_address, locate_physical, address_data, bound_walk_result, classify,
+            decode_access, plan_access, judge_lookup, judge_walk, track_state, accept_request, start_access,
+            report_paddr, drive_response_data, control)

@@ -1,11 +1,12 @@
 """Synthesizable: the hardware page walker for x86_64 4-level paging (4 KiB, 2 MiB and 1 GiB pages).
 
 Starts (START, one cycle) from the paging-structure cache's longest-prefix hit or from CR3, and per level: reads
-the entry (READ issues the read, WAIT receives it), checks it (present, reserved bits), combines W/U/NX, and either
-descends — writing A back when it was clear and caching the entry in the PWC, in the cycle the entry arrives — or,
-at the leaf, checks the access and writes A (and D for a store) back when that changes the entry. DONE presents the
-result one cycle. With the AXI memory a write-back is awaited (its B response) before the entry's outcome is taken,
-and an error response to a read or a write-back ends the walk with a BUS fault, with nothing cached."""
+the entry (READ issues the read, WAIT receives it and checks it: present, reserved bits, W/U/NX combined, the
+access at a leaf), then takes the registered outcome (CHECK) and either descends — writing A back when it was clear
+and caching the entry in the PWC — or, at the leaf, writes A (and D for a store) back when that changes the entry
+and finishes. DONE presents the result one cycle. With the AXI memory a write-back is awaited (its B response)
+before the entry's outcome is taken, and an error response to a read or a write-back ends the walk with a BUS
+fault, with nothing cached."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from hdl.protocol import (
     pte_reserved_mask,
 )
 
-WalkState = enum("IDLE", "START", "READ", "WAIT", "WRITE", "DONE")
+WalkState = enum("IDLE", "START", "READ", "WAIT", "CHECK", "WRITE", "DONE")
 
 
 @block
@@ -110,11 +111,18 @@ def page_walker(
     updated_entry = Signal(intbv(0)[64:])  # the entry with A (and, for a store's leaf, D) set
     write_back = Signal(bool(0))
     arrived = Signal(bool(0))  # the entry is on mem_resp.rdata this cycle
-    # An entry that needs A (or A/D) set is written back from WRITE, the cycle after it arrives, so that the request
-    # leaves from the walker's state rather than from the entry's checks. With the bram the write completes at once
-    # and the entry's outcome is taken in WRITE; on AXI it completes when its B response arrives, and a response
-    # may be an error (the three AXI-only signals stay constant 0 with the bram).
-    write_first = Signal(bool(0))  # the entry arrived and must be written back before its outcome is taken
+    # The entry's checks, registered as it arrives: CHECK decides from these alone, so that no path runs from the
+    # RAM's word through the checks into the walker's state (issue 10's timing closure, a cycle per entry read).
+    checked_present = Signal(bool(0))
+    checked_reserved = Signal(bool(0))  # present, with a reserved bit set (the error code's RSVD)
+    checked_fault = Signal(bool(0))  # not present, reserved, or a leaf that does not permit the access
+    checked_ends = Signal(bool(0))  # the walk ends at this entry: a fault or a leaf
+    checked_write_back = Signal(bool(0))  # present, not reserved, and A (or A/D) must be set
+    # An entry that needs A (or A/D) set is written back from WRITE, the cycle after CHECK, so that the request
+    # leaves from the walker's state. With the bram the write completes at once and the entry's outcome is taken in
+    # WRITE; on AXI it completes when its B response arrives, and a response may be an error (the three AXI-only
+    # signals stay constant 0 with the bram).
+    write_first = Signal(bool(0))  # CHECK: the entry must be written back before its outcome is taken
     decide = Signal(bool(0))  # the entry's outcome is taken this cycle: descend, fault or finish
     wb_pending = Signal(bool(0))  # AXI: the entry's write-back is on the bus; it is decided at its B response
     wb_issued = Signal(bool(0))  # AXI: WRITE issued the write-back, which the walker now awaits in WAIT
@@ -124,11 +132,11 @@ def page_walker(
 
         @always_comb
         def sequence_entry():
-            needs = present and not reserved and write_back
-            write_first.next = arrived and not mem_resp.rerror and needs
+            checking = state == WalkState.CHECK
+            write_first.next = checking and checked_write_back
             wb_issued.next = state == WalkState.WRITE
             wb_done.next = wb_pending and mem_resp.wdone and not mem_resp.error_next
-            decide.next = ((arrived and not mem_resp.rerror and not needs)
+            decide.next = ((checking and not checked_write_back)
                            or (wb_pending and mem_resp.wdone and not mem_resp.error_next))
             bus_error.next = (arrived and mem_resp.rerror) or (wb_pending and mem_resp.wdone and mem_resp.error_next)
 
@@ -136,10 +144,10 @@ def page_walker(
 
         @always_comb
         def sequence_entry():
-            needs = present and not reserved and write_back
-            write_first.next = arrived and needs
+            checking = state == WalkState.CHECK
+            write_first.next = checking and checked_write_back
             wb_done.next = state == WalkState.WRITE
-            decide.next = (arrived and not needs) or state == WalkState.WRITE
+            decide.next = (checking and not checked_write_back) or state == WalkState.WRITE
 
     @always_comb
     def address_entry():
@@ -162,10 +170,11 @@ def page_walker(
 
     @always_comb
     def examine_entry():
-        # The read port is shared with the data path: outside WAIT and WRITE its words are not entries, and passing
-        # them on would re-run every check below on each data load (in MyHDL's simulator, where that is the cost).
+        # The read port is shared with the data path: outside WAIT, CHECK and WRITE its words are not entries, and
+        # passing them on would re-run every check below on each data load (in MyHDL's simulator, where that is the
+        # cost).
         waiting = state == WalkState.WAIT
-        if waiting or state == WalkState.WRITE:
+        if waiting or state == WalkState.CHECK or state == WalkState.WRITE:
             entry.next = mem_resp.rdata
         else:
             entry.next = 0
@@ -209,7 +218,8 @@ def page_walker(
         mem.byte_enable.next = full_word
         mem.wdata.next = updated_entry
         # (the data path waits for DONE)
-        mem.claims.next = state == WalkState.READ or state == WalkState.WAIT or state == WalkState.WRITE
+        mem.claims.next = (state == WalkState.READ or state == WalkState.WAIT or state == WalkState.CHECK
+                           or state == WalkState.WRITE)
         if state == WalkState.READ:
             mem.valid.next = entry_in_ram
             mem.write.next = False
@@ -222,12 +232,13 @@ def page_walker(
     # Without a paging-structure cache nothing reads the insert: it is not driven either (no unused logic).
     @always_comb
     def drive_pwc():
-        pwc_insert.valid.next = decide and present and not reserved and not leaf
+        # From what the entry's arrival loaded: the table it points to, and the permissions combined down to it.
+        pwc_insert.valid.next = decide and not checked_ends
         pwc_insert.level.next = level
-        pwc_insert.table.next = entry[addr_width:PAGE_SHIFT]
-        pwc_insert.writable.next = combined_writable
-        pwc_insert.user.next = combined_user
-        pwc_insert.no_execute.next = combined_no_execute
+        pwc_insert.table.next = table_frame
+        pwc_insert.writable.next = writable
+        pwc_insert.user.next = user
+        pwc_insert.no_execute.next = no_execute
 
     @always_comb
     def report_done():
@@ -275,13 +286,18 @@ def page_walker(
             else:
                 result.fault_bus.next = True
                 state.next = WalkState.DONE
-        elif state == WalkState.WAIT or state == WalkState.WRITE:
+        elif state == WalkState.WAIT or state == WalkState.CHECK or state == WalkState.WRITE:
             result.cycles.next = result.cycles + 1
             if arrived:
                 # What a descent takes from the entry, and what a leaf reports, is loaded as the entry arrives,
                 # whatever it turns out to be (a walk that ends here never reads the one, a fault never reports the
-                # other), and before a write-back (the entry holds; W and U combine by AND, NX by OR, so loading
-                # twice changes nothing): only the level, the state and the fault bits wait for the entry's checks.
+                # other): only the level, the state and the fault bits wait for the entry's checks, which are
+                # registered with them and decided in CHECK.
+                checked_present.next = present
+                checked_reserved.next = present and reserved
+                checked_fault.next = not present or reserved or (leaf and not permitted)
+                checked_ends.next = not present or reserved or leaf
+                checked_write_back.next = present and not reserved and write_back
                 writable.next = combined_writable
                 user.next = combined_user
                 no_execute.next = combined_no_execute
@@ -306,6 +322,8 @@ def page_walker(
                 wb_pending.next = False
                 result.fault_bus.next = True
                 state.next = WalkState.DONE
+            elif arrived:
+                state.next = WalkState.CHECK
             elif write_first:
                 state.next = WalkState.WRITE
             elif wb_issued:
@@ -317,10 +335,10 @@ def page_walker(
                 level.next = level - 1
                 # The fault bits too are taken at every decision (P for a reserved bit or a permission, RSVD): only
                 # the state's next value chooses between them.
-                result.fault_page.next = not present or reserved or (leaf and not permitted)
-                result.present.next = present
-                result.reserved.next = present and reserved
-                if not present or reserved or leaf:
+                result.fault_page.next = checked_fault
+                result.present.next = checked_present
+                result.reserved.next = checked_reserved
+                if checked_ends:
                     state.next = WalkState.DONE
                 else:
                     state.next = WalkState.READ

@@ -75,6 +75,7 @@ def tlb(
     next_in_ram = Signal(intbv(0)[entries:])  # ... whose translation of `next_vpn` lies within the RAM
     valid_after = Signal(intbv(0)[entries:])
     next_way_matches = Signal(intbv(0)[ways:])
+    next_lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of next_way_matches, alone
     next_way_permits = Signal(intbv(0)[ways:])
     next_way_dirty_first = Signal(intbv(0)[ways:])  # permits, but D must be set first
     next_way_usable = Signal(intbv(0)[ways:])  # permits as it is, in RAM: the access can start
@@ -83,12 +84,11 @@ def tlb(
     set_base = Signal(intbv(0)[index_bits:])
     tag_matches = Signal(intbv(0)[entries:])  # the entries whose tag holds `vpn`
     page_matches = Signal(intbv(0)[entries:])  # valid entries (of any set) whose page holds `vpn`
-    way_matches = Signal(intbv(0)[ways:])  # the set's valid ways that hold `vpn`, and the rest per way
+    lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered of the set's valid ways that hold `vpn`, alone
     way_permits = Signal(intbv(0)[ways:])
     way_dirty_first = Signal(intbv(0)[ways:])
     way_usable = Signal(intbv(0)[ways:])
     way_in_ram = Signal(intbv(0)[ways:])
-    lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of way_matches, alone
     hit_way = Signal(intbv(0)[way_bits:])
     hit_index = Signal(intbv(0)[index_bits:])
     kept_index = Signal(intbv(0)[index_bits:])  # hit_index, registered: the entry a refresh rewrites
@@ -221,28 +221,33 @@ def tlb(
             next_way_in_ram.next = next_in_ram
 
     @always_comb
-    def select_hit():
-        # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation).
-        # Written as AND and OR trees, which synthesis balances (a chain of choices it would keep as a chain): each
-        # way is the lowest if it matches and no way below it does, and the way's number is the OR of its bits.
+    def choose_lowest():
+        # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation),
+        # chosen as the request is accepted and registered with the rest of its lookup. Written as an AND tree per
+        # way, which synthesis balances (a chain of choices it would keep as a chain): each way is the lowest if it
+        # matches and no way below it does.
         below = False
         first = intbv(0)[ways:]
         for w in range(ways):
-            first[w] = way_matches[w] and not below
-            below = below or bool(way_matches[w])
+            first[w] = next_way_matches[w] and not below
+            below = below or bool(next_way_matches[w])
+        next_lowest_match.next = first
+
+    @always_comb
+    def select_hit():
+        # The hit way's number: the OR of the bits of the one way in lowest_match.
         way = intbv(0)[way_bits:]
         for b in range(way_bits):
             set_bit = False  # (`bit` is a SystemVerilog keyword)
             for w in range(ways):
                 if ((w >> b) & 1) == 1:
-                    set_bit = set_bit or bool(first[w])
+                    set_bit = set_bit or bool(lowest_match[w])
             way[b] = set_bit
-        lowest_match.next = first
         hit_way.next = way
 
     @always_comb
     def answer_hit():
-        lookup.hit.next = way_matches != 0
+        lookup.hit.next = lowest_match != 0
         lookup.permitted.next = (lowest_match & way_permits) != 0
         lookup.needs_dirty.next = (lowest_match & way_dirty_first) != 0
         lookup.usable.next = (lowest_match & way_usable) != 0
@@ -324,7 +329,7 @@ def tlb(
         # The lookup of the request being accepted (never read before the first: no reset).
         if lookup.accept:
             tag_matches.next = next_tag_matches
-            way_matches.next = next_way_matches
+            lowest_match.next = next_lowest_match
             way_permits.next = next_way_permits
             way_dirty_first.next = next_way_dirty_first
             way_usable.next = next_way_usable
@@ -463,6 +468,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, select_hit, answer_hit,
-            register_set, match_valid, index_hit, read_hit, find_free_way, index_fill, report_eviction, update_entries,
-            replacement)
+    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, choose_lowest, select_hit,
+            answer_hit, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill, report_eviction,
+            update_entries, replacement)

@@ -86,7 +86,7 @@ PORT_DOCS = {
     "ev_evict": "the walk's fill replaced a valid TLB entry ...",
     "ev_evict_vpn": "... whose virtual page number (of its base, in 4 KiB pages) this is",
     "ev_walk_levels": "page-table entries the walk read, 1..4 (0: no walk)",
-    "ev_walk_cycles": "the walker's cycles: n·(1 + R) for n entries, plus one per write-back (see the cycle table)",
+    "ev_walk_cycles": "the walker's cycles: n·(2 + R) for n entries, plus one per write-back (see the cycle table)",
     "ev_pwc_hits": "1 when the walk started from a paging-structure-cache entry, else 0",
     "ev_ad_writes": "page-table entries the walk wrote back to set A (or A and D)",
     **{f"{AXI_PREFIX}_{name}": text for name, text in (
@@ -169,21 +169,21 @@ def _read(L: int) -> int:
 CYCLE_TABLE = (
     CycleRow("control", "CSR_READ, CSR_WRITE, INVLPG, FLUSH; a fault found before any walk (GP, ALIGN, PAGE on a "
              "TLB hit, BUS on a TLB hit or with paging off)", "2", lambda L, n: 2),
-    CycleRow("load_hit", "LOAD, paging off or TLB hit", "1 + R", lambda L, n: 1 + _read(L)),
+    CycleRow("load_hit", "LOAD, paging off or TLB hit", "2 + R", lambda L, n: 2 + _read(L)),
     CycleRow("store_hit", "STORE, paging off or TLB hit on an entry with D set", "2", lambda L, n: 2),
     CycleRow("load_miss", "LOAD, TLB miss: a walk reading n entries (n = 4 from CR3; 3, 2, 1 after a PWC hit on a "
-             "PML4E, PDPTE, PDE)", "3 + n·(1 + R) + R", lambda L, n: 3 + n * (1 + _read(L)) + _read(L),
+             "PML4E, PDPTE, PDE)", "4 + n·(2 + R) + R", lambda L, n: 4 + n * (2 + _read(L)) + _read(L),
              (4, 3, 2, 1)),
-    CycleRow("store_miss", "STORE, TLB miss (walk of n entries; the leaf's D already set)", "4 + n·(1 + R)",
-             lambda L, n: 4 + n * (1 + _read(L)), (4, 3, 2, 1)),
+    CycleRow("store_miss", "STORE, TLB miss (walk of n entries; the leaf's D already set)", "4 + n·(2 + R)",
+             lambda L, n: 4 + n * (2 + _read(L)), (4, 3, 2, 1)),
     CycleRow("store_rewalk", "STORE, TLB hit on an entry with D clear: a re-walk of n entries sets D (its "
-             "write-back included)", "5 + n·(1 + R)", lambda L, n: 5 + n * (1 + _read(L)), (4, 1)),
+             "write-back included)", "5 + n·(2 + R)", lambda L, n: 5 + n * (2 + _read(L)), (4, 1)),
     CycleRow("walk_page_fault", "walk ending in a page fault at entry n (not present, reserved bit, or permission at "
-             "the leaf)", "4 + n·(1 + R)", lambda L, n: 4 + n * (1 + _read(L)), (4, 1)),
+             "the leaf)", "4 + n·(2 + R)", lambda L, n: 4 + n * (2 + _read(L)), (4, 1)),
     CycleRow("walk_bus", "walk ending in BUS because entry n lies outside RAM (n = 1: CR3 outside RAM)",
-             "5 + (n − 1)·(1 + R)", lambda L, n: 5 + (n - 1) * (1 + _read(L)), (4, 1)),
+             "5 + (n − 1)·(2 + R)", lambda L, n: 5 + (n - 1) * (2 + _read(L)), (4, 1)),
     CycleRow("walk_then_bus", "walk succeeds, then the data access faults BUS (the frame lies outside RAM; the "
-             "translation stays cached)", "4 + n·(1 + R)", lambda L, n: 4 + n * (1 + _read(L)), (4,)),
+             "translation stays cached)", "4 + n·(2 + R)", lambda L, n: 4 + n * (2 + _read(L)), (4,)),
     CycleRow("ad_write", "each A or A/D write-back during a walk", "+ 1", lambda L, n: 1),
 )
 
@@ -513,7 +513,7 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
     add(f"From the rising edge that accepts the request to the `resp_valid` cycle, counted as the difference of "
         f"`ev_cycle` between back-to-back operations. L = `mem_latency` (here {L}), R = L + {BRAM_PORT_REGISTERS} "
         "(the cycles of a read, above); n = page-table entries the walk "
-        "reads (`ev_walk_levels`). `ev_walk_cycles` is n·(1 + R), or (n − 1)·(1 + R) + 1 when entry n lies outside "
+        "reads (`ev_walk_levels`). `ev_walk_cycles` is n·(2 + R), or (n − 1)·(2 + R) + 1 when entry n lies outside "
         "RAM, plus one per A or A/D write-back (`ev_ad_writes`). The rows count no write-back unless they say so (the "
         "entries a walk reads have A set, a store's leaf D); each adds the last row's cycle. Every row is measured on "
         "the RTL by tests/test_kit.py.\n")

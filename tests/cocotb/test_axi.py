@@ -363,20 +363,21 @@ async def cycle_costs_follow_the_subordinates_latency(dut: Any, latencies: tuple
     await driver.transact(Op.CSR_WRITE, Csr.CR3, 3, PML4)
     await driver.transact(Op.CSR_WRITE, Csr.CR0, 3, CR0_PG)
     n = 1 if config.pwc_entries else 4  # entries a walk reads once the PWC holds the PD entry
-    level, write_back = 3 + read, 2 + write  # the cycles of an entry read, and of an A/D write-back (WRITE, then B)
+    level, write_back = 4 + read, 2 + write  # the cycles of an entry read (to CHECK), of an A/D write-back (WRITE, B)
+    load, store = 2 + read, 2 + write  # a data access after its decision: issued from registers, then R or B
     walk = 4  # LOOKUP, the walker's START, DONE, and RESP: the cycles of a walk's operation beyond its entries
     cases = [  # (what, op, address, expected cycles, expected walk cycles, fault)
-        ("4-level walk, LOAD", Op.LOAD, 0x5000, walk + 4 * level + 1 + read, 4 * level, Fault.NONE),
-        ("TLB hit, LOAD", Op.LOAD, 0x5008, 3 + read, 0, Fault.NONE),
+        ("4-level walk, LOAD", Op.LOAD, 0x5000, walk + 4 * level + load, 4 * level, Fault.NONE),
+        ("TLB hit, LOAD", Op.LOAD, 0x5008, 2 + load, 0, Fault.NONE),
         ("hit with D clear: re-walk + D write-back, STORE", Op.STORE, 0x5008,
-         walk + n * level + write_back + 1 + write, n * level + write_back, Fault.NONE),
-        ("TLB hit, STORE", Op.STORE, 0x5010, 3 + write, 0, Fault.NONE),
-        ("walk + A write-back, LOAD", Op.LOAD, 0x6000, walk + n * level + write_back + 1 + read,
+         walk + n * level + write_back + store, n * level + write_back, Fault.NONE),
+        ("TLB hit, STORE", Op.STORE, 0x5010, 2 + store, 0, Fault.NONE),
+        ("walk + A write-back, LOAD", Op.LOAD, 0x6000, walk + n * level + write_back + load,
          n * level + write_back, Fault.NONE),
         ("walk ending in a page fault", Op.LOAD, 0x8000, walk + n * level, n * level, Fault.PAGE),
         ("walk ending in BUS: entry 2 beyond the RAM", Op.LOAD, HIGH, walk + 1 + level, level + 1, Fault.BUS),
         ("CSR read", Op.CSR_READ, Csr.CR3, 2, 0, Fault.NONE),
-        ("paging on: TLB hit, LOAD", Op.LOAD, 0x6008, 3 + read, 0, Fault.NONE),
+        ("paging on: TLB hit, LOAD", Op.LOAD, 0x6008, 2 + load, 0, Fault.NONE),
     ]
     measured = {}
     for what, op, address, expected, walk_cycles, expected_fault in cases:

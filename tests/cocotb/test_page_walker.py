@@ -130,10 +130,10 @@ class WalkerEnvironment(tb.Environment):
         if self.pending_ops or self.pending_inserts:
             missing = self.pending_ops or self.pending_inserts
             raise AssertionError(f"cycle {self.cycle}: the walk ended before {missing}")
-        # READ and WAIT cycles per entry read, a WRITE cycle per write-back; a read outside RAM ends the walk in
-        # its READ cycle (hardware.md)
+        # READ, WAIT and CHECK cycles per entry read, a WRITE cycle per write-back; a read outside RAM ends the
+        # walk in its READ cycle (hardware.md)
         writes = sum(kind == "write" for kind, _, _ in want.memory_ops)
-        cycles = want.reads * (1 + self.latency) - (self.latency if want.fault == Fault.BUS else 0) + writes
+        cycles = want.reads * (2 + self.latency) - (1 + self.latency if want.fault == Fault.BUS else 0) + writes
         checks = [("result_fault_page", want.fault == Fault.PAGE), ("result_fault_bus", want.fault == Fault.BUS),
                   ("result_levels", want.reads), ("result_cycles", cycles), ("result_ad_writes", writes),
                   ("result_pwc_hit", self.inputs["pwc_hit"])]
