@@ -97,7 +97,8 @@ def page_walker(
     no_execute = Signal(bool(0))
     entry_addr = Signal(intbv(0)[addr_width:])  # physical address of the entry this level reads
     entry_addr_reg = Signal(intbv(0)[addr_width:])
-    entry_in_ram = Signal(bool(0))
+    table_in_ram = Signal(bool(0))  # the table being read lies within the RAM: registered with table_frame, so
+    # that the read's request comes from registers (the controller's write enables sit beside the block RAM)
     index = Signal(intbv(0)[LEVEL_BITS:])
 
     entry = Signal(intbv(0)[64:])
@@ -165,10 +166,6 @@ def page_walker(
         entry_addr.next = concat(table_frame, index, intbv(0)[3:])
 
     @always_comb
-    def bound_entry():
-        entry_in_ram.next = entry_addr[addr_width:ram_bits] == 0
-
-    @always_comb
     def examine_entry():
         # The read port is shared with the data path: outside WAIT, CHECK and WRITE its words are not entries, and
         # passing them on would re-run every check below on each data load (in MyHDL's simulator, where that is the
@@ -221,7 +218,7 @@ def page_walker(
         mem.claims.next = (state == WalkState.READ or state == WalkState.WAIT or state == WalkState.CHECK
                            or state == WalkState.WRITE)
         if state == WalkState.READ:
-            mem.valid.next = entry_in_ram
+            mem.valid.next = table_in_ram
             mem.write.next = False
             mem.word_addr.next = entry_addr[ram_bits:3]
         else:
@@ -267,12 +264,14 @@ def page_walker(
             if pwc.hit:
                 level.next = pwc.next_level
                 table_frame.next = pwc.table
+                table_in_ram.next = pwc.table[frame_bits:ram_bits - PAGE_SHIFT] == 0
                 writable.next = pwc.writable
                 user.next = pwc.user
                 no_execute.next = pwc.no_execute
             else:
                 level.next = 4
                 table_frame.next = cr3[addr_width:PAGE_SHIFT]
+                table_in_ram.next = cr3[addr_width:ram_bits] == 0
                 writable.next = True
                 user.next = True
                 no_execute.next = False
@@ -281,7 +280,7 @@ def page_walker(
             result.cycles.next = result.cycles + 1
             result.levels.next = result.levels + 1
             entry_addr_reg.next = entry_addr
-            if entry_in_ram:
+            if table_in_ram:
                 state.next = WalkState.WAIT
             else:
                 result.fault_bus.next = True
@@ -302,6 +301,7 @@ def page_walker(
                 user.next = combined_user
                 no_execute.next = combined_no_execute
                 table_frame.next = entry[addr_width:PAGE_SHIFT]
+                table_in_ram.next = entry[addr_width:ram_bits] == 0
                 result.writable.next = combined_writable
                 result.user.next = combined_user
                 result.no_execute.next = combined_no_execute
@@ -345,5 +345,5 @@ def page_walker(
         else:
             state.next = WalkState.IDLE
 
-    return (address_entry, place_entry, bound_entry, examine_entry, check_entry, combine_permissions, check_access,
+    return (address_entry, place_entry, examine_entry, check_entry, combine_permissions, check_access,
             drive_memory, drive_pwc if config.pwc_entries else (), report_done, walk, sequence_entry)
