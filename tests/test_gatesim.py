@@ -32,12 +32,14 @@ def _icarus(tmp_path, sources: dict[str, str], *tops: str) -> str:
     return subprocess.run(["vvp", "-n", str(vvp)], capture_output=True, text=True, check=False).stdout
 
 
-def test_the_yosys_script_maps_the_mmu_alone_flattened_to_a_verilog_netlist():
+def test_the_yosys_scripts_map_the_mmu_alone_flattened_to_json_then_write_the_folded_netlist_as_verilog():
     ice40, ecp5 = (gatesim.yosys_script(TARGETS[name]) for name in ("ice40-up5k", "ecp5-85f"))
     assert "synth_ice40 -top mmu -spram -device u;" in ice40 and "synth_ecp5 -top mmu;" in ecp5
     for script in (ice40, ecp5):
-        assert "read_verilog mmu.v;" in script and script.endswith("write_verilog -noattr netlist.v")
+        assert "read_verilog mmu.v;" in script and script.endswith(f"write_json {gatesim.NETLIST_JSON}")
         assert "synth_top" not in script and "-noflatten" not in script
+    assert gatesim.VERILOG_SCRIPT.startswith(f"read_json {gatesim.NETLIST_JSON};")
+    assert gatesim.VERILOG_SCRIPT.endswith("write_verilog -noattr netlist.v")
 
 
 def test_a_block_ram_with_initial_contents_is_refused():
@@ -172,3 +174,9 @@ def test_the_netlist_of_a_small_mmu_gives_the_rtls_events_cycle_for_cycle(target
     assert comparison.gates.value == comparison.rtl.value
     ram = {"ice40-up5k": "SB_SPRAM256KA", "ecp5-85f": "DP16KD"}[target]
     assert comparison.cells.get(ram), comparison.cells  # the RAM is the device's block RAM, not flip-flops
+    if target == "ecp5-85f":  # every block's output register holds a bit of its bank's word, as placed
+        netlist_dir = gatesim.netlist(gatesim.SMOKE_CONFIG, TARGETS[target])
+        blocks = gatesim._instances((netlist_dir / gatesim.NETLIST).read_text(), "DP16KD")
+        assert len(blocks) == comparison.cells["DP16KD"]
+        assert all('.REGMODE_A("OUTREG")' in parameters for _, parameters in blocks), blocks[0][1][-600:]
+        assert gatesim.folded_registers(netlist_dir) >= len(blocks)
