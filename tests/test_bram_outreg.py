@@ -99,6 +99,7 @@ UNFOLDABLE_ON_PORT_A = {
     "the other clock edge": _set("ff_a1", "parameters", CLKMUX="INV"),
     "a reset net": _set("ff_a1", "connections", LSR=[RESET]),
     "a reset tied active (LSRMUX INV)": _set("ff_a1", "parameters", LSRMUX="INV"),
+    "a power-up value of 1 (REGSET SET)": _set("ff_a1", "parameters", REGSET="SET"),
     "a second load on the output": _add_cell("lut", _lut([DOA1], 41)),
     "the output also a module output": _add_output(DOA1),
     "a load that is not a flip-flop": _replace_flip_flop(_lut([DOA1], QA1)),
@@ -108,6 +109,7 @@ UNFOLDABLE_ON_PORT_A = {
     "the output into a flip-flop's clock enable": _set("ff_a1", "connections", DI=[5], CE=[DOA1]),
     "the block's output clock enable not tied high": _set("ram", "connections", OCEA=[6]),
     "the block's port clock inverted": _set("ram", "parameters", CLKAMUX="INV"),
+    "the block's port reset not tied low": _set("ram", "connections", RSTA=[RESET]),
 }
 
 
