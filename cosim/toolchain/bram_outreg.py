@@ -9,11 +9,12 @@ register apart and has no pass that joins them, so this one does, on the JSON ne
 
 A fabric flip-flop is folded only when it is the one load of a block's data output and is what the block's output
 register can be: clocked by the same net and edge, no clock enable (CEMUX 1: the block's OCE is tied high), no set
-or reset (LSR tied 0). Then the block's port gets REGMODE OUTREG and drives the flip-flop's output net, and the
-flip-flop goes. A port with any data output that does not qualify keeps its flip-flops and NOREG: a port's register
-mode covers all of its bits. The timing is the same cycle for cycle; what changes is which cell holds the register.
-The gate-level simulation (cosim.toolchain.gatesim) applies the same pass, so the netlist it simulates is the one
-placed.
+or reset (LSR tied 0), starting at 0 as the block's register does (REGSET RESET); and the block's RST tied low (it
+would reset the block's register a cycle before the flip-flop saw the reset read). Then the block's port gets
+REGMODE OUTREG and drives the flip-flop's output net, and the flip-flop goes. A port with any data output that does
+not qualify keeps its flip-flops and NOREG: a port's register mode covers all of its bits. The timing is the same
+cycle for cycle; what changes is which cell holds the register. The gate-level simulation (cosim.toolchain.gatesim)
+applies the same pass, so the netlist it simulates is the one placed.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _output_registers(
     connections = ram["connections"]
     clock = connections.get(f"CLK{port}")
     if (_parameter(ram["parameters"], f"CLK{port}MUX", f"CLK{port}") != f"CLK{port}"
-            or connections.get(f"OCE{port}") != ["1"]):
+            or connections.get(f"OCE{port}") != ["1"] or connections.get(f"RST{port}", ["0"]) != ["0"]):
         return {}
     registers = {}
     for pin, bits in connections.items():
@@ -90,7 +91,8 @@ def _output_registers(
         parameters, register_connections = register["parameters"], register["connections"]
         if (_parameter(parameters, "CEMUX", "1") != "1" or _parameter(parameters, "CLKMUX", "CLK") != "CLK"
                 or register_connections.get("CLK") != clock or _parameter(parameters, "LSRMUX", "LSR") != "LSR"
-                or register_connections.get("LSR", ["0"]) != ["0"]):
+                or register_connections.get("LSR", ["0"]) != ["0"]
+                or _parameter(parameters, "REGSET", "RESET") != "RESET"):
             return {}
         registers[pin] = load_name
     return registers

