@@ -105,7 +105,7 @@ def csr(
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     # The decoded address: which register it names (one of the codes below), and whether it is known, writable,
     # or a counter; of the request being accepted, then registered.
-    target_none, target_cr0, target_cr2, target_cr3, target_pfec, target_constant = range(6)
+    target_cr0, target_cr2, target_cr3, target_pfec = range(1, 5)  # 0: none of them, 5: a configuration CSR
     next_target = Signal(intbv(0, min=0, max=6))
     next_known = Signal(bool(0))
     next_writable = Signal(bool(0))
@@ -123,61 +123,54 @@ def csr(
 
     @always_comb
     def decode_address():
-        next_target.next = target_none
-        next_known.next = False
-        next_writable.next = False
-        next_constant.next = 0
-        next_counter_read.next = 0
-        if next_addr[addr_width:CSR_ADDR_WIDTH] == 0 and not next_user:
-            if next_addr == csr_cr0:
-                next_target.next = target_cr0
-                next_known.next = True
-                next_writable.next = True
-            elif next_addr == csr_cr2:
-                next_target.next = target_cr2
-                next_known.next = True
-                next_writable.next = True
-            elif next_addr == csr_cr3:
-                next_target.next = target_cr3
-                next_known.next = True
-                next_writable.next = True
-            elif next_addr == csr_pfec:
-                next_target.next = target_pfec
-                next_known.next = True
-            elif next_addr == cfg_tlb_entries:
-                next_target.next = target_constant
-                next_constant.next = intbv(tlb_entries)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_tlb_ways:
-                next_target.next = target_constant
-                next_constant.next = intbv(tlb_ways)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_tlb_policy:
-                next_target.next = target_constant
-                next_constant.next = intbv(tlb_policy)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_pwc_entries:
-                next_target.next = target_constant
-                next_constant.next = intbv(pwc_entries)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_mem_bytes:
-                next_target.next = target_constant
-                next_constant.next = intbv(mem_bytes)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_maxphyaddr:
-                next_target.next = target_constant
-                next_constant.next = intbv(maxphyaddr)[data_width:]
-                next_known.next = True
-            elif next_addr == cfg_latency:
-                next_target.next = target_constant
-                next_constant.next = intbv(latency)[data_width:]
-                next_known.next = True
-            # (a counter: the high bits equal, and a short compare of the number rather than two wide ones)
-            elif (next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
-                  and next_addr[number_bits:] < intbv(counter_count)[number_bits:]):
-                next_known.next = True
-                # (the base is aligned: the address's low bits are the counter's number)
-                next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
+        # In parallel rather than as a chain of choices: the addresses are distinct, so at most one compare holds
+        # and every output is an OR of compares (a chain of elifs synthesizes as a chain: ten LUTs on the iCE40).
+        privileged = not next_user
+        at_cr0 = privileged and next_addr == csr_cr0
+        at_cr2 = privileged and next_addr == csr_cr2
+        at_cr3 = privileged and next_addr == csr_cr3
+        at_pfec = privileged and next_addr == csr_pfec
+        at_config = False
+        value = intbv(0)[data_width:]
+        if privileged and next_addr == cfg_tlb_entries:
+            at_config = True
+            value[:] = value | intbv(tlb_entries)[data_width:]
+        if privileged and next_addr == cfg_tlb_ways:
+            at_config = True
+            value[:] = value | intbv(tlb_ways)[data_width:]
+        if privileged and next_addr == cfg_tlb_policy:
+            at_config = True
+            value[:] = value | intbv(tlb_policy)[data_width:]
+        if privileged and next_addr == cfg_pwc_entries:
+            at_config = True
+            value[:] = value | intbv(pwc_entries)[data_width:]
+        if privileged and next_addr == cfg_mem_bytes:
+            at_config = True
+            value[:] = value | intbv(mem_bytes)[data_width:]
+        if privileged and next_addr == cfg_maxphyaddr:
+            at_config = True
+            value[:] = value | intbv(maxphyaddr)[data_width:]
+        if privileged and next_addr == cfg_latency:
+            at_config = True
+            value[:] = value | intbv(latency)[data_width:]
+        # (a counter: the high bits equal, and a short compare of the number rather than two wide ones)
+        at_counter = (privileged and next_addr[addr_width:CSR_ADDR_WIDTH] == 0
+                         and next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
+                         and next_addr[number_bits:] < intbv(counter_count)[number_bits:])
+        if at_counter:
+            # (the base is aligned: the address's low bits are the counter's number)
+            next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
+        else:
+            next_counter_read.next = 0
+        next_constant.next = value
+        next_writable.next = at_cr0 or at_cr2 or at_cr3
+        next_known.next = at_cr0 or at_cr2 or at_cr3 or at_pfec or at_config or at_counter
+        code = intbv(0)[3:]  # the target's code (1..5 above): each bit the OR of the registers whose code has it
+        code[0] = at_cr0 or at_cr3 or at_config
+        code[1] = at_cr2 or at_cr3
+        code[2] = at_pfec or at_config
+        next_target.next = code
+
     @always_comb
     def select_register():
         if target == target_cr0:

@@ -167,12 +167,13 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
             oldest.next = 0
             pending.next = False
         else:
-            # (the fields without an enable: they follow the walker's entry, and only `pending` says they count)
-            pending_level.next = insert.level
-            pending_table.next = insert.table
-            pending_writable.next = insert.writable
-            pending_user.next = insert.user
-            pending_no_execute.next = insert.no_execute
+            # (the walker's insert comes from its registers and its registered checks, two LUTs deep: a fine enable)
+            if insert.valid:
+                pending_level.next = insert.level
+                pending_table.next = insert.table
+                pending_writable.next = insert.writable
+                pending_user.next = insert.user
+                pending_no_execute.next = insert.no_execute
             if pending != insert.valid:
                 pending.next = insert.valid
             if flush:
