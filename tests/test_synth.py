@@ -103,6 +103,7 @@ def _fake_tools(monkeypatch: pytest.MonkeyPatch, unplaced: set[int]) -> list[lis
             stat = {"modules": {"\\mmu": {"num_cells_by_type": {"SB_LUT4": 4000, "SB_SPRAM256KA": 4}}}}
             (work / "stat.json").write_text(json.dumps(stat))
             (work / "yosys.log").write_text("")
+            (work / "netlist.json").write_text(json.dumps({"modules": {"synth_top": {"cells": {}, "ports": {}}}}))
             return 10.0
         seed = int(command[command.index("--seed") + 1])
         if seed in unplaced:
@@ -132,6 +133,7 @@ def test_each_seed_places_the_one_netlist_with_its_own_report(monkeypatch, tmp_p
     assert pnr["fmax_mhz"] == 31.0 and pnr["fmax_by_seed"] == {"1": 31.0, "2": None, "3": 33.0}
     assert pnr["meets_target"] and pnr["errors_by_seed"] == {"2": "ERROR: Unable to place cell 'x', no BELs remaining"}
     assert (tmp_path / "ice40-up5k" / "report.json").exists() and "target met" in (tmp_path / "report.txt").read_text()
+    assert reports["ice40-up5k"]["yosys"]["block_ram_output_registers_folded"] == 0  # no DP16KD on an iCE40
     assert "ice40-up5k: nextpnr seed 3 done, Fmax 33.0 MHz, 0 s" in lines
     assert any(line.startswith("ice40-up5k: nextpnr seed 2 failed after") for line in lines)
 
