@@ -39,12 +39,7 @@ def memory_controller(
     bank_addr_width = addr_width - (banks - 1)  # of two banks, the lowest address bit picks one (even, odd words)
     bank_words = (ram_words or config.mem_bytes // lanes) // banks
 
-    # The request this cycle, and registered: what the RAM sees in the next.
-    request_addr = Signal(intbv(0)[addr_width:])
-    request_write = Signal(bool(0))
-    request_read = Signal(bool(0))
-    request_byte_enable = Signal(intbv(0)[lanes:])
-    request_wdata = Signal(intbv(0)[word_width:])
+    # The request, registered: what the RAM sees in the next cycle.
     ram_addr = Signal(intbv(0)[bank_addr_width:])  # within the bank
     ram_wdata = Signal(intbv(0)[word_width:])
     # Per bank: the byte lanes it writes (registered already decoded, so that nothing sits between a register and
@@ -62,41 +57,21 @@ def memory_controller(
     low_bank = ram_model(clk, ram_addr, low_lanes, ram_wdata, low_rdata, words=bank_words)
     high_bank = ram_model(clk, ram_addr, high_lanes, ram_wdata, high_rdata, words=bank_words) if banks == 2 else ()
 
-    # Two blocks, split by how often their inputs change: the strobes follow `valid`, which toggles nearly every
-    # cycle, while the address and data change once per request; one block would re-assign all five each time.
-    @always_comb
-    def arbitrate_strobes():
-        if walk.valid:
-            request_write.next = walk.write
-            request_read.next = not walk.write
-        else:
-            request_write.next = data.valid and data.write
-            request_read.next = data.valid and not data.write
-
-    @always_comb
-    def arbitrate_word():
-        if walk.claims:
-            request_addr.next = walk.word_addr
-            request_byte_enable.next = walk.byte_enable
-            request_wdata.next = walk.wdata
-        else:
-            request_addr.next = data.word_addr
-            request_byte_enable.next = data.byte_enable
-            request_wdata.next = data.wdata
-
-    # One clocked block (MyHDL's simulator pays per block woken on every edge), with a synchronous reset of the
-    # strobes and the latency count alone. The request's address and data are registered in every cycle, not only
-    # with a request: an enable would hang them on the request's decision; the lanes say whether the RAM writes. A
-    # bank's block holds its word until it next reads, so its register follows it without an enable, the one fan-in
-    # that lets it sit beside the block. The latency is counted from the registered request (so that the request's
-    # decision drives registers only), and rvalid is registered with the count (it marks the last cycle:
-    # rvalid_next's cycle plus one), so it changes only when a read does.
+    # One clocked block: MyHDL's simulator pays for every block it wakes (a combinational arbiter would wake with
+    # each toggle of a strobe) and for every signal assigned, changed or not. So the request is routed here, in
+    # variables, and a register is assigned only in the cycles it can change in: in hardware an enable, within two
+    # LUTs of registers (the walker's state, `data.valid` and `data.write`). The address is registered with a
+    # request and the data with a write; the lanes in every cycle, so that their path to the block RAM holds no more
+    # than the request's decode; the read's flags while a read is requested or in flight. A bank's block holds its
+    # word until it next reads, so its register follows it without an enable, the one fan-in that lets it sit
+    # beside the block. A synchronous reset clears the lanes, the flags and the latency count alone. The latency is
+    # counted from the registered request (so that the request's decision drives registers only), and rvalid is
+    # registered with the count (it marks the last cycle: rvalid_next's cycle plus one), so it changes only when a
+    # read does.
     if banks == 2:
 
         @always(clk.posedge)
         def pipeline():
-            ram_addr.next = request_addr[addr_width:1]
-            ram_wdata.next = request_wdata
             low_word.next = low_rdata
             high_word.next = high_rdata
             if word_ready:
@@ -104,6 +79,24 @@ def memory_controller(
                     resp.rdata.next = high_word
                 else:
                     resp.rdata.next = low_word
+            # This cycle's request, the walker's first: `claims` routes its address, lanes and data, so that the
+            # routing waits for no `valid`.
+            request_addr = data.word_addr
+            request_byte_enable = data.byte_enable
+            request_wdata = data.wdata
+            if walk.claims:
+                request_addr = walk.word_addr
+                request_byte_enable = walk.byte_enable
+                request_wdata = walk.wdata
+            request_write = data.valid and data.write
+            request_read = data.valid and not data.write
+            if walk.valid:
+                request_write = bool(walk.write)
+                request_read = not walk.write
+            if walk.valid or data.valid:
+                ram_addr.next = request_addr[addr_width:1]
+            if request_write:
+                ram_wdata.next = request_wdata
             if rst:
                 low_lanes.next = 0
                 high_lanes.next = 0
@@ -124,12 +117,14 @@ def memory_controller(
                     high_lanes.next = request_byte_enable
                 else:
                     high_lanes.next = 0
-                low_reading.next = request_read and not request_addr[0]
-                high_reading.next = request_read and request_addr[0]
-                low_read_done.next = low_reading
-                high_read_done.next = high_reading
-                word_ready.next = low_read_done or high_read_done
-                high_chosen.next = high_read_done
+                # (with word_ready clear, high_chosen is too)
+                if request_read or low_reading or high_reading or low_read_done or high_read_done or word_ready:
+                    low_reading.next = request_read and not request_addr[0]
+                    high_reading.next = request_read and request_addr[0]
+                    low_read_done.next = low_reading
+                    high_read_done.next = high_reading
+                    word_ready.next = low_read_done or high_read_done
+                    high_chosen.next = high_read_done
                 if low_reading or high_reading:  # counted from the registered request, a cycle after it
                     cycles_left.next = intbv(latency - 1)[count_bits:]
                 elif cycles_left != 0:
@@ -140,11 +135,25 @@ def memory_controller(
 
         @always(clk.posedge)
         def pipeline():
-            ram_addr.next = request_addr[bank_addr_width:]
-            ram_wdata.next = request_wdata
             low_word.next = low_rdata
             if word_ready:
                 resp.rdata.next = low_word
+            request_addr = data.word_addr
+            request_byte_enable = data.byte_enable
+            request_wdata = data.wdata
+            if walk.claims:
+                request_addr = walk.word_addr
+                request_byte_enable = walk.byte_enable
+                request_wdata = walk.wdata
+            request_write = data.valid and data.write
+            request_read = data.valid and not data.write
+            if walk.valid:
+                request_write = bool(walk.write)
+                request_read = not walk.write
+            if walk.valid or data.valid:
+                ram_addr.next = request_addr
+            if request_write:
+                ram_wdata.next = request_wdata
             if rst:
                 low_lanes.next = 0
                 low_reading.next = False
@@ -157,9 +166,10 @@ def memory_controller(
                     low_lanes.next = request_byte_enable
                 else:
                     low_lanes.next = 0
-                low_reading.next = request_read
-                low_read_done.next = low_reading
-                word_ready.next = low_read_done
+                if request_read or low_reading or low_read_done or word_ready:
+                    low_reading.next = request_read
+                    low_read_done.next = low_reading
+                    word_ready.next = low_read_done
                 if low_reading:
                     cycles_left.next = intbv(latency - 1)[count_bits:]
                 elif cycles_left != 0:
@@ -170,4 +180,4 @@ def memory_controller(
     def announce():
         resp.rvalid_next.next = cycles_left == 2  # the cycle before the word's
 
-    return low_bank, high_bank, arbitrate_strobes, arbitrate_word, pipeline, announce
+    return low_bank, high_bank, pipeline, announce

@@ -40,9 +40,6 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     valid = Signal(intbv(0)[entries:])
     oldest = Signal(intbv(0)[index_bits:])
 
-    vpn_pde = Signal(intbv(0)[vpn_width:])
-    vpn_pdpte = Signal(intbv(0)[vpn_width:])
-    vpn_pml4e = Signal(intbv(0)[vpn_width:])
     # The entries that match the request being accepted (`next_vpn`), registered with it, as the TLB's comparison
     # is: no entry is inserted between the two edges, and a flush at the accepting edge leaves none valid. The
     # walker reads the answer a cycle later still (in its START).
@@ -52,10 +49,11 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     next_vpn_pml4e = Signal(intbv(0)[vpn_width:])
     next_matches = Signal(intbv(0)[entries:])
     prefix_hits = Signal(intbv(0)[entries:])  # the valid entries whose prefix holds `vpn` (`matches`: an SV keyword)
+    choosing = Signal(bool(0))  # prefix_hits was loaded at the last edge: this is the MMU's LOOKUP
     next_hit_entry = Signal(intbv(0)[entries:])  # the entry hit, as one bit, or none, and its level below
     next_level = Signal(intbv(0)[LEVEL_WIDTH:])
     next_hit = Signal(bool(0))
-    hit_entry = Signal(intbv(0)[entries:])  # ... registered in every cycle (the walker reads them in its START)
+    hit_entry = Signal(intbv(0)[entries:])  # ... registered as LOOKUP ends (the walker reads them in its START)
     pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
     pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
     pending_table = Signal(intbv(0)[table_width:])
@@ -67,15 +65,9 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     insert_index = Signal(intbv(0)[index_bits:])
 
     @always_comb
-    def prefixes():
+    def next_prefixes():
         # Sized literals (intbv(value)[width:]) and sized indices (intbv(i)[width:]) keep every expression of the
         # Verilog as wide as what receives it.
-        vpn_pde.next = vpn & intbv(pde_prefix)[vpn_width:]
-        vpn_pdpte.next = vpn & intbv(pdpte_prefix)[vpn_width:]
-        vpn_pml4e.next = vpn & intbv(pml4e_prefix)[vpn_width:]
-
-    @always_comb
-    def next_prefixes():
         next_vpn_pde.next = next_vpn & intbv(pde_prefix)[vpn_width:]
         next_vpn_pdpte.next = next_vpn & intbv(pdpte_prefix)[vpn_width:]
         next_vpn_pml4e.next = next_vpn & intbv(pml4e_prefix)[vpn_width:]
@@ -151,31 +143,40 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
 
     @always(clk.posedge)
     def update_entries():
-        # One clocked block, with a synchronous reset (rst is active high) of the valid bits, the FIFO pointer and
-        # the pending insert alone: the entries' contents are never reset, so they can map to RAM (always_seq would
-        # reset every word). An insert is registered on its way in and written at the next edge, so that nothing of
-        # the walker's decision reaches the entries' write enables in its cycle; the walk reads at least one more
-        # entry before it ends, so the entry is there for the next lookup.
+        # One clocked block, with a synchronous reset (rst is active high) of the valid bits, the FIFO pointer, the
+        # pending insert and `choosing` alone: the entries' contents are never reset, so they can map to RAM
+        # (always_seq would reset every word). An insert is registered on its way in and written at the next edge,
+        # so that nothing of the walker's decision reaches the entries' write enables in its cycle; the walk reads at
+        # least one more entry before it ends, so the entry is there for the next lookup.
         if lookup.accept:  # the lookup of the request being accepted (never read before the first: no reset)
             prefix_hits.next = next_matches
-        # The answer, chosen in the lookup cycle from the matches and registered: the walker starts a cycle later.
-        hit_entry.next = next_hit_entry
-        lookup.next_level.next = next_level
-        lookup.hit.next = next_hit
+        # The answer, chosen in the lookup cycle from the matches and registered: the walker starts a cycle later
+        # and reads it then alone. It is loaded in that cycle only (an enable from a register; the registers a flag
+        # sets and clears are assigned only then too), since MyHDL's simulator pays for every assignment.
+        if choosing:
+            hit_entry.next = next_hit_entry
+            lookup.next_level.next = next_level
+            lookup.hit.next = next_hit
         if rst:
             valid.next = 0
             oldest.next = 0
             pending.next = False
+            choosing.next = False
         else:
+            if lookup.accept:
+                choosing.next = True
+            elif choosing:
+                choosing.next = False
             # (the walker's insert comes from its registers and its registered checks, two LUTs deep: a fine enable)
             if insert.valid:
+                pending.next = True
                 pending_level.next = insert.level
                 pending_table.next = insert.table
                 pending_writable.next = insert.writable
                 pending_user.next = insert.user
                 pending_no_execute.next = insert.no_execute
-            if pending != insert.valid:
-                pending.next = insert.valid
+            elif pending:
+                pending.next = False
             if flush:
                 valid.next = 0
             elif pending:
@@ -183,11 +184,11 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
                 # lookup.
                 if pending_level == 2:
-                    tags[insert_index].next = vpn_pde
+                    tags[insert_index].next = vpn & intbv(pde_prefix)[vpn_width:]
                 elif pending_level == 3:
-                    tags[insert_index].next = vpn_pdpte
+                    tags[insert_index].next = vpn & intbv(pdpte_prefix)[vpn_width:]
                 else:
-                    tags[insert_index].next = vpn_pml4e
+                    tags[insert_index].next = vpn & intbv(pml4e_prefix)[vpn_width:]
                 tables[insert_index].next = pending_table
                 writable[insert_index].next = pending_writable
                 user[insert_index].next = pending_user
@@ -201,5 +202,4 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 elif full:
                     oldest.next = oldest + 1
 
-    return (prefixes, next_prefixes, compare, find_longest_prefix, read_hit, find_free_entry,
-            place_insert, update_entries)
+    return next_prefixes, compare, find_longest_prefix, read_hit, find_free_entry, place_insert, update_entries

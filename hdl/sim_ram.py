@@ -4,12 +4,14 @@ hdl.ram holds one MyHDL Signal per 64-bit word, which the simulator must build (
 copy of the word on every write. This model keeps the words that were ever written in a dict (every other word
 reads as zero, as the RAM does on Verilator and MyHDL) and answers with the same ports and the same timing: a
 cycle with byte lanes enabled stores them at the clock edge and keeps `rdata`, any other cycle reads the addressed
-word into `rdata` at the edge.
+word into `rdata` at the edge. Only this port writes the words, so a read of the address just read, with no lane
+enabled since, reads the word `rdata` holds: the model sleeps through such edges until the address or the lanes
+change (the memory controller keeps its address while it has no request), rather than waking on every one.
 """
 
 from __future__ import annotations
 
-from myhdl import SignalType, always, block
+from myhdl import SignalType, block, instance
 
 from hdl.interfaces import WORD_BYTES
 
@@ -32,16 +34,19 @@ def sim_ram(
     del words  # the dict holds only the words written, whatever the depth
     memory: dict[int, int] = {}
 
-    @always(clk.posedge)
+    @instance
     def access():
-        address = int(word_addr.val)
-        enabled = int(lanes.val)
-        if enabled:
-            mask = LANE_MASKS[enabled]
-            memory[address] = (memory.get(address, 0) & ~mask) | (int(wdata.val) & mask)
-        else:
-            word = memory.get(address, 0)
-            if word != rdata.val:
-                rdata.next = word
+        while True:
+            yield clk.posedge
+            address = int(word_addr.val)
+            enabled = int(lanes.val)
+            if enabled:  # (and at the next edge, which writes again or reads the word written)
+                mask = LANE_MASKS[enabled]
+                memory[address] = (memory.get(address, 0) & ~mask) | (int(wdata.val) & mask)
+            else:
+                word = memory.get(address, 0)
+                if word != rdata.val:
+                    rdata.next = word
+                yield word_addr, lanes  # (registers: they change just after an edge, in time for the next)
 
     return access

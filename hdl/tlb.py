@@ -53,11 +53,15 @@ def tlb(
     tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
     sizes = [Signal(intbv(0)[PAGE_SIZE_CODE_WIDTH:]) for _ in range(entries)]
     frames = [Signal(intbv(0)[frame_bits:]) for _ in range(entries)]
-    writable = [Signal(bool(0)) for _ in range(entries)]
-    user = [Signal(bool(0)) for _ in range(entries)]
-    no_execute = [Signal(bool(0)) for _ in range(entries)]
-    dirty = [Signal(bool(0)) for _ in range(entries)]
-    in_ram = [Signal(bool(0)) for _ in range(entries)]
+    # The permissions and the page-size class as vectors, one bit per entry: every entry's access check is a few
+    # vector operations rather than a loop over the entries.
+    writable = Signal(intbv(0)[entries:])
+    user = Signal(intbv(0)[entries:])
+    no_execute = Signal(intbv(0)[entries:])
+    dirty = Signal(intbv(0)[entries:])
+    in_ram = Signal(intbv(0)[entries:])
+    is_4k = Signal(intbv(0)[entries:])
+    is_2m = Signal(intbv(0)[entries:])
     valid = Signal(intbv(0)[entries:])
     global_ = Signal(intbv(0)[entries:])
 
@@ -155,21 +159,24 @@ def tlb(
         # Every entry checks the access as if it were the hit, in parallel with the comparison; the lookup cycle
         # only picks the hit's answers.
         permits = intbv(0)[entries:]
+        permits[:] = ~intbv(0)[entries:]
         clean = intbv(0)[entries:]
+        if lookup.next_store:
+            permits[:] = permits & writable
+            clean[:] = ~dirty
+        if lookup.next_user:
+            permits[:] = permits & user
+        if lookup.next_fetch:
+            permits[:] = permits & ~no_execute
         granule_in_ram = intbv(0)[entries:]
-        for i in range(entries):
-            permits[i] = ((not lookup.next_store or writable[i]) and (not lookup.next_user or user[i])
-                          and (not lookup.next_fetch or not no_execute[i]))
-            clean[i] = lookup.next_store and not dirty[i]
-            if sizes[i] == PAGE_4K:
-                granule_in_ram[i] = in_ram[i]
-            elif sizes[i] == PAGE_2M:
-                granule_in_ram[i] = in_ram[i] and lookup.next_in_ram_2m
-            else:
-                granule_in_ram[i] = in_ram[i] and lookup.next_in_ram_1g
+        granule_in_ram[:] = is_4k
+        if lookup.next_in_ram_2m:
+            granule_in_ram[:] = granule_in_ram | is_2m
+        if lookup.next_in_ram_1g:
+            granule_in_ram[:] = granule_in_ram | (~is_4k & ~is_2m)
         next_permits.next = permits
         next_clean.next = clean
-        next_in_ram.next = granule_in_ram
+        next_in_ram.next = granule_in_ram & in_ram
 
     @always_comb
     def invalidate():
@@ -355,11 +362,28 @@ def tlb(
                 tags[index].next = vpn_1g
             sizes[index].next = update.fill_size
             frames[index].next = update.fill_frame
-            writable[index].next = update.fill_writable
-            user[index].next = update.fill_user
-            no_execute[index].next = update.fill_no_execute
-            dirty[index].next = update.fill_dirty
-            in_ram[index].next = update.fill_frame_in_ram
+            bits = intbv(0)[entries:]
+            bits[:] = writable
+            bits[index] = update.fill_writable
+            writable.next = bits
+            bits[:] = user
+            bits[index] = update.fill_user
+            user.next = bits
+            bits[:] = no_execute
+            bits[index] = update.fill_no_execute
+            no_execute.next = bits
+            bits[:] = dirty
+            bits[index] = update.fill_dirty
+            dirty.next = bits
+            bits[:] = in_ram
+            bits[index] = update.fill_frame_in_ram
+            in_ram.next = bits
+            bits[:] = is_4k
+            bits[index] = update.fill_size == PAGE_4K
+            is_4k.next = bits
+            bits[:] = is_2m
+            bits[index] = update.fill_size == PAGE_2M
+            is_2m.next = bits
             valid_bits = intbv(0)[entries:]
             valid_bits[:] = valid
             valid_bits[index] = True

@@ -107,12 +107,19 @@ async def memory_scenario(dut: Any, scenario: str) -> None:
     await tb.run_cocotb(dut, env)
 
 
-PARAMS = [{"mem_latency": 1, "ram_words": 64}, {"mem_latency": 3, "ram_words": 64}]
+PARAMS = [
+    {"mem_latency": 1, "ram_words": 64},
+    {"mem_latency": 3, "ram_words": 64},
+    {"mem_latency": 1, "ram_words": 64, "mem_bytes": 1 << 18},  # two banks (hdl.interfaces.ram_banks): even, odd words
+]
+
+
+def _name(params: dict[str, Any]) -> str:
+    return f"latency{params['mem_latency']}" + ("-two_banks" if "mem_bytes" in params else "")
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize(("simulator", "params"), tb.matrix(PARAMS, lambda p: f"latency{p['mem_latency']}",
-                                                           verilator=(1,)))
+@pytest.mark.parametrize(("simulator", "params"), tb.matrix(PARAMS, _name, verilator=(1,)))
 def test_memory_controller_runner(simulator: str, params: dict[str, Any]) -> None:
     from conftest import require_simulator
 
