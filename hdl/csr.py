@@ -30,6 +30,8 @@ def csr(
     rdata: SignalType,
     known: SignalType,
     writable: SignalType,
+    names_cr0: SignalType,
+    names_cr3: SignalType,
     paging: SignalType,
     cr3: SignalType,
     fault_addr: SignalType,
@@ -52,8 +54,10 @@ def csr(
     `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
     commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). The address is decoded
     as the MMU accepts the request (`accept`, with the request's `next_addr` and `next_user` on its ports), into
-    registers: `known` and `writable` hold from the lookup cycle on, and nothing in that cycle compares addresses.
-    For a user request (`next_user`: CPL 3) no CSR is known or writable, so its reads and writes are GP, as
+    registers, in two independent parts: whether the address lies in the CSR space (its bits above the CSR address
+    width zero) and which register its low bits name. `known`, `writable` and `names_cr0`/`names_cr3` (the address
+    is CR0's, CR3's: the MMU flushes on their writes) are the AND of the two, from the lookup cycle on. For a user
+    request (`next_user`: CPL 3) no CSR is known or writable, so its reads and writes are GP, as
     `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
     event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
     fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that
@@ -103,14 +107,19 @@ def csr(
     pwc_hits_pad, ad_writes_pad = COUNTER_WIDTH - len(event_pwc_hits), COUNTER_WIDTH - len(event_ad_writes)
 
     register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
-    # The decoded address: which register it names (one of the codes below), and whether it is known, writable,
-    # or a counter; of the request being accepted, then registered.
+    # The decoded address, in two parts registered as the request is accepted, so that no path runs from the
+    # request's 64 address bits through one decode (a wide compare per CSR, which synthesis builds as one shared
+    # chain): `space`, the address lies in the CSR space (and the request is privileged), and from its low bits
+    # alone which register they name (one of the codes below), and whether that is known, writable, or a counter.
     target_cr0, target_cr2, target_cr3, target_pfec = range(1, 5)  # 0: none of them, 5: a configuration CSR
     next_target = Signal(intbv(0, min=0, max=6))
     next_known = Signal(bool(0))
     next_writable = Signal(bool(0))
     next_constant = Signal(intbv(0)[data_width:])  # the value of a configuration CSR
+    space = Signal(bool(0))
     target = Signal(intbv(0, min=0, max=6))
+    named_known = Signal(bool(0))  # the low bits name a CSR
+    named_writable = Signal(bool(0))
     constant = Signal(intbv(0)[data_width:])
     # The counter named, one bit per counter: bit 0 CYCLES (the `cycles` port), bit i+1 counters[i]; a read ORs
     # what it selects (so a wide multiplexer by number becomes AND-OR trees).
@@ -123,40 +132,38 @@ def csr(
 
     @always_comb
     def decode_address():
-        # In parallel rather than as a chain of choices: the addresses are distinct, so at most one compare holds
-        # and every output is an OR of compares (a chain of elifs synthesizes as a chain: ten LUTs on the iCE40).
-        privileged = not next_user
-        at_cr0 = privileged and next_addr == csr_cr0
-        at_cr2 = privileged and next_addr == csr_cr2
-        at_cr3 = privileged and next_addr == csr_cr3
-        at_pfec = privileged and next_addr == csr_pfec
+        # The low bits in parallel rather than as a chain of choices: the addresses are distinct, so at most one
+        # compare holds and every output is an OR of compares (a chain of elifs synthesizes as a chain).
+        at_cr0 = next_addr[CSR_ADDR_WIDTH:] == csr_cr0
+        at_cr2 = next_addr[CSR_ADDR_WIDTH:] == csr_cr2
+        at_cr3 = next_addr[CSR_ADDR_WIDTH:] == csr_cr3
+        at_pfec = next_addr[CSR_ADDR_WIDTH:] == csr_pfec
         at_config = False
         value = intbv(0)[data_width:]
-        if privileged and next_addr == cfg_tlb_entries:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_entries:
             at_config = True
             value[:] = value | intbv(tlb_entries)[data_width:]
-        if privileged and next_addr == cfg_tlb_ways:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_ways:
             at_config = True
             value[:] = value | intbv(tlb_ways)[data_width:]
-        if privileged and next_addr == cfg_tlb_policy:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_policy:
             at_config = True
             value[:] = value | intbv(tlb_policy)[data_width:]
-        if privileged and next_addr == cfg_pwc_entries:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_pwc_entries:
             at_config = True
             value[:] = value | intbv(pwc_entries)[data_width:]
-        if privileged and next_addr == cfg_mem_bytes:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_mem_bytes:
             at_config = True
             value[:] = value | intbv(mem_bytes)[data_width:]
-        if privileged and next_addr == cfg_maxphyaddr:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_maxphyaddr:
             at_config = True
             value[:] = value | intbv(maxphyaddr)[data_width:]
-        if privileged and next_addr == cfg_latency:
+        if next_addr[CSR_ADDR_WIDTH:] == cfg_latency:
             at_config = True
             value[:] = value | intbv(latency)[data_width:]
-        # (a counter: the high bits equal, and a short compare of the number rather than two wide ones)
-        at_counter = (privileged and next_addr[addr_width:CSR_ADDR_WIDTH] == 0
-                         and next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
-                         and next_addr[number_bits:] < intbv(counter_count)[number_bits:])
+        # (a counter: the bits above its number equal, and a short compare of the number rather than two wide ones)
+        at_counter = (next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
+                      and next_addr[number_bits:] < intbv(counter_count)[number_bits:])
         if at_counter:
             # (the base is aligned: the address's low bits are the counter's number)
             next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
@@ -170,6 +177,14 @@ def csr(
         code[1] = at_cr2 or at_cr3
         code[2] = at_pfec or at_config
         next_target.next = code
+
+    @always_comb
+    def qualify():
+        # What the low bits name counts only in the CSR space (and at CPL 0).
+        known.next = space and named_known
+        writable.next = space and named_writable
+        names_cr0.next = space and target == target_cr0
+        names_cr3.next = space and target == target_cr3
 
     @always_comb
     def select_register():
@@ -190,21 +205,24 @@ def csr(
     @always_seq(clk.posedge, reset=rst)
     def update():
         if accept:  # the decoded address of the request being accepted
+            space.next = not next_user and next_addr[addr_width:CSR_ADDR_WIDTH] == 0
             target.next = next_target
-            known.next = next_known
-            writable.next = next_writable
+            named_known.next = next_known
+            named_writable.next = next_writable
             constant.next = next_constant
             counter_read.next = next_counter_read
         if in_lookup:
             if op == op_csr_read:
-                # register_value is 0 for a counter's address, and counter_read 0 for any other
+                # register_value is 0 for a counter's address, and counter_read 0 for any other; outside the CSR
+                # space (or at CPL 3) the read is 0
                 value = intbv(0)[data_width:]
-                value[:] = register_value
-                if counter_read[0]:
-                    value[:] = value | cycles
-                for i in range(counter_count - 1):
-                    if counter_read[i + 1]:
-                        value[:] = value | counters[i]
+                if space:
+                    value[:] = register_value
+                    if counter_read[0]:
+                        value[:] = value | cycles
+                    for i in range(counter_count - 1):
+                        if counter_read[i + 1]:
+                            value[:] = value | counters[i]
                 rdata.next = value
             elif op == op_csr_write and writable:
                 if target == target_cr0:
@@ -249,4 +267,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    return decode_address, select_register, update
+    return decode_address, qualify, select_register, update

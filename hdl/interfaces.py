@@ -57,6 +57,7 @@ def top_ports(config: MmuConfig | None = None) -> dict[str, object]:
     """
     ports: dict[str, object] = {name: _bits(width) for name, width in {**PORTS_IN, **PORTS_OUT}.items()}
     ports["rst"] = ResetSignal(0, active=1, isasync=False)
+    ports["req_ready"] = Signal(bool(1))  # a register that resets to 1 (idle): always_seq resets to the initial value
     if config is not None and config.memory == "axi":
         ports[AXI_PREFIX] = AxiManagerPort(config.maxphyaddr, config.axi_id_width)
     return ports

@@ -42,7 +42,6 @@ from hdl.protocol import (
     LEVEL_BITS,
     PAGE_SHIFT,
     VPN_WIDTH,
-    Csr,
     Fault,
     MmuConfig,
     Op,
@@ -94,6 +93,8 @@ def mmu(
     `m_axi` is the AXI4 manager port every RAM access goes out on (hdl.axi_manager), and the RAM arguments are unused.
     """
     config.validate()
+    if not req_ready.val:
+        raise ValueError("req_ready must start at 1, its value at reset (hdl.interfaces.top_ports builds it so)")
     ram_bits = ram_address_width(config.mem_bytes)
     on_axi = config.memory == "axi"  # every data access waits for its AXI response in MEMWAIT (a constant)
     if on_axi != (m_axi is not None):
@@ -125,8 +126,6 @@ def mmu(
     is_fetch = Signal(bool(0))  # a LOAD marked as instruction fetch
     canonical = Signal(bool(0))
     aligned = Signal(bool(0))
-    names_cr0 = Signal(bool(0))  # the address is that of CR0 (CR3): a CSR_WRITE there flushes
-    names_cr3 = Signal(bool(0))
     below_ram = Signal(bool(0))  # the address, as a physical one, lies within the RAM (paging off)
     offset_in_ram_2m = Signal(bool(0))  # the offset within a 2 MiB page lies within the RAM's size
     offset_in_ram_1g = Signal(bool(0))
@@ -148,7 +147,9 @@ def mmu(
     # registered request asks for (settles once per request), and that plan gated by `in_lookup` (toggles every
     # cycle of a TLB hit, so the blocks it wakes are small). Commands that can wait a cycle are registers set by
     # `control` instead (the TLB's drop and flushes, the PWC's flush), so a TLB hit assigns none of them.
-    in_lookup = Signal(bool(0))  # state == LOOKUP
+    # state == LOOKUP, and req_ready (state IDLE or RESP), are registers set with the state: MyHDL runs no block to
+    # decode them each time the state changes, and req_ready leaves the MMU from a flip-flop
+    in_lookup = Signal(bool(0))
     accepting = Signal(bool(0))  # a request is accepted at the end of this cycle
     data_access = Signal(bool(0))  # an aligned LOAD/STORE
     translatable = Signal(bool(0))  # ... with paging on and a canonical address: it looks up the TLB
@@ -185,12 +186,15 @@ def mmu(
     csr_rdata = Signal(intbv(0)[DATA_WIDTH:])
     csr_known = Signal(bool(0))
     csr_writable = Signal(bool(0))
+    names_cr0 = Signal(bool(0))  # the address is that of CR0 (CR3), at CPL 0: a CSR_WRITE there flushes
+    names_cr3 = Signal(bool(0))
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(
         clk=clk, rst=rst, accept=accepting, next_addr=req_addr, next_user=req_user, in_lookup=in_lookup, op=op,
         addr=vaddr, wdata=wdata, rdata=csr_rdata,
-        known=csr_known, writable=csr_writable, paging=paging, cr3=cr3, fault_addr=vaddr, event_valid=resp_valid,
+        known=csr_known, writable=csr_writable, names_cr0=names_cr0, names_cr3=names_cr3, paging=paging, cr3=cr3,
+        fault_addr=vaddr, event_valid=resp_valid,
         event_fault=resp_fault, event_errcode=resp_errcode, event_flush=event_flush, event_tlb_hit=ev_tlb_hit,
         event_tlb_miss=ev_tlb_miss, event_evict=ev_evict, event_walk_levels=ev_walk_levels,
         event_walk_cycles=ev_walk_cycles, event_pwc_hits=ev_pwc_hits, event_ad_writes=ev_ad_writes,
@@ -225,7 +229,6 @@ def mmu(
         int(Op.LOAD), int(Op.STORE), int(Op.INVLPG), int(Op.FLUSH), int(Op.CSR_READ), int(Op.CSR_WRITE))
     fault_none, fault_gp, fault_align, fault_bus, fault_page = (
         int(Fault.NONE), int(Fault.GP), int(Fault.ALIGN), int(Fault.BUS), int(Fault.PAGE))
-    csr_cr0, csr_cr3 = int(Csr.CR0), int(Csr.CR3)
 
     @always_comb
     def shift_load():
@@ -352,11 +355,6 @@ def mmu(
         tlb_update.refresh.next = ok and rewalk
 
     @always_comb
-    def track_state():
-        in_lookup.next = state == State.LOOKUP
-        req_ready.next = state == State.IDLE or state == State.RESP
-
-    @always_comb
     def accept_request():
         accepting.next = req_ready and req_valid
 
@@ -427,8 +425,6 @@ def mmu(
                 is_fetch.next = tlb_lookup.next_fetch
                 canonical.next = req_addr[vaddr_width:47] == 0 or req_addr[vaddr_width:47] == upper_ones
                 below_ram.next = req_addr[vaddr_width:ram_bits] == 0
-                names_cr0.next = req_addr == csr_cr0
-                names_cr3.next = req_addr == csr_cr3
                 offset_in_ram_2m.next = tlb_lookup.next_in_ram_2m
                 offset_in_ram_1g.next = tlb_lookup.next_in_ram_1g
                 # The lanes of the access within its 64-bit word: where a load's data sits, where a store's goes.
@@ -471,10 +467,13 @@ def mmu(
                     ev_evict.next = False
                     ev_evict_vpn.next = 0
                 state.next = State.LOOKUP
+                req_ready.next = False
+                in_lookup.next = True
             elif state == State.RESP:
                 state.next = State.IDLE
         elif state == State.LOOKUP or state == State.WALK:
-            if state == State.LOOKUP:
+            if state == State.LOOKUP:  # (which every operation leaves after one cycle)
+                in_lookup.next = False
                 if translatable and tlb_lookup.hit:
                     ev_tlb_hit.next = True
                 elif translatable:
@@ -532,6 +531,7 @@ def mmu(
                     state.next = State.MEMWAIT
                 else:
                     state.next = State.RESP
+                    req_ready.next = True
                     resp_valid.next = True
             elif walk_start:
                 rewalk.next = tlb_lookup.hit
@@ -543,11 +543,13 @@ def mmu(
                 if rdata_from_memory:
                     rdata_from_memory.next = False
                 state.next = State.RESP
+                req_ready.next = True
                 resp_valid.next = True
         elif state == State.MEMWAIT:
             # wdone and error_next are constant 0 with the bram: only AXI writes wait, and only AXI reports errors
             if mem_resp.rvalid_next or mem_resp.wdone:
                 state.next = State.RESP
+                req_ready.next = True
                 resp_valid.next = True
                 if mem_resp.error_next:  # SLVERR or DECERR: a BUS fault with no data, the translation kept
                     resp_fault.next = fault_bus
@@ -555,8 +557,9 @@ def mmu(
                     rdata_from_memory.next = False
         else:
             state.next = State.IDLE
+            req_ready.next = True
 
     return (memory, registers, translations, structure_cache, walker, shift_load, size_load, select_translation,
             bound_walk_frame, translate_address, locate_physical, address_data, bound_walk_result, classify,
-            decode_access, plan_access, judge_lookup, judge_walk, track_state, accept_request, start_access,
+            decode_access, plan_access, judge_lookup, judge_walk, accept_request, start_access,
             report_paddr, drive_response_data, control)

@@ -34,7 +34,9 @@ def _icarus(tmp_path, sources: dict[str, str], *tops: str) -> str:
 
 def test_the_yosys_scripts_map_the_mmu_alone_flattened_to_json_then_write_the_folded_netlist_as_verilog():
     ice40, ecp5 = (gatesim.yosys_script(TARGETS[name]) for name in ("ice40-up5k", "ecp5-85f"))
-    assert "synth_ice40 -top mmu -spram -device u;" in ice40 and "synth_ecp5 -top mmu;" in ecp5
+    assert "synth_ice40 -top mmu -spram -device u;" in ice40 and "synth_ecp5 -top mmu -run begin:map_luts;" in ecp5
+    for script, target in ((ice40, "ice40-up5k"), (ecp5, "ecp5-85f")):  # the netlist simulated is the one placed
+        assert TARGETS[target].synthesis("mmu") in script
     for script in (ice40, ecp5):
         assert "read_verilog mmu.v;" in script and script.endswith(f"write_json {gatesim.NETLIST_JSON}")
         assert "synth_top" not in script and "-noflatten" not in script

@@ -58,6 +58,18 @@ def _unplaced(error: str = "ERROR: Unable to place cell 'x', no BELs remaining")
     return {"status": "failed", "seconds": 3.0, "fmax_mhz": None, "error": error, "log": f"failed:\n{error}"}
 
 
+def test_abc9_maps_with_the_targets_wire_delay_on_both_families():
+    ice40, ecp5 = TARGETS["ice40-up5k"], TARGETS["ecp5-85f"]
+    script = ice40.synthesis("top", "-noflatten")
+    # synth_ice40 reads the delay from the design's scratchpad, set before it runs
+    assert script == (f"scratchpad -set synth_ice40.abc9.W {ice40.abc9_wire_delay_ps}; "
+                      "synth_ice40 -top top -noflatten -spram -device u")
+    # synth_ecp5's is a constant: its steps run up to its LUT mapping, ours maps, and its steps go on from there
+    steps = [step.strip() for step in ecp5.synthesis("top", "-noflatten").split(";")]
+    assert steps == ["synth_ecp5 -top top -noflatten -run begin:map_luts", "techmap -map +/lattice/latches_map.v",
+                     f"abc9 -W {ecp5.abc9_wire_delay_ps}", "clean", "synth_ecp5 -top top -noflatten -run map_cells:"]
+
+
 def test_seed_1_is_the_headline_with_the_best_and_median_of_the_seeds():
     summary = nextpnr_summary({1: _placed(101.5), 2: _placed(97.25), 3: _placed(104.0)}, 100)
     assert summary["status"] == "ok" and summary["fmax_mhz"] == 101.5 and summary["meets_target"]

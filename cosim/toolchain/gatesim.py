@@ -85,7 +85,7 @@ def yosys_script(target: Target) -> str:
     """Synthesis of the `mmu` alone for `target`, flattened, written as a JSON netlist of the family's primitives."""
     return "; ".join([
         f"read_verilog {TOP_MODULE}.v",
-        f"synth_{target.family} -top {TOP_MODULE} {' '.join(target.synth_options)}".rstrip(),
+        target.synthesis(TOP_MODULE),
         f"write_json {NETLIST_JSON}",
     ])  # fmt: skip
 

@@ -51,6 +51,22 @@ class Target:
     nextpnr_options: tuple[str, ...]
     ram_cells: tuple[str, ...]  # cells that show Yosys mapped the RAM to the device's memories
     frequency_mhz: int  # the clock constraint nextpnr optimises for: issue 10's goal for the device
+    # The delay ABC9 assumes for every net while it maps logic to LUTs, in ps. Yosys's defaults (300 for the ECP5,
+    # 750 for the UltraPlus) make a wide compare cheaper as a chain of LUTs than as a tree; this design's nets,
+    # many with a high fanout, take 1-2 ns after placement, so a larger figure keeps its compares shallow
+    # (docs/synthesis.md, "ABC's wire delay").
+    abc9_wire_delay_ps: int
+
+    def synthesis(self, top: str, *options: str) -> str:
+        """The Yosys commands that synthesize `top` for this target (with `options` for synth_<family>)."""
+        synth = " ".join([f"synth_{self.family} -top {top}", *options, *self.synth_options])
+        wire_delay = self.abc9_wire_delay_ps
+        if self.family == "ice40":
+            return f"scratchpad -set synth_ice40.abc9.W {wire_delay}; {synth}"
+        # synth_ecp5 takes its wire delay from a constant no scratchpad entry overrides: its LUT mapping runs here
+        # as its own step (map_luts) would, with our delay.
+        return (f"{synth} -run begin:map_luts; techmap -map +/lattice/latches_map.v; abc9 -W {wire_delay}; clean; "
+                f"{synth} -run map_cells:")
 
 
 TARGETS = {
@@ -58,9 +74,9 @@ TARGETS = {
     for t in (
         Target("ice40-up5k", "ice40", 64 << 10, ("-spram", "-device", "u"),  # (UltraPlus delays for ABC)
                ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
-               ("SB_SPRAM256KA", "SB_RAM40_4K"), 30),
+               ("SB_SPRAM256KA", "SB_RAM40_4K"), 30, 2000),
         Target("ecp5-85f", "ecp5", 256 << 10, (), ("--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"),
-               ("DP16KD",), 100),
+               ("DP16KD",), 100, 1000),
     )
 }  # fmt: skip
 
@@ -234,7 +250,7 @@ def _netlist(build: Build, out_dir: Path, say: Callable[[str], None]) -> dict[st
     (work / f"{HARNESS_MODULE}.v").write_text(harness_verilog(config))
     script = "; ".join([
         f"read_verilog {TOP_MODULE}.v {HARNESS_MODULE}.v",
-        f"synth_{target.family} -top {HARNESS_MODULE} -noflatten {' '.join(target.synth_options)}",
+        target.synthesis(HARNESS_MODULE, "-noflatten"),
         "tee -q -o stat.json stat -json",
         "flatten",
         "write_json netlist.json",
