@@ -125,7 +125,7 @@ def csr(
     # what it selects (so a wide multiplexer by number becomes AND-OR trees).
     counter_count = len(Counter)
     number_bits = (counter_count - 1).bit_length()
-    high_bits = CSR_ADDR_WIDTH - number_bits  # the CSR address bits above a counter's number
+    counter_end = counter_base + counter_count
     assert counter_base % (1 << number_bits) == 0, "the counters' base must be aligned to their number"
     next_counter_read = Signal(intbv(0)[counter_count:])
     counter_read = Signal(intbv(0)[counter_count:])
@@ -134,39 +134,39 @@ def csr(
     def decode_address():
         # The low bits in parallel rather than as a chain of choices: the addresses are distinct, so at most one
         # compare holds and every output is an OR of compares (a chain of elifs synthesizes as a chain).
-        at_cr0 = next_addr[CSR_ADDR_WIDTH:] == csr_cr0
-        at_cr2 = next_addr[CSR_ADDR_WIDTH:] == csr_cr2
-        at_cr3 = next_addr[CSR_ADDR_WIDTH:] == csr_cr3
-        at_pfec = next_addr[CSR_ADDR_WIDTH:] == csr_pfec
+        low = intbv(0)[CSR_ADDR_WIDTH:]  # (sliced once: MyHDL's simulator pays for every slice)
+        low[:] = next_addr[CSR_ADDR_WIDTH:]
+        at_cr0 = low == csr_cr0
+        at_cr2 = low == csr_cr2
+        at_cr3 = low == csr_cr3
+        at_pfec = low == csr_pfec
         at_config = False
         value = intbv(0)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_entries:
+        if low == cfg_tlb_entries:
             at_config = True
             value[:] = value | intbv(tlb_entries)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_ways:
+        if low == cfg_tlb_ways:
             at_config = True
             value[:] = value | intbv(tlb_ways)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_tlb_policy:
+        if low == cfg_tlb_policy:
             at_config = True
             value[:] = value | intbv(tlb_policy)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_pwc_entries:
+        if low == cfg_pwc_entries:
             at_config = True
             value[:] = value | intbv(pwc_entries)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_mem_bytes:
+        if low == cfg_mem_bytes:
             at_config = True
             value[:] = value | intbv(mem_bytes)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_maxphyaddr:
+        if low == cfg_maxphyaddr:
             at_config = True
             value[:] = value | intbv(maxphyaddr)[data_width:]
-        if next_addr[CSR_ADDR_WIDTH:] == cfg_latency:
+        if low == cfg_latency:
             at_config = True
             value[:] = value | intbv(latency)[data_width:]
-        # (a counter: the bits above its number equal, and a short compare of the number rather than two wide ones)
-        at_counter = (next_addr[CSR_ADDR_WIDTH:number_bits] == intbv(counter_base >> number_bits)[high_bits:]
-                      and next_addr[number_bits:] < intbv(counter_count)[number_bits:])
+        at_counter = low >= counter_base and low < counter_end
         if at_counter:
             # (the base is aligned: the address's low bits are the counter's number)
-            next_counter_read.next = intbv(1)[counter_count:] << next_addr[number_bits:]
+            next_counter_read.next = intbv(1)[counter_count:] << low[number_bits:]
         else:
             next_counter_read.next = 0
         next_constant.next = value

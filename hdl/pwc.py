@@ -63,6 +63,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     full = Signal(bool(0))
     free_index = Signal(intbv(0)[index_bits:])
     insert_index = Signal(intbv(0)[index_bits:])
+    pending_index = Signal(intbv(0)[index_bits:])  # insert_index, registered with the pending insert
 
     @always_comb
     def next_prefixes():
@@ -175,27 +176,30 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 pending_writable.next = insert.writable
                 pending_user.next = insert.user
                 pending_no_execute.next = insert.no_execute
+                # (the entry it takes, from the valid bits and the FIFO pointer, which no walk changes: the entries'
+                # write enables decode a register)
+                pending_index.next = insert_index
             elif pending:
                 pending.next = False
             if flush:
                 valid.next = 0
             elif pending:
-                levels[insert_index].next = pending_level
+                levels[pending_index].next = pending_level
                 # The tag is the VPN prefix of the entry's level, formed here: a combinational copy would follow every
                 # lookup.
                 if pending_level == 2:
-                    tags[insert_index].next = vpn & intbv(pde_prefix)[vpn_width:]
+                    tags[pending_index].next = vpn & intbv(pde_prefix)[vpn_width:]
                 elif pending_level == 3:
-                    tags[insert_index].next = vpn & intbv(pdpte_prefix)[vpn_width:]
+                    tags[pending_index].next = vpn & intbv(pdpte_prefix)[vpn_width:]
                 else:
-                    tags[insert_index].next = vpn & intbv(pml4e_prefix)[vpn_width:]
-                tables[insert_index].next = pending_table
-                writable[insert_index].next = pending_writable
-                user[insert_index].next = pending_user
-                no_execute[insert_index].next = pending_no_execute
+                    tags[pending_index].next = vpn & intbv(pml4e_prefix)[vpn_width:]
+                tables[pending_index].next = pending_table
+                writable[pending_index].next = pending_writable
+                user[pending_index].next = pending_user
+                no_execute[pending_index].next = pending_no_execute
                 valid_bits = intbv(0)[entries:]
                 valid_bits[:] = valid
-                valid_bits[insert_index] = True
+                valid_bits[pending_index] = True
                 valid.next = valid_bits
                 if full and oldest == last_entry:
                     oldest.next = 0

@@ -14,6 +14,8 @@ from myhdl import Signal, SignalType, always, always_comb, always_seq, block, co
 from hdl.interfaces import PAGE_2M, PAGE_4K, PAGE_SIZE_CODE_WIDTH, TlbLookup, TlbUpdate, index_width
 from hdl.protocol import LEVEL_BITS, LFSR_SEED, LFSR_TAPS, TlbPolicy
 
+GROUP_WAYS = 4  # the lowest matching way is chosen within groups of this many ways, then among the groups
+
 
 def tracks_hits(ways: int, policy: int) -> bool:
     """Whether the TLB reads `update.touch` (its hits): only PLRU with more than one way does."""
@@ -79,7 +81,10 @@ def tlb(
     next_in_ram = Signal(intbv(0)[entries:])  # ... whose translation of `next_vpn` lies within the RAM
     valid_after = Signal(intbv(0)[entries:])
     next_way_matches = Signal(intbv(0)[ways:])
-    next_lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered way of next_way_matches, alone
+    group_size = min(ways, GROUP_WAYS)  # (ways is a power of two: every group is full)
+    groups = ways // group_size
+    next_group_lowest = Signal(intbv(0)[ways:])  # per group of ways, its lowest-numbered way of next_way_matches
+    next_group_any = Signal(intbv(0)[groups:])  # the groups with a way in next_way_matches
     next_way_permits = Signal(intbv(0)[ways:])
     next_way_dirty_first = Signal(intbv(0)[ways:])  # permits, but D must be set first
     next_way_usable = Signal(intbv(0)[ways:])  # permits as it is, in RAM: the access can start
@@ -88,6 +93,8 @@ def tlb(
     set_base = Signal(intbv(0)[index_bits:])
     tag_matches = Signal(intbv(0)[entries:])  # the entries whose tag holds `vpn`
     page_matches = Signal(intbv(0)[entries:])  # valid entries (of any set) whose page holds `vpn`
+    group_lowest = Signal(intbv(0)[ways:])  # registered: of `vpn`
+    group_any = Signal(intbv(0)[groups:])
     lowest_match = Signal(intbv(0)[ways:])  # the lowest-numbered of the set's valid ways that hold `vpn`, alone
     way_permits = Signal(intbv(0)[ways:])
     way_dirty_first = Signal(intbv(0)[ways:])
@@ -229,16 +236,32 @@ def tlb(
 
     @always_comb
     def choose_lowest():
-        # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation),
-        # chosen as the request is accepted and registered with the rest of its lookup. Written as an AND tree per
-        # way, which synthesis balances (a chain of choices it would keep as a chain): each way is the lowest if it
-        # matches and no way below it does.
-        below = False
+        # The lowest-numbered matching way wins (ways overlap after the tables change under a cached translation).
+        # It is chosen in two steps, so that neither lengthens its cycle by more than a LUT: as the request is
+        # accepted, the lowest matching way within each group of GROUP_WAYS ways (and whether the group matches),
+        # registered with the rest of its lookup; in the lookup cycle, that of the lowest matching group
+        # (finish_lowest). Written as AND trees, which synthesis balances (a chain of choices it would keep as a
+        # chain): each way is the lowest if it matches and no way below it does.
         first = intbv(0)[ways:]
-        for w in range(ways):
-            first[w] = next_way_matches[w] and not below
-            below = below or bool(next_way_matches[w])
-        next_lowest_match.next = first
+        found = intbv(0)[groups:]
+        for g in range(groups):
+            below = False
+            for w in range(g * group_size, (g + 1) * group_size):
+                first[w] = next_way_matches[w] and not below
+                below = below or bool(next_way_matches[w])
+            found[g] = below
+        next_group_lowest.next = first
+        next_group_any.next = found
+
+    @always_comb
+    def finish_lowest():
+        lowest = intbv(0)[ways:]
+        below = False
+        for g in range(groups):
+            for w in range(g * group_size, (g + 1) * group_size):
+                lowest[w] = group_lowest[w] and not below
+            below = below or bool(group_any[g])
+        lowest_match.next = lowest
 
     @always_comb
     def select_hit():
@@ -254,7 +277,7 @@ def tlb(
 
     @always_comb
     def answer_hit():
-        lookup.hit.next = lowest_match != 0
+        lookup.hit.next = group_any != 0
         lookup.permitted.next = (lowest_match & way_permits) != 0
         lookup.needs_dirty.next = (lowest_match & way_dirty_first) != 0
         lookup.usable.next = (lowest_match & way_usable) != 0
@@ -336,7 +359,8 @@ def tlb(
         # The lookup of the request being accepted (never read before the first: no reset).
         if lookup.accept:
             tag_matches.next = next_tag_matches
-            lowest_match.next = next_lowest_match
+            group_lowest.next = next_group_lowest
+            group_any.next = next_group_any
             way_permits.next = next_way_permits
             way_dirty_first.next = next_way_dirty_first
             way_usable.next = next_way_usable
@@ -492,6 +516,6 @@ def tlb(
 
         replacement = [choose_random_victim, step_lfsr]
 
-    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, choose_lowest, select_hit,
-            answer_hit, register_set, match_valid, index_hit, read_hit, find_free_way, index_fill, report_eviction,
-            update_entries, replacement)
+    return (split_vpn, select_set, locate_set, compare, check_access, invalidate, gather_set, choose_lowest,
+            finish_lowest, select_hit, answer_hit, register_set, match_valid, index_hit, read_hit, find_free_way,
+            index_fill, report_eviction, update_entries, replacement)

@@ -629,6 +629,31 @@ def test_set_associative_tlb_fills_only_the_accessed_pages_set(make_bench) -> No
     assert bench.load(PAGES[1]).tlb_hit
 
 
+def test_overlapping_entries_resolve_to_the_lowest_way_within_and_across_groups_of_ways(make_bench) -> None:
+    # 4 KiB entries stay cached in ways 1-5 while their 2 MiB region becomes a huge page, whose fill then takes way
+    # 6: ways 1-3 lie in another group of ways than way 6 (hdl/tlb.py, GROUP_WAYS), ways 4-5 in its own group.
+    bench = make_bench(pwc_entries=0)  # no PWC: the huge page's walk must read the new PDE
+    tables = PageTables(bench)
+    region = 0x4020_0000
+    alias = 0x4060_0000  # maps the region's page directory, so that the PDE can be written with paging on
+    directory = tables.table_for(region, 2)
+    tables.map(alias, directory)
+    for i in range(5):
+        tables.map(region + (i + 1) * 0x1000, FRAME + i * 0x1000)
+    tables.enable()
+    bench.load(alias)  # way 0
+    assert [bench.load(region + (i + 1) * 0x1000).tlb_miss for i in range(5)] == [1] * 5  # ways 1-5
+    huge_pde = RW | Pte.HUGE_PAGE  # frame 0
+    assert bench.store(alias + 8 * table_index(region, 2), huge_pde).tlb_hit
+    response = bench.load(region + 7 * 0x1000 + 8)  # way 6: the 2 MiB page
+    assert (response.tlb_miss, response.paddr) == (1, 7 * 0x1000 + 8)
+    for i in range(5):  # each cached 4 KiB page answers for its own page: the lower way
+        response = bench.load(region + (i + 1) * 0x1000 + 16)
+        assert (response.tlb_hit, response.paddr) == (1, FRAME + i * 0x1000 + 16)
+    response = bench.load(region + 6 * 0x1000)  # a page with no 4 KiB entry: the 2 MiB one
+    assert (response.tlb_hit, response.paddr) == (1, 6 * 0x1000)
+
+
 # -- timing ---------------------------------------------------------------------------------------------------
 
 
