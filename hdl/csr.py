@@ -23,6 +23,7 @@ def csr(
     accept: SignalType,
     next_addr: SignalType,
     next_user: SignalType,
+    next_csr: SignalType,
     in_lookup: SignalType,
     op: SignalType,
     addr: SignalType,
@@ -53,10 +54,11 @@ def csr(
 
     `in_lookup` is high in the MMU's lookup cycle of the registered request `op` at `addr`: a CSR_WRITE of `wdata`
     commits at its end when `writable`, a CSR_READ loads `rdata` (zero for an unknown CSR). The address is decoded
-    as the MMU accepts the request (`accept`, with the request's `next_addr` and `next_user` on its ports), into
-    registers, in two independent parts: whether the address lies in the CSR space (its bits above the CSR address
-    width zero) and which register its low bits name. `known`, `writable` and `names_cr0`/`names_cr3` (the address
-    is CR0's, CR3's: the MMU flushes on their writes) are the AND of the two, from the lookup cycle on. For a user
+    as the MMU accepts a CSR_READ or CSR_WRITE (`accept` with `next_csr`, the request's `next_addr` and `next_user`
+    on its ports), into registers, in two independent parts: whether the address lies in the CSR space (its bits
+    above the CSR address width zero) and which register its low bits name. `known`, `writable` and
+    `names_cr0`/`names_cr3` (the address is CR0's, CR3's: the MMU flushes on their writes) are the AND of the two,
+    from the lookup cycle on, and mean nothing for other operations. For a user
     request (`next_user`: CPL 3) no CSR is known or writable, so its reads and writes are GP, as
     `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
     event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
@@ -106,7 +108,6 @@ def csr(
     cycles_pad, levels_pad = COUNTER_WIDTH - len(event_walk_cycles), COUNTER_WIDTH - len(event_walk_levels)
     pwc_hits_pad, ad_writes_pad = COUNTER_WIDTH - len(event_pwc_hits), COUNTER_WIDTH - len(event_ad_writes)
 
-    register_value = Signal(intbv(0)[len(rdata):])  # what a read of `addr` returns, unless it names a counter
     # The decoded address, in two parts registered as the request is accepted, so that no path runs from the
     # request's 64 address bits through one decode (a wide compare per CSR, which synthesis builds as one shared
     # chain): `space`, the address lies in the CSR space (and the request is privileged), and from its low bits
@@ -186,25 +187,9 @@ def csr(
         names_cr0.next = space and target == target_cr0
         names_cr3.next = space and target == target_cr3
 
-    @always_comb
-    def select_register():
-        if target == target_cr0:
-            if paging:
-                register_value.next = intbv(cr0_paging)[data_width:]
-            else:
-                register_value.next = intbv(cr0_fixed)[data_width:]
-        elif target == target_cr2:
-            register_value.next = cr2
-        elif target == target_cr3:
-            register_value.next = cr3
-        elif target == target_pfec:
-            register_value.next = concat(intbv(0)[pfec_pad:], pfec)
-        else:
-            register_value.next = constant  # 0 unless a configuration CSR
-
     @always_seq(clk.posedge, reset=rst)
     def update():
-        if accept:  # the decoded address of the request being accepted
+        if accept and next_csr:  # the decoded address of the CSR_READ or CSR_WRITE being accepted
             space.next = not next_user and next_addr[addr_width:CSR_ADDR_WIDTH] == 0
             target.next = next_target
             named_known.next = next_known
@@ -213,11 +198,23 @@ def csr(
             counter_read.next = next_counter_read
         if in_lookup:
             if op == op_csr_read:
-                # register_value is 0 for a counter's address, and counter_read 0 for any other; outside the CSR
-                # space (or at CPL 3) the read is 0
+                # Outside the CSR space (or at CPL 3) the read is 0; a configuration CSR's `constant` is 0 for any
+                # other address, and counter_read 0 for any but a counter's.
                 value = intbv(0)[data_width:]
                 if space:
-                    value[:] = register_value
+                    if target == target_cr0:
+                        if paging:
+                            value[:] = intbv(cr0_paging)[data_width:]
+                        else:
+                            value[:] = intbv(cr0_fixed)[data_width:]
+                    elif target == target_cr2:
+                        value[:] = cr2
+                    elif target == target_cr3:
+                        value[:] = cr3
+                    elif target == target_pfec:
+                        value[:] = concat(intbv(0)[pfec_pad:], pfec)
+                    else:
+                        value[:] = constant
                     if counter_read[0]:
                         value[:] = value | cycles
                     for i in range(counter_count - 1):
@@ -267,4 +264,4 @@ def csr(
             if event_fault == fault_bus:
                 counters[c_faults_bus].next = counters[c_faults_bus] + 1
 
-    return decode_address, qualify, select_register, update
+    return decode_address, qualify, update

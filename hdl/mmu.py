@@ -188,10 +188,12 @@ def mmu(
     csr_writable = Signal(bool(0))
     names_cr0 = Signal(bool(0))  # the address is that of CR0 (CR3), at CPL 0: a CSR_WRITE there flushes
     names_cr3 = Signal(bool(0))
+    next_csr = Signal(bool(0))  # the request on the port is a CSR_READ or CSR_WRITE
     paging = Signal(bool(0))
     cr3 = Signal(intbv(0)[DATA_WIDTH:])
     registers = csr(
-        clk=clk, rst=rst, accept=accepting, next_addr=req_addr, next_user=req_user, in_lookup=in_lookup, op=op,
+        clk=clk, rst=rst, accept=accepting, next_addr=req_addr, next_user=req_user, next_csr=next_csr,
+        in_lookup=in_lookup, op=op,
         addr=vaddr, wdata=wdata, rdata=csr_rdata,
         known=csr_known, writable=csr_writable, names_cr0=names_cr0, names_cr3=names_cr3, paging=paging, cr3=cr3,
         fault_addr=vaddr, event_valid=resp_valid,
@@ -303,6 +305,8 @@ def mmu(
     def decode_access():
         # The access on the request port, for the TLB's checks as it is accepted (and registered below as well).
         tlb_lookup.next_store.next = req_op == op_store
+        reads_csr = req_op == op_csr_read  # (MyHDL converts no `in`)
+        next_csr.next = reads_csr or req_op == op_csr_write
         tlb_lookup.next_fetch.next = req_op == op_load and req_fetch
         tlb_lookup.next_in_ram_2m.next = (req_addr & intbv(beyond_ram_2m)[vaddr_width:]) == 0
         tlb_lookup.next_in_ram_1g.next = (req_addr & intbv(beyond_ram_1g)[vaddr_width:]) == 0

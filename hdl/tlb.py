@@ -255,11 +255,15 @@ def tlb(
 
     @always_comb
     def finish_lowest():
+        # group_lowest with the ways of every group above the lowest matching one cleared (which only a group
+        # that matches has set: the loop clears bits only when ways overlap, rare, as MyHDL's simulator pays per bit).
         lowest = intbv(0)[ways:]
+        lowest[:] = group_lowest
         below = False
         for g in range(groups):
-            for w in range(g * group_size, (g + 1) * group_size):
-                lowest[w] = group_lowest[w] and not below
+            if below and group_any[g]:
+                for w in range(g * group_size, (g + 1) * group_size):
+                    lowest[w] = False
             below = below or bool(group_any[g])
         lowest_match.next = lowest
 
