@@ -261,8 +261,9 @@ def tlb(
         lowest[:] = group_lowest
         below = False
         for g in range(groups):
-            if below and group_any[g]:
-                for w in range(g * group_size, (g + 1) * group_size):
+            clear = below and bool(group_any[g])
+            for w in range(g * group_size, (g + 1) * group_size):  # (a loop run whole: Yosys infers no latch)
+                if clear:
                     lowest[w] = False
             below = below or bool(group_any[g])
         lowest_match.next = lowest

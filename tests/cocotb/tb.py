@@ -93,9 +93,10 @@ def _block_ports(name: str, params: dict[str, Any]) -> tuple[Callable[..., Any],
     if name == "csr":
         from hdl.csr import csr
 
-        widths = {"accept": 1, "next_addr": VADDR_WIDTH, "next_user": 1, "in_lookup": 1, "op": OP_WIDTH,
-                  "addr": VADDR_WIDTH, "wdata": DATA_WIDTH,
-                  "rdata": DATA_WIDTH, "known": 1, "writable": 1, "paging": 1, "cr3": DATA_WIDTH,
+        widths = {"accept": 1, "next_addr": VADDR_WIDTH, "next_user": 1, "next_csr": 1, "in_lookup": 1,
+                  "op": OP_WIDTH, "addr": VADDR_WIDTH, "wdata": DATA_WIDTH,
+                  "rdata": DATA_WIDTH, "known": 1, "writable": 1, "names_cr0": 1, "names_cr3": 1, "paging": 1,
+                  "cr3": DATA_WIDTH,
                   "fault_addr": VADDR_WIDTH,
                   "event_valid": 1, "event_fault": FAULT_WIDTH, "event_errcode": ERRCODE_WIDTH, "event_flush": 1,
                   "cycles": PORTS_OUT["ev_cycle"]}

@@ -3,8 +3,9 @@
 performance counters, each counting what protocol.Counter says from the access event of every response.
 
 The environment plays hdl/mmu.py around the block. A request is accepted (`accept`, with its address and CPL on
-`next_addr` and `next_user`), and the block decodes the address then: `known` and `writable` hold from the next cycle
-until the next accept, and at CPL 3 nothing is either. Its lookup cycle follows (`in_lookup`, with the registered
+`next_addr` and `next_user`, and `next_csr` for a CSR_READ or CSR_WRITE), and the block decodes a CSR operation's
+address then: `known`, `writable` and `names_cr0`/`names_cr3` hold from the next cycle until the next CSR operation
+is accepted, and at CPL 3 none is set. Its lookup cycle follows (`in_lookup`, with the registered
 request on `op`, `addr` and `wdata`: a CSR_READ takes its value, a CSR_WRITE commits), then a memory operation's
 walk or wait, then the response cycle (its access event is counted). The next request is accepted in that response
 cycle or in an idle one after it. Both the cocotb module and its pytest entry `test_csr_runner` (Verilator, Icarus,
@@ -119,13 +120,13 @@ class CsrEnvironment(tb.Environment):
     not, writable or not), the rest memory operations, INVLPGs and FLUSHes with random access events; checks every
     output every cycle against CsrModel."""
 
-    outputs = ("rdata", "known", "writable", "paging", "cr3", "cycles")
+    outputs = ("rdata", "known", "writable", "names_cr0", "names_cr3", "paging", "cr3", "cycles")
 
     def __init__(self, params: dict[str, Any], seed: int, operations: int, csr_share: float, max_idle: int) -> None:
         super().__init__(seed)
         self.model = CsrModel(config_of(params))
         self.csr_share, self.max_idle = csr_share, max_idle
-        self.decoded: tuple[int, int] | None = None  # the address and CPL decoded at the last accept (none yet)
+        self.decoded: tuple[int, int] | None = None  # the address and CPL of the last CSR operation accepted
         self.rdata = 0  # the last CSR_READ's value, which the block holds
         self.inputs: dict[str, int] = {}
         self.cycles = self._cycles(operations)
@@ -183,9 +184,11 @@ class CsrEnvironment(tb.Environment):
         """One cycle's inputs: the registered `request` (the MMU's registers, of which fault_addr is the address),
         the request port (`accept`ed, or whatever is on it), and `inputs` (in_lookup, the event)."""
         if accept is None:
-            port = {"accept": 0, "next_addr": self.rng.getrandbits(64), "next_user": self.rng.getrandbits(1)}
+            port = {"accept": 0, "next_addr": self.rng.getrandbits(64), "next_user": self.rng.getrandbits(1),
+                    "next_csr": self.rng.getrandbits(1)}
         else:
-            port = {"accept": 1, "next_addr": accept["addr"], "next_user": accept["user"]}
+            port = {"accept": 1, "next_addr": accept["addr"], "next_user": accept["user"],
+                    "next_csr": int(accept["op"] in (Op.CSR_READ, Op.CSR_WRITE))}
         registered = {name: request[name] for name in ("op", "addr", "wdata")} | {"fault_addr": request["addr"]}
         return {"in_lookup": 0, **NO_EVENT, **registered, **port, **inputs}
 
@@ -210,27 +213,29 @@ class CsrEnvironment(tb.Environment):
     def sample(self, values: dict[str, int | None]) -> None:
         inputs, model = self.inputs, self.model
         op, addr, wdata = inputs["op"], inputs["addr"], inputs["wdata"]
-        if self.decoded is None:  # from reset until the first accept: nothing decoded, nothing known
-            self.expect("known", values["known"], 0)
-            self.expect("writable", values["writable"], 0)
+        if self.decoded is None:  # from reset until the first CSR operation: nothing decoded, nothing known
+            for output in ("known", "writable", "names_cr0", "names_cr3"):
+                self.expect(output, values[output], 0)
         else:
             decoded, user = self.decoded
             self.expect(f"known({decoded:#x}, user={user})", values["known"], model.known(decoded, user))
             self.expect(f"writable({decoded:#x}, user={user})", values["writable"], model.writable(decoded, user))
+            for output, csr in (("names_cr0", Csr.CR0), ("names_cr3", Csr.CR3)):
+                self.expect(f"{output}({decoded:#x}, user={user})", values[output], int(not user and decoded == csr))
         self.expect("paging", values["paging"], model.paging)
         self.expect("cr3", values["cr3"], model.cr3)
         self.expect("cycles", values["cycles"], self.cycle)
         self.expect("rdata", values["rdata"], self.rdata)
         # what the clock edge that ends this cycle does (a lookup's request is the one decoded)
-        if inputs["in_lookup"]:
-            user = self.decoded[1]
+        if inputs["in_lookup"] and op in (Op.CSR_READ, Op.CSR_WRITE):
+            user = self.decoded[1]  # (decoded as the operation was accepted)
             if op == Op.CSR_READ:
                 self.rdata = model.read(addr, user, self.cycle)
-            elif op == Op.CSR_WRITE and model.writable(addr, user):
+            elif model.writable(addr, user):
                 model.write(addr, wdata)
         elif inputs["event_valid"]:
             model.count(op, addr, inputs)
-        if inputs["accept"]:
+        if inputs["accept"] and inputs["next_csr"]:
             self.decoded = inputs["next_addr"], inputs["next_user"]
 
 
