@@ -213,7 +213,8 @@ class PwcLookup:
     entries are compared with `next_vpn` as the MMU accepts the request (`accept`), and the rest follows from that.
 
     On `hit` a walk continues at `next_level` (the level below the entry) in the table at frame `table`, with the
-    permissions combined from the root down to the entry (`writable`, `user`, `no_execute`).
+    permissions combined from the root down to the entry (`writable`, `user`, `no_execute`); `table_in_ram` says
+    whether that table lies within the RAM (kept with the entry, so that no walk compares the frame again).
     """
 
     def __init__(self, frame_bits: int) -> None:
@@ -223,6 +224,7 @@ class PwcLookup:
         self.hit = Signal(bool(0))
         self.next_level = Signal(intbv(0)[LEVEL_WIDTH:])
         self.table = Signal(intbv(0)[frame_bits:])
+        self.table_in_ram = Signal(bool(0))
         self.writable = Signal(bool(0))
         self.user = Signal(bool(0))
         self.no_execute = Signal(bool(0))
@@ -230,13 +232,15 @@ class PwcLookup:
 
 class PwcInsert:
     """The walker's insert into the paging-structure cache, for the VPN being looked up: `valid` for one cycle, an
-    entry of `level` (4, 3 or 2) pointing at the table at frame `table`, with the permissions combined down to it.
+    entry of `level` (4, 3 or 2) pointing at the table at frame `table` (within the RAM or not: `table_in_ram`), with
+    the permissions combined down to it.
     The cache registers it and writes the entry an edge later (hdl.pwc)."""
 
     def __init__(self, frame_bits: int) -> None:
         self.valid = Signal(bool(0))
         self.level = Signal(intbv(0)[LEVEL_WIDTH:])
         self.table = Signal(intbv(0)[frame_bits:])
+        self.table_in_ram = Signal(bool(0))
         self.writable = Signal(bool(0))
         self.user = Signal(bool(0))
         self.no_execute = Signal(bool(0))

@@ -233,6 +233,7 @@ def page_walker(
         pwc_insert.valid.next = decide and not checked_ends
         pwc_insert.level.next = level
         pwc_insert.table.next = table_frame
+        pwc_insert.table_in_ram.next = table_in_ram
         pwc_insert.writable.next = writable
         pwc_insert.user.next = user
         pwc_insert.no_execute.next = no_execute
@@ -264,7 +265,7 @@ def page_walker(
             if pwc.hit:
                 level.next = pwc.next_level
                 table_frame.next = pwc.table
-                table_in_ram.next = pwc.table[frame_bits:ram_bits - PAGE_SHIFT] == 0
+                table_in_ram.next = pwc.table_in_ram
                 writable.next = pwc.writable
                 user.next = pwc.user
                 no_execute.next = pwc.no_execute

@@ -34,6 +34,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     levels = [Signal(intbv(0)[LEVEL_WIDTH:]) for _ in range(entries)]
     tags = [Signal(intbv(0)[vpn_width:]) for _ in range(entries)]
     tables = [Signal(intbv(0)[table_width:]) for _ in range(entries)]
+    tables_in_ram = [Signal(bool(0)) for _ in range(entries)]
     writable = [Signal(bool(0)) for _ in range(entries)]
     user = [Signal(bool(0)) for _ in range(entries)]
     no_execute = [Signal(bool(0)) for _ in range(entries)]
@@ -57,6 +58,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     pending = Signal(bool(0))  # the insert registered at the last edge, written at the next
     pending_level = Signal(intbv(0)[LEVEL_WIDTH:])
     pending_table = Signal(intbv(0)[table_width:])
+    pending_table_in_ram = Signal(bool(0))
     pending_writable = Signal(bool(0))
     pending_user = Signal(bool(0))
     pending_no_execute = Signal(bool(0))
@@ -110,16 +112,19 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
     @always_comb
     def read_hit():
         table_frame = intbv(0)[table_width:]  # (`table` is a Verilog keyword)
+        in_ram = False
         entry_writable = False
         entry_user = False
         entry_no_execute = False
         for i in range(entries):
             if hit_entry[i]:
                 table_frame[:] = table_frame | tables[i]
+                in_ram = in_ram or bool(tables_in_ram[i])
                 entry_writable = entry_writable or bool(writable[i])
                 entry_user = entry_user or bool(user[i])
                 entry_no_execute = entry_no_execute or bool(no_execute[i])
         lookup.table.next = table_frame
+        lookup.table_in_ram.next = in_ram
         lookup.writable.next = entry_writable
         lookup.user.next = entry_user
         lookup.no_execute.next = entry_no_execute
@@ -173,6 +178,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 pending.next = True
                 pending_level.next = insert.level
                 pending_table.next = insert.table
+                pending_table_in_ram.next = insert.table_in_ram
                 pending_writable.next = insert.writable
                 pending_user.next = insert.user
                 pending_no_execute.next = insert.no_execute
@@ -194,6 +200,7 @@ def pwc(clk: SignalType, rst: SignalType, lookup: PwcLookup, insert: PwcInsert, 
                 else:
                     tags[pending_index].next = vpn & intbv(pml4e_prefix)[vpn_width:]
                 tables[pending_index].next = pending_table
+                tables_in_ram[pending_index].next = pending_table_in_ram
                 writable[pending_index].next = pending_writable
                 user[pending_index].next = pending_user
                 no_execute[pending_index].next = pending_no_execute

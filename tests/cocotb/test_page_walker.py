@@ -26,7 +26,8 @@ class WalkerEnvironment(tb.Environment):
 
     outputs = (
         "mem_valid", "mem_write", "mem_word_addr", "mem_wdata", "mem_byte_enable", "pwc_insert_valid",
-        "pwc_insert_level", "pwc_insert_table", "pwc_insert_writable", "pwc_insert_user", "pwc_insert_no_execute",
+        "pwc_insert_level", "pwc_insert_table", "pwc_insert_table_in_ram", "pwc_insert_writable", "pwc_insert_user",
+        "pwc_insert_no_execute",
         "result_done",
         "result_fault_page", "result_fault_bus", "result_present", "result_reserved", "result_frame", "result_size",
         "result_writable", "result_user", "result_no_execute", "result_global_", "result_dirty", "result_levels",
@@ -61,8 +62,8 @@ class WalkerEnvironment(tb.Environment):
         access = Access(store, self.rng.random() < 0.4, not store and self.rng.random() < 0.3)
         cr3 = target.root if target.root is not None and self.rng.random() < 0.9 else self.rng.choice(self.tables.roots)
         start = {"level": 4, "table": cr3}
-        inputs = {"pwc_hit": 0, "pwc_next_level": 0, "pwc_table": 0, "pwc_writable": 0, "pwc_user": 0,
-                  "pwc_no_execute": 0}
+        inputs = {"pwc_hit": 0, "pwc_next_level": 0, "pwc_table": 0, "pwc_table_in_ram": 0, "pwc_writable": 0,
+                  "pwc_user": 0, "pwc_no_execute": 0}
         scratch = Memory(self.ram.size)
         scratch.data[:] = self.ram.data
         inserts = walk(scratch, vaddr, access, cr3, self.maxphyaddr).inserts
@@ -71,7 +72,8 @@ class WalkerEnvironment(tb.Environment):
             start = {"level": level - 1, "table": table, "writable": writable, "user": user,
                      "no_execute": no_execute}
             inputs |= {"pwc_hit": 1, "pwc_next_level": level - 1, "pwc_table": table >> PAGE_SHIFT,
-                       "pwc_writable": writable, "pwc_user": user, "pwc_no_execute": no_execute}
+                       "pwc_table_in_ram": table < self.ram.size, "pwc_writable": writable, "pwc_user": user,
+                       "pwc_no_execute": no_execute}
         model = Memory(self.ram.size)
         model.data[:] = self.ram.data
         self.expected = walk(model, vaddr, access, maxphyaddr=self.maxphyaddr, **start)
@@ -102,6 +104,7 @@ class WalkerEnvironment(tb.Environment):
             self.expect("an expected PWC insert", 1, 1 if self.pending_inserts else 0)
             level, table, writable, user, no_execute = self.pending_inserts.pop(0)
             for port, want in (("pwc_insert_level", level), ("pwc_insert_table", table >> PAGE_SHIFT),
+                               ("pwc_insert_table_in_ram", table < self.ram.size),
                                ("pwc_insert_writable", writable), ("pwc_insert_user", user),
                                ("pwc_insert_no_execute", no_execute)):
                 self.expect(port, values[port], want)

@@ -28,8 +28,8 @@ import tb
 from hdl.protocol import DEFAULT_MAXPHYADDR, LEVEL_BITS, VPN_WIDTH, frame_width
 
 PWC_LEVELS = (2, 3, 4)  # PDE, PDPTE, PML4E: the non-leaf entries a walk can skip to
-LOOKUP_OUTPUTS = ("lookup_hit", "lookup_next_level", "lookup_table", "lookup_writable", "lookup_user",
-                  "lookup_no_execute")
+LOOKUP_OUTPUTS = ("lookup_hit", "lookup_next_level", "lookup_table", "lookup_table_in_ram", "lookup_writable",
+                  "lookup_user", "lookup_no_execute")
 DEEPER_WINS = "a deeper level's entry answering over a shallower one's"
 
 
@@ -43,6 +43,7 @@ class Entry:
     level: int
     prefix: int
     table: int  # frame number of the table the entry points at
+    table_in_ram: bool  # as the walker found it: the cache keeps the bit and answers it
     writable: bool
     user: bool
     no_execute: bool
@@ -107,8 +108,8 @@ class PwcEnvironment(tb.ScriptedEnvironment):
 
     def _entry(self, level: int) -> Entry:
         """An entry of `level` as the walker offers it (the cache takes the prefix from the registered VPN)."""
-        writable, user, no_execute = (bool(self.rng.getrandbits(1)) for _ in range(3))
-        return Entry(level, 0, self.rng.getrandbits(self.frame_bits), writable, user, no_execute)
+        in_ram, writable, user, no_execute = (bool(self.rng.getrandbits(1)) for _ in range(4))
+        return Entry(level, 0, self.rng.getrandbits(self.frame_bits), in_ram, writable, user, no_execute)
 
     def _cycle(self, accept: int | None = None, flush: bool = False, insert: Entry | None = None) -> dict[str, int]:
         """One cycle's inputs: the request port's page (accepted, or whatever is on it), the registered page, and
@@ -119,7 +120,8 @@ class PwcEnvironment(tb.ScriptedEnvironment):
         if insert is None:
             insert = self._entry(self.rng.randint(0, 7))
         return inputs | {"insert_level": insert.level, "insert_table": insert.table,
-                         "insert_writable": insert.writable, "insert_user": insert.user,
+                         "insert_table_in_ram": insert.table_in_ram, "insert_writable": insert.writable,
+                         "insert_user": insert.user,
                          "insert_no_execute": insert.no_execute}
 
     def _cycles(self, requests: int) -> Iterator[dict[str, int]]:
@@ -163,7 +165,8 @@ class PwcEnvironment(tb.ScriptedEnvironment):
             self.expect("hit", values["lookup_hit"], hit is not None)
             if hit is not None:
                 for port, want in (("lookup_next_level", hit.level - 1), ("lookup_table", hit.table),
-                                   ("lookup_writable", hit.writable), ("lookup_user", hit.user),
+                                   ("lookup_table_in_ram", hit.table_in_ram), ("lookup_writable", hit.writable),
+                                   ("lookup_user", hit.user),
                                    ("lookup_no_execute", hit.no_execute)):
                     self.expect(port, values[port], want)
         # The clock edge: the comparison with the accepted page (which a flush at this edge leaves empty), the flush
@@ -190,7 +193,8 @@ class PwcEnvironment(tb.ScriptedEnvironment):
             self.answered = False
         self.pending = None
         if inputs["insert_valid"]:
-            self.pending = Entry(inputs["insert_level"], 0, inputs["insert_table"], bool(inputs["insert_writable"]),
+            self.pending = Entry(inputs["insert_level"], 0, inputs["insert_table"],
+                                 bool(inputs["insert_table_in_ram"]), bool(inputs["insert_writable"]),
                                  bool(inputs["insert_user"]), bool(inputs["insert_no_execute"]))
         self.chosen = self.answered  # the cycle after the accepting one chooses the answer: it holds from the next
         if inputs["lookup_accept"]:
