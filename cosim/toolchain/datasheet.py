@@ -340,7 +340,10 @@ def datasheet_text(config: MmuConfig | None = None) -> str:
         "only this sheet (reset, CSR reads, stores and loads, faults; prints PASS); `mmu.core`, a FuseSoC CAPI2 core "
         "(`fusesoc --cores-root DIR run --target lint|sim|sim_verilator|sim_no_init mmucosim:mmu:mmu`); and this "
         "sheet. By hand: `verilator --lint-only -Wall mmu.v`; `iverilog -g2012 -o tb mmu.v mmu_tb.v && vvp tb`; "
-        "`verilator --binary -Wall --top-module mmu_tb -CFLAGS -std=c++20 mmu.v mmu_tb.v && obj_dir/Vmmu_tb`.\n")
+        "`verilator --binary -Wall --top-module mmu_tb -CFLAGS -std=c++20 mmu.v mmu_tb.v && obj_dir/Vmmu_tb`. "
+        "For an FPGA: `mmucosim synth --target ecp5-85f` (or `ice40-up5k`) with this configuration's options "
+        "synthesizes it with Yosys and nextpnr and reports its resources and Fmax; docs/synthesis.md has those "
+        "measured for the default configuration on an ECP5-85F and for an 8-entry TLB on an iCE40UP5K.\n")
     add("## Configuration\n")
     add("Fixed at export (`mmucosim verilog --tlb-entries … --maxphyaddr …`); software reads it from the CFG_* CSRs.\n")
     add("| parameter | value |")

@@ -96,7 +96,7 @@ class Build:
 
 
 # The UP5K's build: an 8-entry TLB fits its 5,280 logic cells only without a PWC, with FIFO replacement (a
-# pointer rather than PLRU's tree) and 32 physical address bits (64 KiB of SPRAM need no more): 99.9 % of the
+# pointer rather than PLRU's tree) and 32 physical address bits (64 KiB of SPRAM need no more): 97 % of the
 # cells, measured (docs/synthesis.md).
 ICE40_CONFIG = MmuConfig(tlb_entries=8, tlb_policy=TlbPolicy.FIFO, pwc_entries=0, maxphyaddr=32)
 TIMING_CLOSURE_SET = (
