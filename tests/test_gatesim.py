@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -92,16 +93,23 @@ DP16KD_PORT_A = """  `define PORTS(q, oce) .CLKA(clk), .CEA(ce), .WEA(we), .RSTA
 """
 
 
-def test_the_dp16kd_model_reads_writes_and_keeps_its_output_as_yosys_maps_it(tmp_path):
+def _dp16kd_bench(tmp_path: Path, declarations: str, body: str) -> str:
+    """What a one-module bench prints on Icarus with the DP16KD model: a clock, `declarations`, the `PORTS macro,
+    then `body` (the blocks under test and the stimulus)."""
     if shutil.which("iverilog") is None:
         pytest.skip("Icarus Verilog (iverilog) is not installed")
+    bench = ("`timescale 1ns/10ps\nmodule t;\n  reg clk = 0; always #5 clk = ~clk;\n" + declarations + DP16KD_PORT_A
+             + body + "endmodule\n")
+    return _icarus(tmp_path, {"dp16kd_sim.v": gatesim.DP16KD_MODEL.read_text(), "t.v": bench}, "t")
+
+
+def test_the_dp16kd_model_reads_writes_and_keeps_its_output_as_yosys_maps_it(tmp_path):
     # Port A only, as Yosys maps hdl/ram.py: x1 (NORMAL), x9 (READBEFOREWRITE) and x18 with byte enables on AD1:0.
-    bench = """`timescale 1ns/10ps
-module t;
-  reg clk = 0; always #5 clk = ~clk;
-  reg we = 0, ce = 0; reg [13:0] ad = 0; reg [17:0] di = 0;
+    declarations = """  reg we = 0, ce = 0; reg [13:0] ad = 0; reg [17:0] di = 0;
   wire [17:0] q1, q9, q18;
-""" + DP16KD_PORT_A + """  DP16KD #(.DATA_WIDTH_A(1), .WRITEMODE_A("NORMAL")) x1(`PORTS(q1, 1'b1));
+"""
+    output = _dp16kd_bench(tmp_path, declarations, """\
+  DP16KD #(.DATA_WIDTH_A(1), .WRITEMODE_A("NORMAL")) x1(`PORTS(q1, 1'b1));
   DP16KD #(.DATA_WIDTH_A(9), .WRITEMODE_A("READBEFOREWRITE")) x9(`PORTS(q9, 1'b1));
   DP16KD #(.DATA_WIDTH_A(18), .WRITEMODE_A("NORMAL")) x18(`PORTS(q18, 1'b1));
   task cycle(input c, input w, input [13:0] a, input [17:0] d); begin
@@ -115,9 +123,7 @@ module t;
     cycle(0, 0, 14'd0, 0); $display("idle %h %h %h", q1, q9, q18);
     $finish;
   end
-endmodule
-"""
-    output = _icarus(tmp_path, {"dp16kd_sim.v": gatesim.DP16KD_MODEL.read_text(), "t.v": bench}, "t")
+""")
     # x1 keeps bit 0 of a write, x9 bits 8:0 (AD2:0 are address bits for both); x18 ignores AD1:0 when reading
     assert output.splitlines() == [
         "read 00001 001ff 3ffff",
@@ -128,16 +134,12 @@ endmodule
 
 
 def test_the_dp16kd_model_with_outreg_is_the_noreg_output_behind_a_flip_flop_enabled_by_oce(tmp_path):
-    if shutil.which("iverilog") is None:
-        pytest.skip("Icarus Verilog (iverilog) is not installed")
     # What bram_outreg folds: a NOREG block into a fabric flip-flop (`fabric`, enabled by oce as OCE enables the
     # block's register), against the same block with REGMODE OUTREG.
-    bench = """`timescale 1ns/10ps
-module t;
-  reg clk = 0; always #5 clk = ~clk;
-  reg we = 0, ce = 0, oce = 1; reg [13:0] ad = 0; reg [17:0] di = 0;
+    declarations = """  reg we = 0, ce = 0, oce = 1; reg [13:0] ad = 0; reg [17:0] di = 0;
   wire [17:0] plain, registered; reg [17:0] fabric = 0;
-""" + DP16KD_PORT_A + """  DP16KD #(.DATA_WIDTH_A(1)) noreg(`PORTS(plain, 1'b1));
+"""
+    output = _dp16kd_bench(tmp_path, declarations, """  DP16KD #(.DATA_WIDTH_A(1)) noreg(`PORTS(plain, 1'b1));
   DP16KD #(.DATA_WIDTH_A(1), .REGMODE_A("OUTREG")) outreg(`PORTS(registered, oce));
   always @(posedge clk) if (oce) fabric <= plain;
   task cycle(input c, input w, input [13:0] a, input [17:0] d, input o); begin
@@ -152,9 +154,7 @@ module t;
     cycle(0, 0, 14'd0, 0, 1);  // no access
     $finish;
   end
-endmodule
-"""
-    output = _icarus(tmp_path, {"dp16kd_sim.v": gatesim.DP16KD_MODEL.read_text(), "t.v": bench}, "t")
+""")
     assert output.splitlines() == [
         "0 0 same",
         "1 0 same",  # the read's bit, and a cycle later the register's
