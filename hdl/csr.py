@@ -58,12 +58,12 @@ def csr(
     on its ports), into registers, in two independent parts: whether the address lies in the CSR space (its bits
     above the CSR address width zero) and which register its low bits name. `known`, `writable` and
     `names_cr0`/`names_cr3` (the address is CR0's, CR3's: the MMU flushes on their writes) are the AND of the two,
-    from the lookup cycle on, and mean nothing for other operations. For a user
-    request (`next_user`: CPL 3) no CSR is known or writable, so its reads and writes are GP, as
-    `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and `cr3` the raw CR3 for the walker. `event_*`: the access
-    event of the response being given (`event_flush`: a FLUSH or a CR3 write), counted when `event_valid`; a page
-    fault's response records `fault_addr` (the request's address) in CR2 and `event_errcode` in PFEC at the edge that
-    ends it, in time for the next request's lookup. `cycles` is the register of Counter.CYCLES itself.
+    from the lookup cycle on, and mean nothing for other operations. For a user request (`next_user`: CPL 3) no CSR
+    is known or writable, so its reads and writes are GP, as `mov cr` at CPL 3 is on x86. `paging` is CR0.PG and
+    `cr3` the raw CR3 for the walker. `event_*`: the access event of the response being given (`event_flush`: a
+    FLUSH or a CR3 write), counted when `event_valid`; a page fault's response records `fault_addr` (the request's
+    address) in CR2 and `event_errcode` in PFEC at the edge that ends it, in time for the next request's lookup.
+    `cycles` is the register of Counter.CYCLES itself.
     """
     # Counter.CYCLES is `cycles`, a port; the event counters (Counter.LOADS onwards) are a memory, indexed from 0.
     assert Counter.CYCLES == 0, "CYCLES must be the first counter: the event counters follow it"
